@@ -1,0 +1,97 @@
+"""Benchmark: `fit` against the PyTorch tutorial's own pipeline, side by side in one process.
+
+    python -m aecore.bench [--epochs 1] [--data-dir DIR] [--device auto|cpu|cuda]
+
+Both train pytorch-784-200 (784-200-784, BCE, Adam 1e-3, batch 124) on the same MNIST training images.
+The tutorial pipeline is a torchvision MNIST dataset with a per-sample ToTensor transform and a shuffling
+DataLoader; `fit` keeps the images on the device and gathers whole batches. Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from aecore import presets
+from aecore.data import Data, DataConfig, Split, load
+from aecore.models import build
+from aecore.train import fit, resolve_device
+
+
+def time_fit(train: Split, epochs: int, device: str, seed: int = 0) -> tuple[float, float]:
+    """Seconds per epoch and the last epoch's mean loss of `fit` (no held-out evaluation)."""
+    pre = presets.get("pytorch-784-200")
+    model = build(pre.model, seed=seed)
+    cfg = replace(pre.train, epochs=epochs, device=device, seed=seed, log_every=10_000)
+    empty = Split(train.images[:0], train.labels[:0])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    last = [m for m in fit(model, Data(train, None, empty), cfg) if m.epoch_end][-1]
+    return (time.perf_counter() - t) / epochs, last.epoch_loss
+
+
+def time_tutorial(train: Split, epochs: int, device: str, seed: int = 0) -> tuple[float, float]:
+    """Seconds per epoch and last epoch's mean loss of the tutorial's DataLoader pipeline."""
+    from torch import nn
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp, "MNIST", "raw")
+        raw.mkdir(parents=True)
+        n = len(train)
+        # torchvision reads the uncompressed official files from <root>/MNIST/raw; we write ours there.
+        (raw / "train-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) +
+                                                      train.images.numpy().tobytes())
+        (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) +
+                                                      train.labels.to(torch.uint8).numpy().tobytes())
+        for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            (raw / stem).write_bytes(b"")   # torchvision checks the test files exist even for train=True
+        ds = datasets.MNIST(tmp, train=True, transform=transforms.ToTensor(), download=False)
+        torch.manual_seed(seed)
+        loader = DataLoader(ds, batch_size=124, shuffle=True)
+        model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 784), nn.Sigmoid()).to(device)
+        criterion = nn.BCELoss()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            total = torch.zeros((), device=device)
+            for img, _ in loader:
+                img = img.view(img.size(0), -1).to(device)
+                loss = criterion(model(img), img)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(img)
+            epoch_loss = total.item() / n
+        return (time.perf_counter() - t) / epochs, epoch_loss
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aecore.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=1, help="epochs of 60,000 samples for each pipeline")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--skip-tutorial", action="store_true", help="time fit only (e.g. 10 epochs on a GPU)")
+    args = p.parse_args(argv)
+    device = str(resolve_device(args.device))
+    train = load(DataConfig(), args.data_dir).train
+    out = {"device": device, "threads": torch.get_num_threads(), "epochs": args.epochs,
+           "samples_per_epoch": len(train)}
+    out["fit_s_per_epoch"], out["fit_loss"] = time_fit(train, args.epochs, device)
+    if not args.skip_tutorial:
+        out["tutorial_s_per_epoch"], out["tutorial_loss"] = time_tutorial(train, args.epochs, device)
+        out["speedup"] = out["tutorial_s_per_epoch"] / out["fit_s_per_epoch"]
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Checkpoints as safetensors: weights plus JSON metadata (configs, history, test-error quantiles).
+
+Loading never unpickles. We parse the safetensors header ourselves first so that a pickle or torch.save
+file, a truncated file, wrong tensor shapes or an unknown config field each get a message that says which.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from aecore.data import DataConfig
+from aecore.models import Autoencoder, ModelConfig, from_dict
+from aecore.train import TrainConfig
+
+FORMAT = "aecore-checkpoint/1"
+MAX_HEADER = 10 * 1024 * 1024   # our headers are a few kB; anything huge is not one of ours
+
+
+class CheckpointError(Exception):
+    """The file is not a usable AE Lab checkpoint; the message says why."""
+
+
+def to_bytes(model: Autoencoder, meta: dict) -> bytes:
+    """Serialise `model` and `meta` (JSON-able; may hold 'train'/'data' configs as dataclasses or dicts)."""
+    meta = dict(meta)
+    for key in ("train", "data"):
+        if is_dataclass(meta.get(key)):
+            meta[key] = asdict(meta[key])
+    meta["model"] = model.config.to_dict()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return st_save(tensors, metadata={"format": FORMAT, "aecore": json.dumps(meta)})
+
+
+def save(path, model: Autoencoder, meta: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(to_bytes(model, meta))
+    tmp.replace(path)   # a crash mid-write never leaves a half checkpoint under the real name
+    return path
+
+
+def load(source) -> tuple[Autoencoder, dict]:
+    """Read a checkpoint from a path or bytes; returns (model on CPU in eval mode, meta).
+
+    meta["model"], meta["train"], meta["data"] come back as ModelConfig, TrainConfig, DataConfig.
+    """
+    name = "checkpoint"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+    else:
+        name = str(source)
+        try:
+            blob = Path(source).read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"{name}: cannot read ({e.strerror or e})") from None
+    header = _header(blob, name)
+    try:
+        meta = json.loads((header.get("__metadata__") or {}).get("aecore", ""))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{name}: a safetensors file, but not an AE Lab checkpoint (no aecore metadata)") \
+            from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{name}: metadata is not a JSON object")
+    try:
+        meta["model"] = ModelConfig.from_dict(meta.get("model"))
+        if "train" in meta:
+            meta["train"] = TrainConfig.from_dict(meta["train"])
+        if "data" in meta:
+            meta["data"] = from_dict(DataConfig, meta["data"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{name}: invalid configuration: {e}") from None
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own SafetensorError for malformed bodies
+        raise CheckpointError(f"{name}: corrupt tensor data ({e})") from None
+    model = Autoencoder(meta["model"])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{name}: tensors do not match the model config "
+                              f"(missing {missing[:4]}, unexpected {extra[:4]})")
+    for key, want in expected.items():
+        got = tensors[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(f"{name}: tensor {key} is {list(got.shape)} {got.dtype}, the config "
+                                  f"{meta['model'].family} {_sizes(meta['model'])} needs {list(want.shape)} "
+                                  f"{want.dtype}")
+        if not torch.isfinite(got).all():
+            raise CheckpointError(f"{name}: tensor {key} holds NaN or infinite values")
+    model.load_state_dict(tensors)
+    return model.eval(), meta
+
+
+def _header(blob: bytes, name: str) -> dict:
+    if blob[:2] == b"PK" or blob[:1] == b"\x80":
+        raise CheckpointError(f"{name}: this is a pickle / torch.save file. AE Lab only loads safetensors "
+                              f"checkpoints, because unpickling a file can run arbitrary code")
+    if len(blob) < 8:
+        raise CheckpointError(f"{name}: {len(blob)} bytes, too short to be a safetensors checkpoint")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > MAX_HEADER or blob[8:9] != b"{":
+        raise CheckpointError(f"{name}: not a safetensors file (no JSON header at the start)")
+    if 8 + n > len(blob):
+        raise CheckpointError(f"{name}: truncated: the header needs {n:,} bytes, the file has {len(blob) - 8:,}")
+    try:
+        header = json.loads(blob[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{name}: corrupt safetensors header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name}: corrupt safetensors header")
+    body = len(blob) - 8 - n
+    ends = [v["data_offsets"][1] for k, v in header.items()
+            if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets", ())) == 2]
+    if ends and max(ends) > body:
+        raise CheckpointError(f"{name}: truncated: tensors need {max(ends):,} bytes of data, "
+                              f"the file holds {body:,}")
+    return header
+
+
+def _sizes(cfg: ModelConfig) -> str:
+    return str(list(cfg.channels if cfg.family == "conv" else cfg.hidden))

@@ -1,0 +1,205 @@
+"""MNIST and Fashion-MNIST from IDX files, held as uint8 tensors, plus per-batch noise.
+
+Look-up order for the files: an explicit directory, the AECORE_DATA_DIR setting, ./data, and for
+Fashion-MNIST Debian's /usr/share/datasets/fashion-mnist. In each place we accept the flat official files
+(`train-images-idx3-ubyte[.gz]` ...) and torchvision's `<root>/MNIST/raw` (or `FashionMNIST/raw`) layout.
+Nothing is downloaded unless `download=True` is passed.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist", "fashion-mnist")
+ENV_VAR = "AECORE_DATA_DIR"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Sub-folders tried inside every root; a flat root is MNIST's by default, Fashion-MNIST's only where named.
+_SUBDIRS = {"mnist": ("", "mnist", "MNIST/raw"), "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw")}
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_COUNTS = {"train": 60_000, "test": 10_000}
+CLASS_NAMES = {
+    "mnist": tuple(str(i) for i in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
+
+
+class DataError(Exception):
+    """Data missing, unreadable or malformed; the message says what and where, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images a run trains and validates on."""
+    dataset: str = "mnist"              # "mnist" or "fashion-mnist"
+    val_fraction: float = 0.0           # first fraction of train held out (Keras tutorial: 0.2); 0 = none
+    classes: tuple[int, ...] = ()       # train/test only on these labels (conv tutorial: (0,)); () = all
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        if any(not 0 <= c <= 9 for c in self.classes):
+            raise ValueError(f"DataConfig.classes must be labels 0..9, got {self.classes}")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 28, 28) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, mask_or_index) -> "Split":
+        return Split(self.images[mask_or_index], self.labels[mask_or_index])
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    val: Split | None   # the held-out part of train, if DataConfig.val_fraction > 0
+    test: Split
+
+
+# ---------------------------------------------------------------------------------------------- IDX files
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) into a uint8 array, checking magic number and sizes."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read ({e}); the file is truncated or not gzip data") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: only {len(raw)} bytes, too short to be an IDX file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+        raise DataError(f"{path}: bad magic number 0x{raw[:4].hex()} (expected 0x00000801 for labels "
+                        f"or 0x00000803 for images); not an MNIST-style IDX file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: header cut short ({len(raw)} bytes)")
+    shape = struct.unpack(">" + "I" * ndim, raw[4:header])
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: header promises {shape} = {expected:,} bytes of data, file holds "
+                        f"{len(raw) - header:,}; the file is truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every folder searched for `dataset`, in order."""
+    roots = []
+    if data_dir is not None:
+        roots.append((Path(data_dir), True))
+    if os.environ.get(ENV_VAR):
+        roots.append((Path(os.environ[ENV_VAR]), False))
+    roots.append((Path("data"), False))
+    if dataset == "fashion-mnist":
+        roots.append((DEBIAN_FASHION, True))
+    dirs = []
+    for root, explicit in roots:
+        subs = _SUBDIRS[dataset]
+        if explicit and "" not in subs:
+            subs = ("",) + subs   # a folder named for this data set may hold the flat files
+        dirs += [root / s if s else root for s in subs]
+    return dirs
+
+
+def load_split(dataset: str, split: str, data_dir=None, download: bool = False) -> Split:
+    """Load 'train' or 'test' of `dataset` as uint8 images (N, 28, 28) and int64 labels (N,)."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown data set {dataset!r}; choose one of {DATASETS}")
+    if download:
+        _download(dataset, data_dir)
+    searched = candidate_dirs(dataset, data_dir)
+    for folder in searched:
+        img_f, lab_f = (_find_file(folder, stem) for stem in _FILES[split])
+        if img_f and lab_f:
+            images, labels = read_idx(img_f), read_idx(lab_f)
+            if images.ndim != 3 or images.shape[1:] != (28, 28):
+                raise DataError(f"{img_f}: images have shape {images.shape}, expected (N, 28, 28)")
+            if labels.ndim != 1 or len(labels) != len(images):
+                raise DataError(f"{lab_f}: {len(labels):,} labels for {len(images):,} images in {img_f.name}")
+            return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    places = "\n".join(f"  - {p}" for p in searched)
+    stems = ", ".join(s + "[.gz]" for s in _FILES[split])
+    raise DataError(
+        f"{dataset} {split} data not found. Looked for {stems} in:\n{places}\n"
+        f"Fix: set {ENV_VAR} to the folder holding the IDX files (e.g. export {ENV_VAR}=/path/to/mnist), "
+        f"pass --data-dir, or put them in ./data"
+        + (" (Debian: apt-get install dataset-fashion-mnist)" if dataset == "fashion-mnist" else "")
+        + "; with internet access, --download fetches them through torchvision.")
+
+
+def _download(dataset: str, data_dir) -> None:
+    from torchvision import datasets  # only needed for this optional path
+    root = Path(data_dir or os.environ.get(ENV_VAR) or "data")
+    cls = datasets.MNIST if dataset == "mnist" else datasets.FashionMNIST
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
+        raise DataError(f"downloading {dataset} into {root} failed ({type(e).__name__}: {e}). "
+                        f"Without internet, point {ENV_VAR} at a folder with the IDX files instead.") from None
+
+
+def load(cfg: DataConfig, data_dir=None, download: bool = False) -> Data:
+    """Train/validation/test splits for `cfg`: class filter first, then the first val_fraction of train."""
+    train = load_split(cfg.dataset, "train", data_dir, download)
+    test = load_split(cfg.dataset, "test", data_dir)
+    return split(train, test, cfg)
+
+
+def split(train: Split, test: Split, cfg: DataConfig) -> Data:
+    if cfg.classes:
+        keep = torch.tensor(cfg.classes)
+        train = train.take(torch.isin(train.labels, keep))
+        test = test.take(torch.isin(test.labels, keep))
+    val = None
+    if cfg.val_fraction > 0:
+        n_val = int(round(len(train) * cfg.val_fraction))
+        train, val = train.take(slice(n_val, None)), train.take(slice(0, n_val))
+    return Data(train, val, test)
+
+
+# ---------------------------------------------------------------------------------------------- noise
+NOISE_KINDS = ("none", "mask", "gaussian")
+
+
+def add_noise(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Corrupt a batch of [0, 1] images; the clean batch stays the target.
+
+    mask: zero a random `level` fraction of pixels (Chainer denoising cases);
+    gaussian: add N(0, level^2) and clip to [0, 1] (Keras blog's denoising example).
+    """
+    if kind == "none" or level == 0:
+        return x
+    if kind == "mask":
+        keep = torch.rand(x.shape, device=x.device, generator=generator) >= level
+        return x * keep
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, device=x.device, generator=generator)
+        return (x + level * noise).clamp_(0.0, 1.0)
+    raise ValueError(f"noise kind must be one of {NOISE_KINDS}, got {kind!r}")
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1], on the images' device."""
+    return images.unsqueeze(1).to(torch.float32).div_(255.0)

@@ -1,0 +1,251 @@
+"""The three autoencoder families behind one contract: encode, decode, forward, loss.
+
+Images travel as float tensors (B, 1, 28, 28) in [0, 1]. `forward` returns an `Output` holding the code `z`,
+the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever of those its objective needs
+(BCE from `raw` when the output is a sigmoid, which is exact and numerically safe).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FAMILIES = ("shallow", "deep", "conv")
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+OUTPUTS = ("sigmoid", "identity")
+LOSSES = ("bce", "mse")
+INITS = ("torch", "keras", "chainer")
+DROPOUT_PLACES = ("hidden", "hidden+output")
+SIDE = 28  # MNIST images are 28 x 28
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
+    family: str = "shallow"             # shallow 784-h-784, deep (mirrored MLP), conv
+    hidden: tuple[int, ...] = (200,)    # MLP encoder sizes after the input; shallow takes exactly one
+    channels: tuple[int, ...] = (16, 4)  # conv encoder channels, one 3x3 conv + 2x2 max-pool per entry
+    activation: str = "relu"            # hidden activation: relu, sigmoid or tanh
+    linear_code: bool = False           # deep only: no activation on the code layer (unbounded latent)
+    output: str = "sigmoid"             # sigmoid keeps pixels in [0, 1]; identity as in the Chainer study
+    loss: str = "bce"                   # bce or mse, averaged over pixels and batch
+    dropout: float = 0.0                # rate for nn.Dropout; 0 disables it
+    dropout_where: str = "hidden"       # hidden, or hidden+output as the Chainer cases do
+    init: str = "torch"                 # torch default, keras (Glorot-uniform, zero bias), chainer (N(0, 1/fan_in))
+
+    def __post_init__(self):
+        def check(ok, field, allowed, value):
+            if not ok:
+                raise ValueError(f"ModelConfig.{field} must be {allowed}, got {value!r}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        check(self.family in FAMILIES, "family", f"one of {FAMILIES}", self.family)
+        check(self.activation in ACTIVATIONS, "activation", f"one of {tuple(ACTIVATIONS)}", self.activation)
+        check(self.output in OUTPUTS, "output", f"one of {OUTPUTS}", self.output)
+        check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
+        check(self.init in INITS, "init", f"one of {INITS}", self.init)
+        check(self.dropout_where in DROPOUT_PLACES, "dropout_where", f"one of {DROPOUT_PLACES}", self.dropout_where)
+        check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        check(not (self.loss == "bce" and self.output == "identity"), "loss",
+              "'mse' when output is 'identity' (BCE needs outputs in [0, 1])", self.loss)
+        if self.family == "shallow":
+            check(len(self.hidden) == 1 and 2 <= self.hidden[0] <= 2000, "hidden",
+                  "one size from 2 to 2000 for the shallow family", self.hidden)
+        elif self.family == "deep":
+            check(1 <= len(self.hidden) <= 8 and all(1 <= h <= 4096 for h in self.hidden), "hidden",
+                  "1 to 8 sizes, each from 1 to 4096, for the deep family", self.hidden)
+        else:
+            check(1 <= len(self.channels) and all(1 <= c <= 256 for c in self.channels), "channels",
+                  "one or more channel counts from 1 to 256", self.channels)
+            side = SIDE
+            for stage in range(len(self.channels)):
+                if side % 2:
+                    raise ValueError(
+                        f"ModelConfig.channels: {len(self.channels)} pooling stages cannot decode back to "
+                        f"28x28 (after {stage} stages the map is {side}x{side}, odd, so 2x2 pooling loses a "
+                        f"row); use at most 2 stages")
+                side //= 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return from_dict(cls, d)
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        if self.family == "conv":
+            side = SIDE >> len(self.channels)
+            return (self.channels[-1], side, side)
+        return (self.hidden[-1],)
+
+
+def from_dict(cls, d: dict):
+    """Build a frozen config from JSON, rejecting unknown fields by name (lists become tuples)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class Output:
+    z: torch.Tensor      # code: (B, h) for MLPs, (B, C, 7, 7) for the default conv model
+    raw: torch.Tensor    # decoder output before the output activation, (B, 1, 28, 28)
+    output: str          # the config's output activation
+
+    @cached_property
+    def x_hat(self) -> torch.Tensor:
+        """Reconstruction in pixel space, (B, 1, 28, 28); computed only when asked (BCE training never is)."""
+        return torch.sigmoid(self.raw) if self.output == "sigmoid" else self.raw
+
+
+class Autoencoder(nn.Module):
+    """One class for every family: the config decides which layers the encoder and decoder hold."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        build = _conv_layers if config.family == "conv" else _mlp_layers
+        self.encoder, self.decoder = build(config)
+        _initialise(self, config.init)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.reshape(len(x), *self._input_shape))  # (B, 784) or (B, 1, 28, 28)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z).view(len(z), 1, SIDE, SIDE)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Code -> image in pixel space, (B, 1, 28, 28)."""
+        return Output(z, self.decode_raw(z), self.config.output).x_hat
+
+    def forward(self, x: torch.Tensor) -> Output:
+        z = self.encode(x)
+        raw = self.decode_raw(z)
+        return Output(z=z, raw=raw, output=self.config.output)
+
+    def loss(self, target: torch.Tensor, out: Output) -> torch.Tensor:
+        """Mean per-pixel loss against the clean `target` (B, 1, 28, 28)."""
+        target = target.view_as(out.raw)
+        if self.config.loss == "bce":
+            return F.binary_cross_entropy_with_logits(out.raw, target)
+        return F.mse_loss(out.x_hat, target)
+
+    @property
+    def _input_shape(self):
+        return (1, SIDE, SIDE) if self.config.family == "conv" else (SIDE * SIDE,)
+
+
+def _mlp_layers(cfg: ModelConfig):
+    act = ACTIVATIONS[cfg.activation]
+    sizes = [SIDE * SIDE, *cfg.hidden]
+    enc = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        enc.append(nn.Linear(a, b))
+        is_code = i == len(sizes) - 2
+        if not (is_code and cfg.family == "deep" and cfg.linear_code):
+            enc.append(act())
+            if cfg.dropout:
+                enc.append(nn.Dropout(cfg.dropout))
+    back = sizes[::-1]
+    dec = []
+    for i, (a, b) in enumerate(zip(back, back[1:])):
+        dec.append(nn.Linear(a, b))
+        if i < len(back) - 2:
+            dec.append(act())
+            if cfg.dropout:
+                dec.append(nn.Dropout(cfg.dropout))
+    if cfg.dropout and cfg.dropout_where == "hidden+output":
+        dec.append(nn.Dropout(cfg.dropout))
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def _conv_layers(cfg: ModelConfig):
+    act = ACTIVATIONS[cfg.activation]
+    chans = [1, *cfg.channels]
+    enc = []
+    for a, b in zip(chans, chans[1:]):
+        enc += [nn.Conv2d(a, b, 3, padding=1), act(), nn.MaxPool2d(2)]
+        if cfg.dropout:
+            enc.append(nn.Dropout(cfg.dropout))
+    back = chans[::-1]
+    dec = []
+    for i, (a, b) in enumerate(zip(back, back[1:])):
+        dec.append(nn.ConvTranspose2d(a, b, 2, stride=2))  # doubles the side exactly
+        if i < len(back) - 2:
+            dec.append(act())
+            if cfg.dropout:
+                dec.append(nn.Dropout(cfg.dropout))
+    if cfg.dropout and cfg.dropout_where == "hidden+output":
+        dec.append(nn.Dropout(cfg.dropout))
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def _initialise(model: nn.Module, scheme: str) -> None:
+    if scheme == "torch":
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            if scheme == "keras":
+                nn.init.xavier_uniform_(m.weight)
+            else:  # Chainer v1: N(0, sqrt(1 / fan_in))
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                if isinstance(m, nn.ConvTranspose2d):  # weight is (in, out, k, k): fan_in is in * k * k
+                    fan_in = m.weight.shape[0] * m.weight[0, 0].numel()
+                nn.init.normal_(m.weight, 0.0, math.sqrt(1.0 / fan_in))
+            nn.init.zeros_(m.bias)
+
+
+def build(config: ModelConfig, seed: int | None = None) -> Autoencoder:
+    """A fresh model; with a seed, the same weights every time without touching the global RNG state."""
+    if seed is None:
+        return Autoencoder(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Autoencoder(config)
+
+
+def summary(model: Autoencoder) -> list[dict]:
+    """One row per layer: name, layer type, output shape (without batch) and parameter count."""
+    rows = []
+    hooks = []
+    for name, m in model.named_modules():
+        if len(list(m.children())) == 0:
+            def hook(mod, inp, out, name=name):
+                rows.append({"name": name, "layer": type(mod).__name__, "output_shape": tuple(out.shape[1:]),
+                             "params": sum(p.numel() for p in mod.parameters())})
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 1, SIDE, SIDE, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows
+
+
+def summary_text(model: Autoencoder) -> str:
+    """Keras-style table: for 784-32-784 the two Linear rows read 25,120 and 25,872."""
+    rows = summary(model)
+    lines = [f"{'layer':<22}{'output shape':<20}{'params':>12}", "-" * 54]
+    for r in rows:
+        shape = "(B, " + ", ".join(map(str, r["output_shape"])) + ")"
+        lines.append(f"{r['name'] + ' ' + r['layer']:<22}{shape:<20}{r['params']:>12,}")
+    lines += ["-" * 54, f"{'total':<42}{count_params(model):>12,}"]
+    return "\n".join(lines)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

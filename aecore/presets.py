@@ -1,0 +1,103 @@
+"""The five tutorials' experiments as presets, each with the figure its tutorial reported."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aecore.data import DataConfig
+from aecore.models import ModelConfig
+from aecore.train import TrainConfig
+
+FIGURE_METRICS = ("train_loss", "val_loss", "test_loss")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    tutorial: str                  # what the tutorial did and showed
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    figure: float | None           # the tutorial's reported number; None where it reported a picture
+    figure_metric: str = "train_loss"  # which of our final figures it compares with
+    figure_label: str = ""
+
+    def figure_text(self, measured: float | None = None) -> str:
+        """'tutorial: 0.066 · this run: 0.0655' as the UI and CLI show it."""
+        parts = [f"tutorial: {self.figure:.4g}" if self.figure is not None else "tutorial: (no number)"]
+        if measured is not None:
+            parts.append(f"this run: {measured:.4g}")
+        return " · ".join(parts)
+
+
+def _chainer(case: int, act: str, units: int, dropout: bool, mask: float = 0.0, figure=None) -> Preset:
+    what = f"{act.capitalize()} {units}" + (" dropout" if dropout else "") + \
+        (f" + {mask:.0%} masking noise" if mask else "")
+    return Preset(
+        name=f"chainer-case{case}",
+        title=f"Chainer case {case}: {what}",
+        tutorial="Chainer study of 7 cases: 784-h-784, identity output, MSE, Adam, batch 100, 20 epochs, "
+                 "dropout 0.5 on hidden and output; first-layer and transposed second-layer weights as tiles.",
+        model=ModelConfig(family="shallow", hidden=(units,), activation=act, output="identity", loss="mse",
+                          dropout=0.5 if dropout else 0.0, dropout_where="hidden+output", init="chainer"),
+        data=DataConfig(),
+        train=TrainConfig(epochs=20, batch_size=100, lr=1e-3, noise="mask" if mask else "none",
+                          noise_level=mask),
+        figure=figure, figure_metric="test_loss", figure_label="test MSE (eval mode)")
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset(
+        name="pytorch-784-200",
+        title="PyTorch 784-200-784",
+        tutorial="PyTorch tutorial: 784-200-784, ReLU hidden, sigmoid output, BCE, Adam 1e-3, batch 124, "
+                 "10 epochs; reports a final training BCE of 0.066.",
+        model=ModelConfig(family="shallow", hidden=(200,), activation="relu", output="sigmoid", loss="bce"),
+        data=DataConfig(),
+        train=TrainConfig(epochs=10, batch_size=124, lr=1e-3),
+        figure=0.066, figure_metric="train_loss", figure_label="final train BCE"),
+    Preset(
+        name="keras-784-32",
+        title="Keras 784-32-784",
+        tutorial="Keras tutorial: 784-32-784, ReLU/sigmoid, BCE, Adam (eps 1e-7), batch 128, first 20% of the "
+                 "training set held out for validation, Glorot-uniform init, 20 epochs; validation BCE about 0.09.",
+        model=ModelConfig(family="shallow", hidden=(32,), activation="relu", output="sigmoid", loss="bce",
+                          init="keras"),
+        data=DataConfig(val_fraction=0.2),
+        train=TrainConfig(epochs=20, batch_size=128, lr=1e-3, adam_eps=1e-7),
+        figure=0.093, figure_metric="val_loss", figure_label="validation BCE"),
+    _chainer(1, "relu", 1000, dropout=True, figure=0.044),
+    _chainer(2, "relu", 1000, dropout=False),
+    _chainer(3, "relu", 400, dropout=True),
+    _chainer(4, "relu", 400, dropout=False),
+    _chainer(5, "sigmoid", 1000, dropout=True),
+    _chainer(6, "sigmoid", 1000, dropout=True, mask=0.2),
+    _chainer(7, "sigmoid", 100, dropout=False, mask=0.2),
+    Preset(
+        name="conv-digit0",
+        title="Conv AE trained on 0s (anomaly detection)",
+        tutorial="Convolutional AE (1->16->4 conv/pool, transposed-conv decoder) trained only on digit 0, MSE, "
+                 "Adam 1e-3, batch 50, 30 epochs; its reconstruction error flags a 6 as abnormal.",
+        model=ModelConfig(family="conv", channels=(16, 4), activation="relu", output="sigmoid", loss="mse"),
+        data=DataConfig(classes=(0,)),
+        train=TrainConfig(epochs=30, batch_size=50, lr=1e-3),
+        figure=None, figure_metric="test_loss", figure_label="test MSE on 0s"),
+    Preset(
+        name="stacked-2d",
+        title="Stacked 784-256-128-64-2 (2-D latent)",
+        tutorial="Stacked tanh AE 784-256-128-64-2 with a linear 2-D code, sigmoid output, MSE, Adam 1e-3, "
+                 "batch 64, learning rate halved at epochs 10 and 40, 20 epochs; mean MSE about 0.0347, a 2-D "
+                 "latent scatter and decoder images over a latent grid.",
+        model=ModelConfig(family="deep", hidden=(256, 128, 64, 2), activation="tanh", linear_code=True,
+                          output="sigmoid", loss="mse"),
+        data=DataConfig(),
+        train=TrainConfig(epochs=20, batch_size=64, lr=1e-3, lr_milestones=(10, 40), lr_gamma=0.5),
+        figure=0.0347, figure_metric="test_loss", figure_label="mean test MSE"),
+]}
+
+
+def get(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -1,0 +1,54 @@
+"""Per-image reconstruction error and where an error falls in a model's test-set distribution."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aecore.models import Autoencoder
+
+QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 quantiles (0.1 % apart)
+
+
+@torch.no_grad()
+def reconstruct(model: Autoencoder, images, batch_size: int = 1000) -> np.ndarray:
+    """Reconstructions in [0, 1] pixel space, float32 (N, 28, 28), of images (N, 28, 28) (uint8 or [0, 1] float)."""
+    x = _as_float(images)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model(x[i:i + batch_size].to(device)).x_hat.clamp(0, 1).cpu()
+                 for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).reshape(-1, 28, 28).numpy() if parts else np.zeros((0, 28, 28), np.float32)
+
+
+def reconstruction_error(model: Autoencoder, images) -> np.ndarray:
+    """One error per image: mean squared error in [0, 1] pixel space, whatever the model's loss or output."""
+    x = _as_float(images).reshape(-1, 28, 28).numpy()
+    return ((reconstruct(model, images) - x) ** 2).mean(axis=(1, 2))
+
+
+def error_quantiles(errors: np.ndarray) -> list[float]:
+    """The distribution summarised as QUANTILE_STEPS + 1 evenly spaced quantiles (for percentiles later)."""
+    qs = np.quantile(np.asarray(errors, dtype=np.float64), np.linspace(0, 1, QUANTILE_STEPS + 1))
+    return [float(f"{q:.6g}") for q in qs]
+
+
+def percentile(error: float, quantiles: list[float]) -> float:
+    """Percent of the test set whose error is below `error` (0-100), read off the stored quantiles."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    if len(q) < 2:
+        raise ValueError("need at least two quantiles")
+    return float(np.interp(error, q, np.linspace(0, 100, len(q)), left=0.0, right=100.0))
+
+
+def _as_float(images) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.shape[-2:] != (28, 28):
+        raise ValueError(f"images must be shaped (N, 28, 28), got {tuple(x.shape)}")
+    x = x.reshape(-1, 1, 28, 28)
+    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
