@@ -122,6 +122,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def available_devices() -> list[str]:
+    """Device choices for this machine: auto and cpu always, cuda when a GPU is present."""
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 @torch.no_grad()
 def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> float:
     """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode."""

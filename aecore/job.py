@@ -1,0 +1,183 @@
+"""A training run in a background thread, safe to drive and watch from another thread (the dashboard).
+
+The worker thread iterates `fit` and stores what it yields; it never touches any UI. The UI calls
+`start`, `pause`, `resume`, `stop` and reads `snapshot()` (an immutable copy) as often as it likes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from aecore import checkpoint
+from aecore.data import Data, DataConfig
+from aecore.models import Autoencoder, ModelConfig, build
+from aecore.scoring import reconstruct
+from aecore.train import Control, Metrics, TrainConfig, TrainingDiverged, fit, resolve_device, results
+
+STATES = ("ready", "running", "paused", "finished", "stopped", "failed")
+N_TIMELINE = 8   # fixed test digits reconstructed at every epoch end
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: a name, the three configs and, for a tutorial preset, its name."""
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str
+    records: tuple[Metrics, ...]            # everything fit yielded so far
+    timeline: tuple[tuple[int, np.ndarray], ...]  # (epoch, reconstructions (8, 28, 28)) per epoch end
+    originals: np.ndarray                   # the 8 fixed test digits (8, 28, 28) in [0, 1]
+    error: str | None = None                # why the run failed, for the user
+    result: dict | None = None              # figures, history, quantiles once finished or stopped
+    device: str = "cpu"
+
+    @property
+    def last(self) -> Metrics | None:
+        return self.records[-1] if self.records else None
+
+    @property
+    def progress(self) -> float:
+        m = self.last
+        return min(1.0, m.step / m.total_steps) if m else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        m = self.last
+        if not m or m.step == 0:
+            return None
+        return m.elapsed / m.step * (m.total_steps - m.step)
+
+
+class TrainingJob:
+    """One run: build the model, train it on `data` in a daemon thread, keep the result."""
+
+    def __init__(self, spec: RunSpec, data: Data):
+        self.spec = spec
+        self.data = data
+        self.device = str(resolve_device(spec.train.device))   # fails here, before any thread, if invalid
+        self.model: Autoencoder | None = None    # set when the run ends (finished, stopped or diverged)
+        self.meta: dict | None = None             # what the checkpoint stores beside the weights
+        self.checkpoint_bytes: bytes | None = None
+        self._control = Control()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._state = "ready"
+        self._records: list[Metrics] = []
+        self._timeline: list[tuple[int, np.ndarray]] = []
+        self._error: str | None = None
+        self._result: dict | None = None
+        self._probe = _fixed_digits(data, N_TIMELINE)   # (8, 28, 28) uint8
+
+    # ---------------------------------------------------------------- control, from any thread
+    def start(self) -> None:
+        with self._lock:
+            if self._state != "ready":
+                raise RuntimeError(f"this run is {self._state}; a run starts once")
+            self._state = "running"
+            self._thread = threading.Thread(target=self._work, name=f"train-{self.spec.name}", daemon=True)
+            self._thread.start()
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._state == "running":
+                self._control.pause()
+                self._state = "paused"
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._state == "paused":
+                self._control.resume()
+                self._state = "running"
+
+    def stop(self) -> None:
+        self._control.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def active(self) -> bool:
+        """True while the worker thread is alive (running, paused or finishing up)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(state=self._state, records=tuple(self._records), timeline=tuple(self._timeline),
+                            originals=self._probe.numpy() / 255.0, error=self._error, result=self._result,
+                            device=self.device)
+
+    # ---------------------------------------------------------------- the worker thread
+    def _work(self) -> None:
+        spec = self.spec
+        try:
+            model = build(spec.model, seed=spec.train.seed)
+            for m in fit(model, self.data, spec.train, self._control):
+                frame = None
+                if m.epoch_end:
+                    frame = (m.epoch, reconstruct(model, self._probe))
+                with self._lock:
+                    self._records.append(m)
+                    if frame is not None:
+                        self._timeline.append(frame)
+            model.cpu()
+            result = results(model, self.data, self._records)
+            meta = {"name": spec.name, "preset": spec.preset, "data": spec.data, "train": spec.train,
+                    "device": self.device, **result}
+            blob = checkpoint.to_bytes(model, meta)
+            with self._lock:
+                self.model, self.meta, self.checkpoint_bytes, self._result = model.eval(), meta, blob, result
+                self._state = "stopped" if self._control.stopped else "finished"
+        except TrainingDiverged as e:
+            self._fail(str(e), model)
+        except Exception as e:  # anything else is shown to the user rather than lost in a thread
+            self._fail(f"{type(e).__name__}: {e}", None)
+
+    def _fail(self, message: str, model: Autoencoder | None) -> None:
+        with self._lock:
+            self._error = message
+            self._state = "failed"
+            if model is not None:      # a diverged run keeps its last good weights for inspection
+                self.model = model.cpu().eval()
+                self.meta = {"name": self.spec.name, "preset": self.spec.preset, "data": self.spec.data,
+                             "train": self.spec.train, "device": self.device, "error": message}
+
+
+def _fixed_digits(data: Data, n: int) -> torch.Tensor:
+    """The first test image of each class (then the next ones), so every run shows the same digits."""
+    labels = data.test.labels
+    picks: list[int] = []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        if len(idx):
+            picks.append(int(idx[0]))
+    for i in range(len(labels)):
+        if len(picks) >= n:
+            break
+        if i not in picks:
+            picks.append(i)
+    return data.test.images[sorted(picks[:n])]
+
+
+def wait_for(job: TrainingJob, states: tuple[str, ...], timeout: float = 30.0) -> Snapshot:
+    """Poll until the job reaches one of `states` (for scripts and tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = job.snapshot()
+        if snap.state in states or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.02)

@@ -1,0 +1,182 @@
+"""Pictures of what a model learned: tile grids, feature maps, latent codes and charts.
+
+Everything returns arrays or Plotly figures; nothing here knows about the dashboard. Grids come from
+`torchvision.utils.make_grid` and are upscaled with nearest-neighbour so each pixel stays crisp on screen.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from aecore.data import to_float
+from aecore.models import Autoencoder
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def scale_each(tiles: torch.Tensor) -> torch.Tensor:
+    """Min-max scale every tile (N, ...) to [0, 1] on its own, so weak filters stay visible."""
+    flat = tiles.reshape(len(tiles), -1).float()
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(tiles.shape)
+
+
+def grid(images, nrow: int = 10, zoom: int = 3, pad: int = 1) -> np.ndarray:
+    """Images (N, H, W) or (N, 1, H, W) in [0, 1] -> one uint8 (rows, cols) picture, each pixel zoom x zoom."""
+    t = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    g = make_grid(t.clamp(0, 1), nrow=nrow, padding=pad, pad_value=0.25)[0]   # (rows, cols)
+    g = g.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
+    return (g * 255).round().to(torch.uint8).numpy()
+
+
+def _linears(model: Autoencoder) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def encoder_filters(model: Autoencoder, count: int = 100) -> torch.Tensor:
+    """First-layer weights as 28x28 tiles (count, 28, 28), each scaled on its own (MLP families)."""
+    w = _linears(model)[0].weight.detach().cpu()          # (h, 784)
+    return scale_each(w[:count].reshape(-1, 28, 28))
+
+
+def decoder_filters(model: Autoencoder, count: int = 100) -> torch.Tensor:
+    """Last-layer weights, transposed, as 28x28 tiles (count, 28, 28): what each code unit paints."""
+    w = _linears(model)[-1].weight.detach().cpu().t()     # (784, h) -> (h, 784)
+    return scale_each(w[:count].reshape(-1, 28, 28))
+
+
+def conv_kernels(model: Autoencoder) -> torch.Tensor:
+    """First conv layer's kernels (C, k, k), each scaled on its own."""
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return scale_each(conv.weight.detach().cpu()[:, 0])
+
+
+@torch.no_grad()
+def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch.Tensor]]:
+    """Activations of each encoder stage for one image (28, 28): [(name, (C, H, W) scaled per map)]."""
+    x = to_float(torch.as_tensor(image).reshape(1, 28, 28)) if image.dtype == np.uint8 else \
+        torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, 28, 28)
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i, layer in enumerate(model.encoder):
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                out.append((f"stage {len(out) + 1}: {x.shape[1]} maps {x.shape[2]}x{x.shape[3]}", scale_each(x[0])))
+    finally:
+        model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def encode_all(model: Autoencoder, images, batch_size: int = 2000) -> np.ndarray:
+    """Codes of uint8 images (N, 28, 28), flattened to (N, d)."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.encode(to_float(torch.as_tensor(images[i:i + batch_size]))).flatten(1)
+                 for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).numpy()
+
+
+def plane(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 2-D view of codes (N, d): returns (xy (N, 2), origin (d,), axes (2, d)).
+
+    2-D codes are shown as they are; wider codes through their first two principal components, and
+    `origin + xy @ axes` maps a point of the plane back to a code the decoder can draw.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    d = codes.shape[1]
+    if d <= 2:
+        axes = np.eye(2, d)
+        origin = np.zeros(d)
+        xy = codes @ axes.T if d == 2 else np.c_[codes, np.zeros(len(codes))]
+        return xy, origin, axes
+    origin = codes.mean(0)
+    _, _, vt = np.linalg.svd(codes - origin, full_matrices=False)
+    axes = vt[:2]
+    return (codes - origin) @ axes.T, origin, axes
+
+
+@torch.no_grad()
+def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: float, hi: float,
+                 n: int = 10, y_lo: float | None = None, y_hi: float | None = None) -> np.ndarray:
+    """Decoder images over an n x n grid of the latent plane, rows top (high y) to bottom: (n*n, 28, 28)."""
+    xs = np.linspace(lo, hi, n)
+    ys = np.linspace(y_hi if y_hi is not None else hi, y_lo if y_lo is not None else lo, n)
+    pts = np.array([[x, y] for y in ys for x in xs])                      # (n*n, 2)
+    return decode_codes(model, origin + pts @ axes)
+
+
+@torch.no_grad()
+def decode_codes(model: Autoencoder, codes: np.ndarray) -> np.ndarray:
+    """Flat codes (N, d) -> decoder images (N, 28, 28) in [0, 1]."""
+    z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        imgs = model.decode(z.reshape(len(z), *model.config.code_shape)).clamp(0, 1)
+    finally:
+        model.train(was_training)
+    return imgs.reshape(-1, 28, 28).numpy()
+
+
+def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> go.Figure:
+    fig = go.Figure()
+    for c in np.unique(labels):
+        sel = labels == c
+        fig.add_trace(go.Scattergl(
+            x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=str(class_names[c]),
+            marker=dict(size=4, opacity=0.7, color=PALETTE[int(c) % 10]),
+            customdata=np.nonzero(sel)[0],
+            hovertemplate=f"class {class_names[c]}<br>test #%{{customdata}}<br>(%{{x:.3f}}, %{{y:.3f}})<extra></extra>"))
+    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=40, b=10), legend_title="class")
+    return fig
+
+
+def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]], steps_per_epoch: int,
+                reference: float | None = None, reference_label: str = "tutorial",
+                max_points: int = 400) -> go.Figure:
+    """Train loss per step (downsampled to max_points) and held-out loss per epoch, x in epochs."""
+    if len(steps) > max_points:
+        stride = -(-len(steps) // max_points)
+        steps = steps[::stride] + [steps[-1]]
+    fig = go.Figure()
+    if steps:
+        s, l = zip(*steps)
+        fig.add_trace(go.Scatter(x=[v / steps_per_epoch for v in s], y=l, mode="lines", name="train (per step)"))
+    if epochs:
+        e, v = zip(*epochs)
+        fig.add_trace(go.Scatter(x=e, y=v, mode="lines+markers", name="held-out (per epoch)"))
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", line_color="#aaaaaa",
+                      annotation_text=f"{reference_label}: {reference:g}", annotation_position="top right")
+    fig.update_layout(xaxis_title="epoch", yaxis_title="loss", height=360, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", y=1.12), uirevision="loss")
+    return fig
+
+
+def error_heatmap(image: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """Squared error per pixel (28, 28), scaled to [0, 1] by the largest possible error (1)."""
+    return np.clip((np.asarray(recon) - np.asarray(image)) ** 2, 0, 1)
+
+
+def colorize(a: np.ndarray, zoom: int = 8) -> np.ndarray:
+    """A [0, 1] map (H, W) -> RGB uint8 (H*zoom, W*zoom, 3) in a black-red-yellow-white heat scale."""
+    a = np.clip(np.asarray(a, dtype=np.float32), 0, 1)
+    rgb = np.stack([np.clip(3 * a, 0, 1), np.clip(3 * a - 1, 0, 1), np.clip(3 * a - 2, 0, 1)], -1)
+    return (np.kron(rgb, np.ones((zoom, zoom, 1))) * 255).astype(np.uint8)
+
+
+def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
+    """A [0, 1] grey image -> uint8 upscaled with nearest neighbour."""
+    return (np.kron(np.clip(image, 0, 1), np.ones((factor, factor))) * 255).round().astype(np.uint8)

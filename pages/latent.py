@@ -1,0 +1,73 @@
+"""Latent space: where the test digits land, what the decoder draws across the latent plane, a few codes."""
+import numpy as np
+import streamlit as st
+
+from aecore import viz
+from aecore.data import CLASS_NAMES
+from pages import shared
+
+K = "latent."
+RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0]
+
+st.title("Explore the latent space")
+am = shared.active_model()
+if am is None:
+    st.warning("No model yet: train one on the Train page.")
+    st.stop()
+cfg = am.config
+code_dim = int(np.prod(cfg.code_shape))
+st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
+           + ("" if code_dim == 2 else " — shown through its first two principal components"))
+
+dataset = am.meta["data"].dataset if am.meta.get("data") else "mnist"
+test, problem = shared.test_split(dataset)
+n_points = st.slider("Test digits to encode", 500, 10_000, 5_000, step=500, key=K + "n")
+
+# The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes.
+cache = st.session_state.setdefault(K + "cache", {})
+plane_key = (am.key, id(am.model), dataset, n_points)
+if test is not None:
+    if plane_key not in cache:
+        cache.clear()   # one model's codes at a time per session
+        codes = viz.encode_all(am.model, test.images[:n_points])
+        cache[plane_key] = (codes, *viz.plane(codes))
+    codes, xy, origin, axes = cache[plane_key]
+    labels = test.labels[:n_points].numpy()
+    fig = viz.latent_scatter(xy, labels, CLASS_NAMES[dataset],
+                             "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
+    st.plotly_chart(fig, key=K + "scatter", width="stretch")
+else:
+    shared.data_error_box(problem)
+    if code_dim != 2:
+        st.stop()
+    codes, origin, axes = None, np.zeros(2), np.eye(2)
+
+# ------------------------------------------------------------------------------------------------ decoder grid
+st.subheader("What the decoder draws across the plane")
+c1, c2 = st.columns(2)
+span = c1.select_slider("Range (± around the centre)", RANGES, value=1.5 if code_dim == 2 else 3.0, key=K + "range",
+                        help="The stacked tutorial also tries points far outside the data: ±1.5, 10, 100.")
+n = c2.slider("Grid size", 4, 20, 10, key=K + "grid")
+if codes is not None and code_dim == 2:
+    lo_x, lo_y = xy.min(0)
+    hi_x, hi_y = xy.max(0)
+    st.caption(f"The test codes span x ∈ [{lo_x:.2f}, {hi_x:.2f}], y ∈ [{lo_y:.2f}, {hi_y:.2f}].")
+images = viz.decode_plane(am.model, origin, axes, -span, span, n)
+st.image(viz.grid(images, nrow=n, zoom=2), caption=f"{n}×{n} codes from {-span:g} to {span:g} on each axis "
+                                                   f"(top row: y = {span:g})")
+
+# ------------------------------------------------------------------------------------------------ code strips
+st.subheader("Codes of a few digits")
+if codes is None:
+    st.info("Needs the test images (see above).")
+else:
+    k = st.slider("Digits", 1, 10, 5, key=K + "strips")
+    strip = codes[:k]
+    lo, hi = strip.min(), strip.max()
+    for i in range(k):
+        a, b, c = st.columns([1, 6, 1])
+        a.image(viz.zoom(test.images[i].numpy() / 255.0, 3), caption=f"test #{i}")
+        scaled = (strip[i:i + 1] - lo) / max(hi - lo, 1e-12)          # (1, d) in [0, 1]
+        b.image(viz.colorize(scaled, zoom=max(4, min(24, 600 // code_dim))),
+                caption=f"code (1×{code_dim}), colours from {lo:.2f} to {hi:.2f}")
+        c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], 3), caption="decoded")

@@ -1,0 +1,259 @@
+"""Train: pick a tutorial preset or set every choice by hand, then start, watch, pause and stop a run."""
+import numpy as np
+import streamlit as st
+
+from aecore import checkpoint, presets, viz
+from aecore.data import DATASETS, DataConfig, DataError
+from aecore.job import RunSpec, TrainingJob
+from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
+                           count_params, summary)
+from aecore.train import TrainConfig, available_devices
+from pages import shared
+
+CUSTOM = "custom"
+K = "train."   # every session key of this page starts with this
+NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ValueError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def form_values(p: presets.Preset) -> dict:
+    """Widget values (by key) that show preset `p` in the form."""
+    m, d, t = p.model, p.data, p.train
+    return {
+        K + "dataset": d.dataset, K + "val_fraction": d.val_fraction, K + "classes": list(d.classes),
+        K + "family": m.family, K + "hidden": m.hidden[0] if m.family == "shallow" else 200,
+        K + "layers": ",".join(map(str, m.hidden)) if m.family == "deep" else "256,128,64,2",
+        K + "channels": ",".join(map(str, m.channels)), K + "activation": m.activation,
+        K + "linear_code": m.linear_code, K + "output": m.output, K + "loss": m.loss, K + "dropout": m.dropout,
+        K + "dropout_where": m.dropout_where, K + "init": m.init, K + "noise": t.noise,
+        K + "noise_level": t.noise_level, K + "lr": t.lr, K + "adam_eps": t.adam_eps, K + "batch": t.batch_size,
+        K + "epochs": t.epochs, K + "seed": t.seed, K + "milestones": ",".join(map(str, t.lr_milestones)),
+    }
+
+
+def apply_preset() -> None:
+    name = st.session_state[K + "preset"]
+    if name != CUSTOM:
+        st.session_state.update(form_values(presets.get(name)))
+
+
+def mark_custom() -> None:
+    st.session_state[K + "preset"] = CUSTOM
+
+
+def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    s = st.session_state
+    family = s[K + "family"]
+    hidden = (int(s[K + "hidden"]),) if family == "shallow" else _ints(s[K + "layers"]) if family == "deep" else (200,)
+    model = ModelConfig(family=family, hidden=hidden, channels=_ints(s[K + "channels"]),
+                        activation=s[K + "activation"], linear_code=bool(s[K + "linear_code"]),
+                        output=s[K + "output"], loss=s[K + "loss"], dropout=float(s[K + "dropout"]),
+                        dropout_where=s[K + "dropout_where"], init=s[K + "init"])
+    data = DataConfig(dataset=s[K + "dataset"], val_fraction=float(s[K + "val_fraction"]),
+                      classes=tuple(s[K + "classes"]))
+    train = TrainConfig(epochs=int(s[K + "epochs"]), batch_size=int(s[K + "batch"]), lr=float(s[K + "lr"]),
+                        adam_eps=float(s[K + "adam_eps"]), lr_milestones=_ints(s[K + "milestones"]),
+                        noise=s[K + "noise"], noise_level=float(s[K + "noise_level"]), seed=int(s[K + "seed"]),
+                        device=s[K + "device"])
+    return model, data, train
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def model_summary(cfg: ModelConfig) -> tuple[list[dict], int]:
+    model = build(cfg, seed=0)
+    rows = [{"layer": f"{r['name']} {r['layer']}", "output shape": "(B, " + ", ".join(map(str, r["output_shape"])) + ")",
+             "parameters": f"{r['params']:,}"} for r in summary(model)]
+    return rows, count_params(model)
+
+
+# ------------------------------------------------------------------------------------------------ form
+# Widget state is dropped while another page shows; keep a copy so the form survives page switches.
+saved = st.session_state.setdefault(K + "saved", {})
+for key, value in saved.items():
+    st.session_state.setdefault(key, value)
+if K + "preset" not in st.session_state:
+    st.session_state[K + "preset"] = "pytorch-784-200"
+    st.session_state.update(form_values(presets.get("pytorch-784-200")))
+
+st.title("Train an autoencoder")
+names = [CUSTOM, *presets.PRESETS]
+st.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
+             format_func=lambda n: "Custom (set everything by hand)" if n == CUSTOM else presets.get(n).title)
+preset = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
+if preset:
+    st.caption(f"{preset.tutorial}  \n**{preset.figure_label or 'figure'}** — {preset.figure_text()}")
+
+slot = shared.job_slot()
+job = slot.job
+busy = job is not None and job.active
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**Data**")
+        datasets = shared.available_datasets() or list(DATASETS)
+        if st.session_state.get(K + "dataset") not in datasets:
+            st.session_state[K + "dataset"] = datasets[0]
+        st.selectbox("Dataset", datasets, key=K + "dataset", on_change=mark_custom)
+        st.number_input("Validation fraction (first part of train)", 0.0, 0.9, step=0.05, key=K + "val_fraction",
+                        on_change=mark_custom)
+        st.multiselect("Train only on classes", list(range(10)), key=K + "classes", on_change=mark_custom,
+                       help="Empty = all ten. The anomaly-detection preset trains on 0s only.")
+        st.selectbox("Noise", list(NOISE_LABELS), key=K + "noise", format_func=NOISE_LABELS.get, on_change=mark_custom)
+        st.slider("Noise ratio / σ", 0.0, 1.0, step=0.05, key=K + "noise_level", on_change=mark_custom,
+                  disabled=st.session_state[K + "noise"] == "none")
+    with c2:
+        st.markdown("**Model**")
+        st.selectbox("Family", FAMILIES, key=K + "family", on_change=mark_custom,
+                     format_func={"shallow": "shallow MLP 784-h-784", "deep": "deep MLP (mirrored)",
+                                  "conv": "convolutional"}.get)
+        fam = st.session_state[K + "family"]
+        if fam == "shallow":
+            st.number_input("Hidden units", 2, 2000, step=1, key=K + "hidden", on_change=mark_custom)
+        elif fam == "deep":
+            st.text_input("Encoder sizes (comma-separated)", key=K + "layers", on_change=mark_custom)
+            st.checkbox("Linear code layer (no activation)", key=K + "linear_code", on_change=mark_custom)
+        else:
+            st.text_input("Conv channels (comma-separated)", key=K + "channels", on_change=mark_custom)
+        st.selectbox("Hidden activation", list(ACTIVATIONS), key=K + "activation", on_change=mark_custom)
+        st.selectbox("Output", OUTPUTS, key=K + "output", on_change=mark_custom)
+        st.selectbox("Loss", LOSSES, key=K + "loss", on_change=mark_custom, format_func=str.upper)
+        st.selectbox("Weight init", INITS, key=K + "init", on_change=mark_custom)
+    with c3:
+        st.markdown("**Training**")
+        st.slider("Dropout rate", 0.0, 0.9, step=0.05, key=K + "dropout", on_change=mark_custom)
+        st.selectbox("Dropout on", DROPOUT_PLACES, key=K + "dropout_where", on_change=mark_custom)
+        st.number_input("Learning rate", 1e-6, 10.0, format="%.6f", step=1e-4, key=K + "lr", on_change=mark_custom)
+        st.number_input("Batch size", 1, 4096, step=1, key=K + "batch", on_change=mark_custom)
+        st.number_input("Epochs", 1, 200, step=1, key=K + "epochs", on_change=mark_custom)
+        st.text_input("Halve LR after epochs", key=K + "milestones", on_change=mark_custom)
+        st.number_input("Seed", 0, 2**31 - 1, step=1, key=K + "seed", on_change=mark_custom)
+        devices = available_devices()
+        if st.session_state.get(K + "device") not in devices:
+            st.session_state[K + "device"] = "auto"
+        st.selectbox("Device", devices, key=K + "device",
+                     format_func=lambda d: f"auto ({shared.describe_device()})" if d == "auto" else d)
+        st.session_state.setdefault(K + "adam_eps", 1e-8)
+
+saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)
+              and not k.startswith(K + "btn") and not k.startswith(K + "upload")})
+
+config_error = None
+try:
+    model_cfg, data_cfg, train_cfg = read_form()
+except ValueError as e:
+    config_error = str(e)
+
+with right:
+    st.markdown("**Model summary**")
+    if config_error:
+        st.error(f"**Invalid combination.** {config_error}", icon="⚠️")
+    else:
+        rows, total = model_summary(model_cfg)
+        st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 4, 420))
+        st.markdown(f"Total parameters: **{total:,}**")
+
+# ------------------------------------------------------------------------------------------------ controls
+b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 4])
+if b1.button("▶ Start", type="primary", disabled=busy or config_error is not None, key=K + "btn_start"):
+    try:
+        data = shared.data_for(data_cfg)
+        spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
+                       preset=preset.name if preset else None)
+        job = TrainingJob(spec, data)
+        job.start()
+        slot.job, busy = job, True
+        st.session_state[K + "registered"] = False
+    except DataError as e:
+        shared.data_error_box(str(e))
+    except ValueError as e:
+        st.error(f"**Cannot start.** {e}", icon="⚠️")
+state = job.snapshot().state if job else None
+if b2.button("⏸ Pause", disabled=state != "running", key=K + "btn_pause"):
+    job.pause()
+if b3.button("⏵ Resume", disabled=state != "paused", key=K + "btn_resume"):
+    job.resume()
+if b4.button("⏹ Stop", disabled=not busy, key=K + "btn_stop"):
+    job.stop()
+
+
+# ------------------------------------------------------------------------------------------------ live view
+@st.fragment(run_every=0.4 if busy else None)
+def live_view():
+    job = slot.job
+    if job is None:
+        st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
+        return
+    snap = job.snapshot()
+    spec, m = job.spec, snap.last
+    pre = presets.PRESETS.get(spec.preset or "")
+    status = {"running": "🟢 running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped",
+              "failed": "❌ failed", "ready": "starting"}[snap.state]
+    if m:
+        eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
+        st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
+                                        f"{m.total_steps:,} · {m.samples_per_s:,.0f} samples/s · ETA {eta} · {snap.device}")
+    else:
+        st.progress(0.0, text=f"{status} · preparing on {snap.device}…")
+    steps = [(r.step, r.train_loss) for r in snap.records]
+    epochs = [(r.epoch, r.val_loss) for r in snap.records if r.epoch_end and r.val_loss is not None]
+    per_epoch = m.total_steps / spec.train.epochs if m else 1
+    fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None)
+    chart, recon = st.columns([3, 2])
+    chart.plotly_chart(fig, key=K + "chart", width="stretch")
+    with recon:
+        if snap.timeline:
+            epoch, frame = snap.timeline[-1]
+            st.image(viz.grid(np.concatenate([snap.originals, frame]), nrow=8, zoom=3),
+                     caption=f"top: fixed test digits · bottom: reconstructions after epoch {epoch}")
+        else:
+            st.image(viz.grid(snap.originals, nrow=8, zoom=3), caption="fixed test digits (reconstructions after epoch 1)")
+    if snap.state == "failed":
+        st.error(f"**Training failed.** {snap.error}", icon="❌")
+        if job.model is not None:
+            st.caption("The weights from the last finite loss are kept and selectable as the active model.")
+    if snap.result:
+        figs = snap.result["figures"]
+        cols = st.columns(4)
+        for col, (key, label) in zip(cols, [("train_loss", "final train loss"), ("val_loss", "validation loss"),
+                                            ("test_loss", "test loss")]):
+            if figs.get(key) is not None:
+                col.metric(label, f"{figs[key]:.4f}")
+        if pre:
+            cols[3].metric(pre.figure_label or "tutorial figure",
+                           f"{figs[pre.figure_metric]:.4f}" if figs.get(pre.figure_metric) is not None else "–",
+                           help=pre.tutorial)
+            st.markdown(f"**{pre.figure_label}** — {pre.figure_text(figs.get(pre.figure_metric))}")
+        st.download_button("⬇ Download checkpoint (.safetensors)", data=job.checkpoint_bytes,
+                           file_name=f"{spec.name}.safetensors", mime="application/octet-stream",
+                           key=K + "download")
+    if not job.active and job.model is not None and not st.session_state.get(K + "registered"):
+        st.session_state[K + "registered"] = True
+        st.session_state[K + "runs"] = st.session_state.get(K + "runs", 0) + 1
+        shared.add_session_model(f"{spec.name} run {st.session_state[K + 'runs']}", job.model, job.meta,
+                                 f"trained in this session ({snap.state}, {snap.device})")
+        if busy:
+            st.rerun()   # the whole page: sidebar, buttons and the poll rate follow the ended run
+
+
+live_view()
+
+# ------------------------------------------------------------------------------------------------ upload
+with st.expander("Load a checkpoint (.safetensors)"):
+    up = st.file_uploader("AE Lab checkpoint", type=["safetensors"], key=K + "upload")
+    if up is not None and st.session_state.get(K + "upload_id") != up.file_id:
+        try:
+            model, meta = checkpoint.load(up.getvalue())
+        except checkpoint.CheckpointError as e:
+            st.error(f"**Cannot load {up.name}.** {e}", icon="🚫")
+        else:
+            st.session_state[K + "upload_id"] = up.file_id
+            shared.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
+            st.rerun()   # the sidebar now shows the uploaded model as the active one
