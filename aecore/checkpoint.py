@@ -100,7 +100,10 @@ def load(source) -> tuple[Autoencoder, dict]:
 
 
 def _header(blob: bytes, name: str) -> dict:
-    if blob[:2] == b"PK" or blob[:1] == b"\x80":
+    # A safetensors header length (little-endian u64) may itself start with 0x80 or "PK"; only a file that
+    # does not look like safetensors (JSON at byte 8) is taken for a pickle / torch.save zip.
+    looks_safetensors = len(blob) >= 9 and struct.unpack("<Q", blob[:8])[0] <= MAX_HEADER and blob[8:9] == b"{"
+    if not looks_safetensors and (blob[:2] == b"PK" or blob[:1] == b"\x80"):
         raise CheckpointError(f"{name}: this is a pickle / torch.save file. AE Lab only loads safetensors "
                               f"checkpoints, because unpickling a file can run arbitrary code")
     if len(blob) < 8:

@@ -1,0 +1,337 @@
+"""aecore.data: IDX reading, where the files are looked for, malformed files, splits, noise."""
+from __future__ import annotations
+
+import gzip
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from aecore import data as D
+from aecore.data import DataConfig, DataError, Split, add_noise, load, load_split, read_idx, to_float
+from conftest import STEMS, idx_bytes, make_images, write_dataset, write_idx
+
+TRAIN_IMAGES, TRAIN_LABELS = STEMS["train"]
+
+
+def _marked(arrays: dict, value: int) -> dict:
+    """A copy of the tiny data set whose first training pixel is `value`, to tell folders apart."""
+    out = {k: v.copy() for k, v in arrays.items()}
+    out["train-images"][0, 0, 0] = value
+    return out
+
+
+def _which(split: Split) -> int:
+    return int(split.images[0, 0, 0])
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+@pytest.mark.parametrize("suffix", [".gz", ""])
+@pytest.mark.parametrize("shape", [(7,), (5, 28, 28)])
+def test_read_idx_round_trip(tmp_path, suffix, shape):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    path = write_idx(tmp_path / f"f-idx{suffix}", array)
+    got = read_idx(path)
+    assert got.dtype == np.uint8
+    assert got.shape == shape
+    np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_split_round_trip(make_dataset, arrays, gz):
+    root = make_dataset(gz=gz)
+    for split, n in (("train", 64), ("test", 32)):
+        s = load_split("mnist", split, data_dir=root)
+        assert s.images.dtype == torch.uint8 and s.images.shape == (n, 28, 28)
+        assert s.labels.dtype == torch.int64 and s.labels.shape == (n,)
+        np.testing.assert_array_equal(s.images.numpy(), arrays[f"{split}-images"])
+        np.testing.assert_array_equal(s.labels.numpy(), arrays[f"{split}-labels"])
+
+
+def test_load_gives_train_and_test(mnist_dir):
+    d = load(DataConfig(), data_dir=mnist_dir)
+    assert (len(d.train), len(d.test)) == (64, 32)
+    assert d.val is None
+
+
+# ---------------------------------------------------------------------------------------------- look-up order
+def test_explicit_dir_beats_env_beats_local_data(tmp_path, arrays, monkeypatch):
+    explicit, env, local = tmp_path / "explicit", tmp_path / "env", tmp_path / "data"   # cwd is tmp_path
+    for root, value in ((explicit, 11), (env, 22), (local, 33)):
+        write_dataset(root, _marked(arrays, value))
+    monkeypatch.setenv(D.ENV_VAR, str(env))
+    assert _which(load_split("mnist", "train", data_dir=explicit)) == 11
+    assert _which(load_split("mnist", "train")) == 22
+    monkeypatch.delenv(D.ENV_VAR)
+    assert _which(load_split("mnist", "train")) == 33
+
+
+def test_env_var_used_when_no_local_data(mnist_dir, monkeypatch):
+    with pytest.raises(DataError):
+        load_split("mnist", "train")
+    monkeypatch.setenv(D.ENV_VAR, str(mnist_dir))
+    assert len(load_split("mnist", "train")) == 64
+
+
+@pytest.mark.parametrize("how", ["explicit", "env", "local"])
+def test_torchvision_layout(tmp_path, arrays, monkeypatch, how):
+    root = tmp_path / "data" if how == "local" else tmp_path / "tv"
+    folder = write_dataset(root, _marked(arrays, 44), gz=False, layout="torchvision")
+    assert folder == root / "MNIST" / "raw"
+    if how == "env":
+        monkeypatch.setenv(D.ENV_VAR, str(root))
+    s = load_split("mnist", "train", data_dir=root if how == "explicit" else None)
+    assert _which(s) == 44 and len(s) == 64
+
+
+@pytest.fixture
+def no_debian_fashion(monkeypatch, tmp_path):
+    monkeypatch.setattr(D, "DEBIAN_FASHION", tmp_path / "no-such-debian-folder")
+
+
+@pytest.mark.parametrize("layout", ["fashion", "fashion-torchvision"])
+def test_fashion_found_in_its_sub_folder(tmp_path, arrays, monkeypatch, no_debian_fashion, layout):
+    root = tmp_path / "datasets"
+    write_dataset(root, _marked(arrays, 55))                  # flat: MNIST
+    write_dataset(root, _marked(arrays, 66), layout=layout)   # Fashion-MNIST in its own sub-folder
+    monkeypatch.setenv(D.ENV_VAR, str(root))
+    assert _which(load_split("fashion-mnist", "train")) == 66
+    assert _which(load_split("mnist", "train")) == 55
+
+
+def test_fashion_not_taken_from_flat_mnist_folder(mnist_dir, monkeypatch, no_debian_fashion):
+    monkeypatch.setenv(D.ENV_VAR, str(mnist_dir))
+    assert len(load_split("mnist", "train")) == 64
+    with pytest.raises(DataError, match="fashion-mnist train data not found"):
+        load_split("fashion-mnist", "train")
+
+
+def test_debian_fashion_folder_is_searched_last_and_only_for_fashion(tmp_path):
+    fashion = D.candidate_dirs("fashion-mnist", tmp_path / "x")
+    assert fashion[0] == tmp_path / "x"          # an explicit folder may hold the flat files
+    debian = fashion.index(D.DEBIAN_FASHION)
+    assert fashion.index(D.Path("data", "fashion-mnist")) < debian
+    assert all(D.DEBIAN_FASHION in p.parents for p in fashion[debian + 1:])
+    mnist = D.candidate_dirs("mnist", tmp_path / "x")
+    assert not any(p == D.DEBIAN_FASHION or D.DEBIAN_FASHION in p.parents for p in mnist)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_missing_data_lists_every_searched_place(tmp_path, monkeypatch, no_debian_fashion, dataset):
+    explicit, env = tmp_path / "empty-explicit", tmp_path / "empty-env"
+    explicit.mkdir()
+    env.mkdir()
+    monkeypatch.setenv(D.ENV_VAR, str(env))
+    with pytest.raises(DataError) as info:
+        load_split(dataset, "test", data_dir=explicit)
+    message = str(info.value)
+    assert "not found" in message
+    assert D.ENV_VAR in message
+    assert "t10k-images-idx3-ubyte" in message
+    searched = D.candidate_dirs(dataset, explicit)
+    assert len(searched) >= 3
+    for place in searched:
+        assert f"- {place}\n" in message
+
+
+def test_unknown_dataset_is_a_data_error():
+    with pytest.raises(DataError, match="unknown data set"):
+        load_split("cifar", "train")
+
+
+# ---------------------------------------------------------------------------------------------- malformed files
+def _damage(folder, name, new_bytes):
+    path = folder / name
+    path.write_bytes(new_bytes(path.read_bytes()))
+    return path
+
+
+def _regzip(f):
+    """Apply f to the uncompressed bytes of a .gz file."""
+    return lambda raw: gzip.compress(f(gzip.decompress(raw)))
+
+
+MALFORMED = {
+    # case: (gz, file, transform of the file's bytes, words the message must hold)
+    "truncated": (False, TRAIN_IMAGES, lambda b: b[:-100], ["truncated"]),
+    "bad magic": (False, TRAIN_IMAGES, lambda b: b"\x12\x34" + b[2:], ["magic"]),
+    "too short": (False, TRAIN_LABELS, lambda b: b[:3], ["too short"]),
+    "wrong count": (True, TRAIN_IMAGES, _regzip(lambda b: b[:4] + (65).to_bytes(4, "big") + b[8:]),
+                    ["promises", "(65, 28, 28)"]),
+    "truncated gzip": (True, TRAIN_IMAGES, lambda b: b[: len(b) // 2], ["truncated"]),
+    "corrupt gzip": (True, TRAIN_IMAGES, lambda b: b[:30] + bytes(v ^ 0x5A for v in b[30:80]) + b[80:],
+                     ["cannot read"]),
+    "not gzip": (True, TRAIN_LABELS, lambda b: b"plain text, no gzip header", ["not gzip"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_file_names_file_and_problem(make_dataset, case):
+    gz, stem, transform, words = MALFORMED[case]
+    folder = make_dataset(gz=gz)
+    name = stem + (".gz" if gz else "")
+    _damage(folder, name, transform)
+    with pytest.raises(DataError) as info:   # a DataError, not a numpy / zlib / struct error
+        load_split("mnist", "train", data_dir=folder)
+    message = str(info.value)
+    assert name in message
+    for word in words:
+        assert word in message
+
+
+def test_corrupt_gzip_body_is_a_data_error(tmp_path):
+    """Damage inside the deflate stream raises zlib.error from gzip; read_idx must turn it into a DataError."""
+    images, _ = make_images(64, seed=3)
+    raw = bytearray(gzip.compress(idx_bytes(images)))
+    raw[40:60] = bytes(range(200, 220))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz"):
+        read_idx(path)
+
+
+def test_label_count_must_match_images(make_dataset, arrays):
+    contents = dict(arrays, **{"train-labels": arrays["train-labels"][:63]})
+    folder = make_dataset(contents=contents)
+    with pytest.raises(DataError) as info:
+        load_split("mnist", "train", data_dir=folder)
+    assert "train-labels-idx1-ubyte.gz" in str(info.value)
+    assert "63 labels for 64 images" in str(info.value)
+
+
+def test_images_must_be_28_by_28(make_dataset, arrays):
+    contents = dict(arrays, **{"train-images": arrays["train-images"][:, :27, :27]})
+    folder = make_dataset(contents=contents)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz.*\(64, 27, 27\)"):
+        load_split("mnist", "train", data_dir=folder)
+
+
+# ---------------------------------------------------------------------------------------------- download
+class _Offline:
+    """Stands in for torchvision.datasets.MNIST on a machine without network: records the call, then fails."""
+    calls: list
+    error: Exception
+
+    def __init__(self, root, train=True, download=False, **kw):
+        type(self).calls.append((root, train, download))
+        raise type(self).error
+
+
+@pytest.mark.parametrize("error", [urllib.error.URLError("no route to host"),
+                                   RuntimeError("Error downloading train-images-idx3-ubyte.gz")])
+def test_download_offline_is_a_data_error(tmp_path, monkeypatch, error):
+    import torchvision.datasets
+
+    offline = type("Offline", (_Offline,), {"calls": [], "error": error})
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataError) as info:
+        load(DataConfig(), data_dir=tmp_path / "dl", download=True)
+    assert offline.calls == [(str(tmp_path / "dl"), True, True)]
+    message = str(info.value)
+    assert "downloading mnist" in message and D.ENV_VAR in message
+    assert type(error).__name__ in message
+
+
+# ---------------------------------------------------------------------------------------------- splits
+def _numbered_split(n: int) -> Split:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 28, 28).clone()
+    return Split(images, torch.arange(n) % 10)
+
+
+def test_val_split_takes_the_first_fraction_of_train():
+    train, test = _numbered_split(40), _numbered_split(10)
+    d = D.split(train, test, DataConfig(val_fraction=0.25))
+    assert torch.equal(d.val.images, train.images[:10])
+    assert torch.equal(d.val.labels, train.labels[:10])
+    assert torch.equal(d.train.images, train.images[10:])
+    assert torch.equal(d.test.images, test.images)
+
+
+def test_no_val_split_by_default():
+    d = D.split(_numbered_split(40), _numbered_split(10), DataConfig())
+    assert d.val is None and len(d.train) == 40
+
+
+def test_class_filter_applies_to_train_val_and_test():
+    train, test = _numbered_split(100), _numbered_split(30)
+    d = D.split(train, test, DataConfig(classes=(0, 3), val_fraction=0.5))
+    for s in (d.train, d.val, d.test):
+        assert set(s.labels.tolist()) == {0, 3}
+    assert len(d.train) + len(d.val) == 20 and len(d.test) == 6
+    # the validation part is the first half of the filtered training images
+    kept = [i for i in range(100) if i % 10 in (0, 3)]
+    assert d.val.images[:, 0, 0].tolist() == kept[:10]
+    assert d.train.images[:, 0, 0].tolist() == kept[10:]
+
+
+def test_load_with_val_fraction(mnist_dir, arrays):
+    d = load(DataConfig(val_fraction=0.25), data_dir=mnist_dir)
+    assert (len(d.train), len(d.val), len(d.test)) == (48, 16, 32)
+    np.testing.assert_array_equal(d.val.images.numpy(), arrays["train-images"][:16])
+
+
+# ---------------------------------------------------------------------------------------------- noise
+@pytest.mark.parametrize("level", [0.2, 0.5])
+def test_mask_noise_zeros_about_the_given_ratio(level):
+    x = torch.ones(200, 1, 28, 28)
+    before = x.clone()
+    y = add_noise(x, "mask", level, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)                       # the clean batch stays untouched
+    assert set(y.unique().tolist()) <= {0.0, 1.0}
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - level) < 0.01
+
+
+def test_mask_noise_is_reproducible_with_a_generator():
+    x = torch.rand(4, 1, 28, 28)
+    a = add_noise(x, "mask", 0.3, torch.Generator().manual_seed(7))
+    b = add_noise(x, "mask", 0.3, torch.Generator().manual_seed(7))
+    c = add_noise(x, "mask", 0.3, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_gaussian_noise_clips_to_unit_range():
+    x = torch.full((50, 1, 28, 28), 0.5)
+    before = x.clone()
+    y = add_noise(x, "gaussian", 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)
+    assert y.min().item() == 0.0 and y.max().item() == 1.0   # sigma 0.5 around 0.5 reaches both ends
+    assert 0.3 < (y - x).abs().mean().item() < 0.5
+    assert 0.45 < y.mean().item() < 0.55
+
+
+@pytest.mark.parametrize("kind,level", [("none", 0.3), ("mask", 0.0), ("gaussian", 0.0)])
+def test_no_noise_returns_the_same_tensor(kind, level):
+    x = torch.rand(3, 1, 28, 28)
+    assert add_noise(x, kind, level) is x
+
+
+def test_unknown_noise_kind():
+    with pytest.raises(ValueError, match="noise kind"):
+        add_noise(torch.rand(2, 1, 28, 28), "salt", 0.1)
+
+
+def test_to_float_scales_uint8():
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).view(3, 1, 1).expand(3, 28, 28)
+    x = to_float(images)
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32
+    assert x[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------- DataConfig
+@pytest.mark.parametrize("kwargs,field", [
+    ({"dataset": "cifar10"}, "dataset"),
+    ({"val_fraction": 1.0}, "val_fraction"),
+    ({"val_fraction": -0.1}, "val_fraction"),
+    ({"classes": (10,)}, "classes"),
+    ({"classes": (-1, 2)}, "classes"),
+])
+def test_data_config_rejects_invalid_values(kwargs, field):
+    with pytest.raises(ValueError, match=f"DataConfig.{field}"):
+        DataConfig(**kwargs)
+
+
+def test_data_config_normalises_classes():
+    assert DataConfig(classes=[3, 1]).classes == (3, 1)
