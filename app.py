@@ -12,6 +12,8 @@ pages = [
     st.Page("pages/draw.py", title="Draw", icon="✏️"),
 ]
 nav = st.navigation(pages)
+st.session_state["app.framed"] = True   # pages check this (see shared.require_frame)
+shared.collect_finished_run()           # before the model selector is drawn
 
 with st.sidebar:
     st.markdown("## 🧪 AE Lab")

@@ -145,49 +145,43 @@ class Autoencoder(nn.Module):
         return (1, SIDE, SIDE) if self.config.family == "conv" else (SIDE * SIDE,)
 
 
-def _mlp_layers(cfg: ModelConfig):
+def _stack(cfg: ModelConfig, sizes: list[int], layer, plain_last: bool, encoder: bool, pool=None) -> nn.Sequential:
+    """Layers sizes[0] -> sizes[1] -> ..., each followed by the activation, `pool()` if given, and dropout.
+
+    `layer(a, b)` makes the module for one step. The last step stays plain (no activation) when
+    `plain_last`: the decoder's output, or a deep model's linear code. A decoder ends with output dropout
+    when the config places dropout on hidden+output (the Chainer cases).
+    """
     act = ACTIVATIONS[cfg.activation]
+    mods = []
+    steps = list(zip(sizes, sizes[1:]))
+    for i, (a, b) in enumerate(steps):
+        mods.append(layer(a, b))
+        if not (plain_last and i == len(steps) - 1):
+            mods.append(act())
+            if pool is not None:
+                mods.append(pool())
+            if cfg.dropout:
+                mods.append(nn.Dropout(cfg.dropout))
+    if not encoder and cfg.dropout and cfg.dropout_where == "hidden+output":
+        mods.append(nn.Dropout(cfg.dropout))
+    return nn.Sequential(*mods)
+
+
+def _mlp_layers(cfg: ModelConfig):
     sizes = [SIDE * SIDE, *cfg.hidden]
-    enc = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        enc.append(nn.Linear(a, b))
-        is_code = i == len(sizes) - 2
-        if not (is_code and cfg.family == "deep" and cfg.linear_code):
-            enc.append(act())
-            if cfg.dropout:
-                enc.append(nn.Dropout(cfg.dropout))
-    back = sizes[::-1]
-    dec = []
-    for i, (a, b) in enumerate(zip(back, back[1:])):
-        dec.append(nn.Linear(a, b))
-        if i < len(back) - 2:
-            dec.append(act())
-            if cfg.dropout:
-                dec.append(nn.Dropout(cfg.dropout))
-    if cfg.dropout and cfg.dropout_where == "hidden+output":
-        dec.append(nn.Dropout(cfg.dropout))
-    return nn.Sequential(*enc), nn.Sequential(*dec)
+    linear_code = cfg.family == "deep" and cfg.linear_code
+    return (_stack(cfg, sizes, nn.Linear, plain_last=linear_code, encoder=True),
+            _stack(cfg, sizes[::-1], nn.Linear, plain_last=True, encoder=False))
 
 
 def _conv_layers(cfg: ModelConfig):
-    act = ACTIVATIONS[cfg.activation]
     chans = [1, *cfg.channels]
-    enc = []
-    for a, b in zip(chans, chans[1:]):
-        enc += [nn.Conv2d(a, b, 3, padding=1), act(), nn.MaxPool2d(2)]
-        if cfg.dropout:
-            enc.append(nn.Dropout(cfg.dropout))
-    back = chans[::-1]
-    dec = []
-    for i, (a, b) in enumerate(zip(back, back[1:])):
-        dec.append(nn.ConvTranspose2d(a, b, 2, stride=2))  # doubles the side exactly
-        if i < len(back) - 2:
-            dec.append(act())
-            if cfg.dropout:
-                dec.append(nn.Dropout(cfg.dropout))
-    if cfg.dropout and cfg.dropout_where == "hidden+output":
-        dec.append(nn.Dropout(cfg.dropout))
-    return nn.Sequential(*enc), nn.Sequential(*dec)
+    # 3x3 conv keeps the side, 2x2 max-pool halves it; a 2x2 stride-2 transposed conv doubles it exactly.
+    return (_stack(cfg, chans, lambda a, b: nn.Conv2d(a, b, 3, padding=1), plain_last=False, encoder=True,
+                   pool=lambda: nn.MaxPool2d(2)),
+            _stack(cfg, chans[::-1], lambda a, b: nn.ConvTranspose2d(a, b, 2, stride=2), plain_last=True,
+                   encoder=False))
 
 
 def _initialise(model: nn.Module, scheme: str) -> None:

@@ -6,7 +6,6 @@ kept), then placed in a 28x28 field so that the centre of mass sits at the centr
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
@@ -24,30 +23,28 @@ class ImageError(ValueError):
 
 
 def load_image(blob: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an array (H, W) or (H, W, 3|4), refusing non-images and giant images."""
+    """Decode PNG/JPEG bytes into an array (H, W) or (H, W, 3|4), refusing non-images and giant images.
+
+    The size is checked from the header before any pixel is decoded; Pillow's own decompression-bomb
+    guard stays on as well. Nothing global is changed, so sessions may call this at the same time.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not blob:
         raise ImageError("the file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
-            try:
-                img = Image.open(io.BytesIO(blob))
-                if img.format not in ("PNG", "JPEG"):
-                    raise ImageError(f"this is a {img.format} file; upload a PNG or JPEG image")
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageError(f"the image is {img.width}x{img.height} pixels, more than the "
-                                     f"{MAX_PIXELS:,} allowed; upload a smaller picture of the digit")
-                img.draft("L", (MAX_SIDE, MAX_SIDE))   # JPEG: decode at reduced size directly
-                img.thumbnail((MAX_SIDE, MAX_SIDE))
-                img.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
+        img = Image.open(io.BytesIO(blob))   # reads the header only
+        if img.format not in ("PNG", "JPEG"):
+            raise ImageError(f"this is a {img.format} file; upload a PNG or JPEG image")
+        if img.width * img.height > MAX_PIXELS:
+            raise ImageError(f"the image is too large: {img.width}x{img.height} pixels, more than the {MAX_PIXELS:,} "
+                             f"allowed; upload a smaller picture of the digit")
+        img.draft("L", (MAX_SIDE, MAX_SIDE))   # JPEG: decode at reduced size directly
+        img.thumbnail((MAX_SIDE, MAX_SIDE))
+        img.load()
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageError(f"the image is too large (over {MAX_PIXELS:,} pixels); upload a smaller picture") from None
     except UnidentifiedImageError:
         raise ImageError("this file is not an image Pillow can read; upload a PNG or JPEG") from None

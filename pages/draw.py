@@ -7,6 +7,7 @@ from streamlit_drawable_canvas import st_canvas   # only importable inside a run
 from aecore import preprocess, scoring, viz
 from pages import shared
 
+shared.require_frame()
 K = "draw."
 
 
@@ -19,10 +20,7 @@ def verdict(pct: float) -> str:
 
 
 st.title("Draw a digit")
-am = shared.active_model()
-if am is None:
-    st.warning("No model yet: train one on the Train page.")
-    st.stop()
+am = shared.page_model()
 st.caption(f"Active model: **{am.name}**. Draw white on black, as MNIST digits are; it is cropped, scaled to "
            f"20×20 and centred by its centre of mass in 28×28, like the MNIST originals.")
 
@@ -64,7 +62,7 @@ with right:
     b.image(viz.zoom(recon, 6), caption="reconstruction")
     c.image(viz.colorize(viz.error_heatmap(x, recon), 6), caption="squared error per pixel")
     m1, m2 = st.columns(2)
-    m1.metric("Reconstruction error (MSE)", f"{error:.4f}")
+    m1.metric("Reconstruction error (MSE)", f"{error:.5f}")
     if pct is not None:
         m2.metric("Percentile among the test set", f"{pct:.1f}")
         st.markdown(f"**{verdict(pct)}** — {pct:.1f}% of the test digits this model was scored on reconstruct "

@@ -6,13 +6,11 @@ from aecore import scoring, viz
 from aecore.data import add_noise, to_float
 from pages import shared
 
+shared.require_frame()
 K = "inspect."
 
 st.title("Look inside the model")
-am = shared.active_model()
-if am is None:
-    st.warning("No model to inspect: train one on the Train page.")
-    st.stop()
+am = shared.page_model()
 cfg = am.config
 st.caption(f"Active model: **{am.name}** ({cfg.family}). Choose another in the sidebar.")
 
@@ -27,13 +25,13 @@ else:
     count = st.slider("Tiles to show", 1, min(n_units, 400), min(n_units, 100), key=K + "count")
     a, b = st.columns(2)
     with a:
-        st.subheader("Encoder: first-layer weights")
+        st.subheader("Encoder filters")
         tiles = viz.encoder_filters(am.model, count)
-        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"{count} of {n_units} units; each 784-vector shown 28×28")
+        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"first-layer weights: {count} of {n_units} units, each 784-vector shown 28×28")
     with b:
-        st.subheader("Decoder: last-layer weights, transposed")
+        st.subheader("Decoder filters")
         tiles = viz.decoder_filters(am.model, count)   # the decoder mirrors the encoder: same unit count
-        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"{count} of {n_units} units: what each one paints")
+        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"last-layer weights, transposed: {count} of {n_units} units, what each one paints")
 
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.subheader("Reconstructions")

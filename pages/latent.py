@@ -6,14 +6,12 @@ from aecore import viz
 from aecore.data import CLASS_NAMES
 from pages import shared
 
+shared.require_frame()
 K = "latent."
-RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0]
+RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0]
 
 st.title("Explore the latent space")
-am = shared.active_model()
-if am is None:
-    st.warning("No model yet: train one on the Train page.")
-    st.stop()
+am = shared.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
@@ -45,7 +43,10 @@ else:
 # ------------------------------------------------------------------------------------------------ decoder grid
 st.subheader("What the decoder draws across the plane")
 c1, c2 = st.columns(2)
-span = c1.select_slider("Range (± around the centre)", RANGES, value=1.5 if code_dim == 2 else 3.0, key=K + "range",
+# Default: the range that holds most test codes (2.5 standard deviations of the wider axis).
+spread = 2.5 * float(xy.std(0).max()) if codes is not None else 1.5
+default = min(RANGES, key=lambda r: abs(r - spread))
+span = c1.select_slider("Range (± around the centre)", RANGES, value=default, key=K + "range",
                         help="The stacked tutorial also tries points far outside the data: ±1.5, 10, 100.")
 n = c2.slider("Grid size", 4, 20, 10, key=K + "grid")
 if codes is not None and code_dim == 2:
@@ -67,7 +68,12 @@ else:
     for i in range(k):
         a, b, c = st.columns([1, 6, 1])
         a.image(viz.zoom(test.images[i].numpy() / 255.0, 3), caption=f"test #{i}")
-        scaled = (strip[i:i + 1] - lo) / max(hi - lo, 1e-12)          # (1, d) in [0, 1]
-        b.image(viz.colorize(scaled, zoom=max(4, min(24, 600 // code_dim))),
-                caption=f"code (1×{code_dim}), colours from {lo:.2f} to {hi:.2f}")
+        scaled = (strip[i] - lo) / max(hi - lo, 1e-12)                # (d,) in [0, 1]
+        width = code_dim if code_dim <= 40 else 28                    # long codes wrap into rows
+        rows = -(-code_dim // width)
+        block = np.full(rows * width, np.nan)
+        block[:code_dim] = scaled
+        b.image(viz.colorize(np.nan_to_num(block.reshape(rows, width), nan=0.0), zoom=max(6, min(24, 600 // width))),
+                caption=f"code: {code_dim} numbers" + (f" in rows of {width}" if rows > 1 else " (1×k)")
+                        + f", colours from {lo:.2f} to {hi:.2f}")
         c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], 3), caption="decoded")

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from aecore import checkpoint
-from aecore.data import DataConfig, DataError, load_split, split
+from aecore.data import DATASETS, DataConfig, DataError, load_split, split
 from aecore.job import TrainingJob
 from aecore.models import count_params
 from aecore.train import resolve_device
@@ -20,6 +20,7 @@ from aecore.train import resolve_device
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 DATA_DIR = os.environ.get("AECORE_DATA_DIR") or None
+ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
 
 
 @dataclass(frozen=True)
@@ -42,30 +43,29 @@ class ActiveModel:
 
 # ------------------------------------------------------------------------------------------- shared, read-only
 @st.cache_resource(show_spinner="Loading images…")
-def raw_splits(dataset: str):
-    """(train, test) Splits of a data set, shared by every session (never modified)."""
-    return load_split(dataset, "train", DATA_DIR), load_split(dataset, "test", DATA_DIR)
+def raw_split(dataset: str, which: str):
+    """One split ('train' or 'test') of a data set, shared by every session (never modified)."""
+    return load_split(dataset, which, DATA_DIR)
 
 
 def data_for(cfg: DataConfig):
     """Data for a config, built from the shared splits (views and small copies); raises DataError."""
-    train, test = raw_splits(cfg.dataset)
-    return split(train, test, cfg)
+    return split(raw_split(cfg.dataset, "train"), raw_split(cfg.dataset, "test"), cfg)
 
 
 def test_split(dataset: str = "mnist"):
     """The test split, or None with the reason when the files are missing."""
     try:
-        return raw_splits(dataset)[1], None
+        return raw_split(dataset, "test"), None
     except DataError as e:
         return None, str(e)
 
 
 def available_datasets() -> list[str]:
     out = []
-    for name in ("mnist", "fashion-mnist"):
+    for name in DATASETS:
         try:
-            raw_splits(name)
+            raw_split(name, "train")
             out.append(name)
         except DataError:
             pass
@@ -104,11 +104,38 @@ def session_models() -> dict:
 
 
 def add_session_model(name: str, model, meta: dict, source: str, activate: bool = True) -> str:
-    key = f"session:{name}"
+    """Keep a model in this session; with `activate`, it becomes the active model from the next run on
+    (the sidebar's selector may already exist in this run, so a page caller reruns the app)."""
+    key, n = f"session:{name}", 1
+    while key in session_models():        # a second upload of "model.safetensors" must not replace the first
+        n += 1
+        key = f"session:{name} ({n})"
+        name = key.removeprefix("session:")
     session_models()[key] = ActiveModel(key, name, model, meta, source)
     if activate:
-        st.session_state["app.active"] = key
+        st.session_state[ACTIVATE] = key
     return key
+
+
+def collect_finished_run() -> bool:
+    """Add this session's ended run to its models (once) and make it active; True if it did. app.py calls this
+    before it draws the model selector, so a run that ends while another page shows is picked up there too."""
+    job = job_slot().job
+    if job is None or job.active or job.model is None or st.session_state.get("train.registered_job") == id(job):
+        return False
+    st.session_state["train.registered_job"] = id(job)
+    runs = st.session_state["train.runs"] = st.session_state.get("train.runs", 0) + 1
+    snap = job.snapshot()
+    add_session_model(f"{job.spec.name} run {runs}", job.model, job.meta,
+                      f"trained in this session ({snap.state}, {snap.device})")
+    return True
+
+
+def require_frame() -> None:
+    """Pages run inside app.py's frame. On a fresh server whose very first request is a deep link, Streamlit's
+    legacy handling of a `pages/` folder runs the page script alone; send that visitor through the frame."""
+    if not st.session_state.get("app.framed"):
+        st.switch_page("app.py")
 
 
 def model_choices() -> dict[str, ActiveModel]:
@@ -122,11 +149,23 @@ def active_model() -> ActiveModel | None:
     choices = model_choices()
     if not choices:
         return None
+    requested = st.session_state.pop(ACTIVATE, None)   # app.py calls this before it draws the selector
+    if requested in choices:
+        st.session_state["app.active"] = requested
     key = st.session_state.get("app.active")
     if key not in choices:
         key = "shipped:pytorch-784-200" if "shipped:pytorch-784-200" in choices else next(iter(choices))
         st.session_state["app.active"] = key
     return choices[key]
+
+
+def page_model() -> ActiveModel:
+    """The active model for a page; with none at all, a hint and the page stops."""
+    am = active_model()
+    if am is None:
+        st.warning("No model yet: the models/ folder is empty. Train one on the Train page.")
+        st.stop()
+    return am
 
 
 def describe(am: ActiveModel) -> dict:

@@ -1,4 +1,6 @@
 """Train: pick a tutorial preset or set every choice by hand, then start, watch, pause and stop a run."""
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
 
@@ -10,6 +12,7 @@ from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES,
 from aecore.train import TrainConfig, available_devices
 from pages import shared
 
+shared.require_frame()
 CUSTOM = "custom"
 K = "train."   # every session key of this page starts with this
 NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
@@ -43,8 +46,9 @@ def apply_preset() -> None:
         st.session_state.update(form_values(presets.get(name)))
 
 
-def mark_custom() -> None:
-    st.session_state[K + "preset"] = CUSTOM
+def matches(p: presets.Preset, model: ModelConfig, data: DataConfig, train: TrainConfig) -> bool:
+    """True when the form holds exactly preset `p` (seed and device aside), so its figure applies."""
+    return model == p.model and data == p.data and replace(train, seed=p.train.seed, device=p.train.device) == p.train
 
 
 def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
@@ -83,73 +87,89 @@ if K + "preset" not in st.session_state:
 
 st.title("Train an autoencoder")
 names = [CUSTOM, *presets.PRESETS]
-st.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
+p1, p2 = st.columns([5, 1], vertical_alignment="bottom")
+p1.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
              format_func=lambda n: "Custom (set everything by hand)" if n == CUSTOM else presets.get(n).title)
-preset = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
-if preset:
-    st.caption(f"{preset.tutorial}  \n**{preset.figure_label or 'figure'}** — {preset.figure_text()}")
+p2.button("↺ Reset form", on_click=apply_preset, key=K + "btn_reset", help="Put the preset's values back in the form",
+          disabled=st.session_state[K + "preset"] == CUSTOM)
+selected = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
+
+# Values the form needs before its widgets are drawn (the configs are read from them just below).
+datasets = shared.available_datasets() or list(DATASETS)
+if st.session_state.get(K + "dataset") not in datasets:
+    if selected:
+        st.warning(f"This preset trains on {st.session_state.get(K + 'dataset')}, whose files are not available "
+                   f"here; the form now uses {datasets[0]}, so the tutorial's figure does not apply.")
+    st.session_state[K + "dataset"] = datasets[0]
+devices = available_devices()
+if st.session_state.get(K + "device") not in devices:
+    st.session_state[K + "device"] = "auto"
+st.session_state.setdefault(K + "adam_eps", 1e-8)
+
+config_error, preset = None, None
+try:
+    model_cfg, data_cfg, train_cfg = read_form()
+except ValueError as e:
+    config_error = str(e)
+else:
+    preset = selected if selected and matches(selected, model_cfg, data_cfg, train_cfg) else None
+if selected:
+    note = "" if preset else "  \n✎ The form differs from this preset, so the run will be a custom one " \
+                             "(no tutorial figure to compare with); **↺ Reset form** restores it."
+    st.caption(f"{selected.tutorial}  \n**{selected.figure_label or 'figure'}** — {selected.figure_text()}{note}")
+
 
 slot = shared.job_slot()
 job = slot.job
 busy = job is not None and job.active
+if not busy and shared.collect_finished_run():
+    st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
 
 left, right = st.columns([3, 2], gap="large")
 with left:
     c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**Data**")
-        datasets = shared.available_datasets() or list(DATASETS)
-        if st.session_state.get(K + "dataset") not in datasets:
-            st.session_state[K + "dataset"] = datasets[0]
-        st.selectbox("Dataset", datasets, key=K + "dataset", on_change=mark_custom)
-        st.number_input("Validation fraction (first part of train)", 0.0, 0.9, step=0.05, key=K + "val_fraction",
-                        on_change=mark_custom)
-        st.multiselect("Train only on classes", list(range(10)), key=K + "classes", on_change=mark_custom,
+        st.selectbox("Dataset", datasets, key=K + "dataset")
+        st.number_input("Validation fraction (first part of train)", 0.0, 0.9, step=0.05, key=K + "val_fraction")
+        st.multiselect("Train only on classes", list(range(10)), key=K + "classes",
                        help="Empty = all ten. The anomaly-detection preset trains on 0s only.")
-        st.selectbox("Noise", list(NOISE_LABELS), key=K + "noise", format_func=NOISE_LABELS.get, on_change=mark_custom)
-        st.slider("Noise ratio / σ", 0.0, 1.0, step=0.05, key=K + "noise_level", on_change=mark_custom,
+        st.selectbox("Noise", list(NOISE_LABELS), key=K + "noise", format_func=NOISE_LABELS.get)
+        st.slider("Noise ratio / σ", 0.0, 1.0, step=0.05, key=K + "noise_level",
                   disabled=st.session_state[K + "noise"] == "none")
     with c2:
         st.markdown("**Model**")
-        st.selectbox("Family", FAMILIES, key=K + "family", on_change=mark_custom,
-                     format_func={"shallow": "shallow MLP 784-h-784", "deep": "deep MLP (mirrored)",
-                                  "conv": "convolutional"}.get)
+        st.selectbox("Family", FAMILIES, key=K + "family",
+                     format_func={"shallow": "shallow MLP", "deep": "deep MLP", "conv": "convolutional"}.get,
+                     help="shallow: 784-h-784 · deep: any encoder sizes, mirrored in the decoder · conv: "
+                          "3×3 conv + 2×2 pool per stage, transposed convs back")
         fam = st.session_state[K + "family"]
         if fam == "shallow":
-            st.number_input("Hidden units", 2, 2000, step=1, key=K + "hidden", on_change=mark_custom)
+            st.number_input("Hidden units", 2, 2000, step=1, key=K + "hidden")
         elif fam == "deep":
-            st.text_input("Encoder sizes (comma-separated)", key=K + "layers", on_change=mark_custom)
-            st.checkbox("Linear code layer (no activation)", key=K + "linear_code", on_change=mark_custom)
+            st.text_input("Encoder sizes (comma-separated)", key=K + "layers")
+            st.checkbox("Linear code layer (no activation)", key=K + "linear_code")
         else:
-            st.text_input("Conv channels (comma-separated)", key=K + "channels", on_change=mark_custom)
-        st.selectbox("Hidden activation", list(ACTIVATIONS), key=K + "activation", on_change=mark_custom)
-        st.selectbox("Output", OUTPUTS, key=K + "output", on_change=mark_custom)
-        st.selectbox("Loss", LOSSES, key=K + "loss", on_change=mark_custom, format_func=str.upper)
-        st.selectbox("Weight init", INITS, key=K + "init", on_change=mark_custom)
+            st.text_input("Conv channels (comma-separated)", key=K + "channels")
+        st.selectbox("Hidden activation", list(ACTIVATIONS), key=K + "activation")
+        st.selectbox("Output", OUTPUTS, key=K + "output")
+        st.selectbox("Loss", LOSSES, key=K + "loss", format_func=str.upper)
+        st.selectbox("Weight init", INITS, key=K + "init")
     with c3:
         st.markdown("**Training**")
-        st.slider("Dropout rate", 0.0, 0.9, step=0.05, key=K + "dropout", on_change=mark_custom)
-        st.selectbox("Dropout on", DROPOUT_PLACES, key=K + "dropout_where", on_change=mark_custom)
-        st.number_input("Learning rate", 1e-6, 10.0, format="%.6f", step=1e-4, key=K + "lr", on_change=mark_custom)
-        st.number_input("Batch size", 1, 4096, step=1, key=K + "batch", on_change=mark_custom)
-        st.number_input("Epochs", 1, 200, step=1, key=K + "epochs", on_change=mark_custom)
-        st.text_input("Halve LR after epochs", key=K + "milestones", on_change=mark_custom)
-        st.number_input("Seed", 0, 2**31 - 1, step=1, key=K + "seed", on_change=mark_custom)
-        devices = available_devices()
-        if st.session_state.get(K + "device") not in devices:
-            st.session_state[K + "device"] = "auto"
+        st.slider("Dropout rate", 0.0, 0.9, step=0.05, key=K + "dropout")
+        st.selectbox("Dropout on", DROPOUT_PLACES, key=K + "dropout_where")
+        st.number_input("Learning rate", 1e-6, 10.0, format="%.6f", step=1e-4, key=K + "lr")
+        st.number_input("Batch size", 1, 4096, step=1, key=K + "batch")
+        st.number_input("Epochs", 1, 200, step=1, key=K + "epochs")
+        st.text_input("Halve LR after epochs", key=K + "milestones")
+        st.number_input("Seed", 0, 2**31 - 1, step=1, key=K + "seed")
         st.selectbox("Device", devices, key=K + "device",
                      format_func=lambda d: f"auto ({shared.describe_device()})" if d == "auto" else d)
-        st.session_state.setdefault(K + "adam_eps", 1e-8)
 
+# Buttons, the download button and the uploader cannot be given a value, so they are not kept.
 saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)
-              and not k.startswith(K + "btn") and not k.startswith(K + "upload")})
-
-config_error = None
-try:
-    model_cfg, data_cfg, train_cfg = read_form()
-except ValueError as e:
-    config_error = str(e)
+              and not k.startswith((K + "btn", K + "upload", K + "download"))})
 
 with right:
     st.markdown("**Model summary**")
@@ -157,8 +177,19 @@ with right:
         st.error(f"**Invalid combination.** {config_error}", icon="⚠️")
     else:
         rows, total = model_summary(model_cfg)
-        st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 4, 420))
+        st.dataframe(rows, hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)
         st.markdown(f"Total parameters: **{total:,}**")
+    with st.expander("Load a checkpoint (.safetensors)"):
+        up = st.file_uploader("AE Lab checkpoint", type=["safetensors"], key=K + "upload")
+        if up is not None and st.session_state.get(K + "upload_id") != up.file_id:
+            try:
+                model, meta = checkpoint.load(up.getvalue())
+            except checkpoint.CheckpointError as e:
+                st.error(f"**Cannot load {up.name}.** {e}", icon="🚫")
+            else:
+                st.session_state[K + "upload_id"] = up.file_id
+                shared.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
+                st.rerun()   # the sidebar now shows the uploaded model as the active one
 
 # ------------------------------------------------------------------------------------------------ controls
 b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 4])
@@ -170,16 +201,19 @@ if b1.button("▶ Start", type="primary", disabled=busy or config_error is not N
         job = TrainingJob(spec, data)
         job.start()
         slot.job, busy = job, True
-        st.session_state[K + "registered"] = False
     except DataError as e:
         shared.data_error_box(str(e))
     except ValueError as e:
         st.error(f"**Cannot start.** {e}", icon="⚠️")
+    else:
+        st.rerun()   # draw the buttons for the running job (they were drawn above for the idle form)
 state = job.snapshot().state if job else None
 if b2.button("⏸ Pause", disabled=state != "running", key=K + "btn_pause"):
     job.pause()
+    st.rerun()   # the buttons above were drawn for the old state; the live view alone would not redraw them
 if b3.button("⏵ Resume", disabled=state != "paused", key=K + "btn_resume"):
     job.resume()
+    st.rerun()
 if b4.button("⏹ Stop", disabled=not busy, key=K + "btn_stop"):
     job.stop()
 
@@ -191,6 +225,7 @@ def live_view():
     if job is None:
         st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
         return
+    ended = not job.active   # read before the snapshot: once the worker has ended, the snapshot is final
     snap = job.snapshot()
     spec, m = job.spec, snap.last
     pre = presets.PRESETS.get(spec.preset or "")
@@ -218,42 +253,22 @@ def live_view():
     if snap.state == "failed":
         st.error(f"**Training failed.** {snap.error}", icon="❌")
         if job.model is not None:
-            st.caption("The weights from the last finite loss are kept and selectable as the active model.")
+            st.caption("The weights from the last finite loss are kept: they are now the active model, so the "
+                       "other pages show what the run had learned before it diverged.")
     if snap.result:
         figs = snap.result["figures"]
-        cols = st.columns(4)
-        for col, (key, label) in zip(cols, [("train_loss", "final train loss"), ("val_loss", "validation loss"),
-                                            ("test_loss", "test loss")]):
-            if figs.get(key) is not None:
-                col.metric(label, f"{figs[key]:.4f}")
+        shown = [(label, figs[key]) for key, label in [("train_loss", "final train loss"),
+                                                       ("val_loss", "validation loss"), ("test_loss", "test loss")]
+                 if figs.get(key) is not None]
+        for col, (label, value) in zip(st.columns(4), shown):
+            col.metric(label, f"{value:.4f}")
         if pre:
-            cols[3].metric(pre.figure_label or "tutorial figure",
-                           f"{figs[pre.figure_metric]:.4f}" if figs.get(pre.figure_metric) is not None else "–",
-                           help=pre.tutorial)
             st.markdown(f"**{pre.figure_label}** — {pre.figure_text(figs.get(pre.figure_metric))}")
         st.download_button("⬇ Download checkpoint (.safetensors)", data=job.checkpoint_bytes,
                            file_name=f"{spec.name}.safetensors", mime="application/octet-stream",
                            key=K + "download")
-    if not job.active and job.model is not None and not st.session_state.get(K + "registered"):
-        st.session_state[K + "registered"] = True
-        st.session_state[K + "runs"] = st.session_state.get(K + "runs", 0) + 1
-        shared.add_session_model(f"{spec.name} run {st.session_state[K + 'runs']}", job.model, job.meta,
-                                 f"trained in this session ({snap.state}, {snap.device})")
-        if busy:
-            st.rerun()   # the whole page: sidebar, buttons and the poll rate follow the ended run
+    if ended and busy:
+        st.rerun()   # the whole app: app.py adds the run to the models, the buttons and the poll rate follow
 
 
 live_view()
-
-# ------------------------------------------------------------------------------------------------ upload
-with st.expander("Load a checkpoint (.safetensors)"):
-    up = st.file_uploader("AE Lab checkpoint", type=["safetensors"], key=K + "upload")
-    if up is not None and st.session_state.get(K + "upload_id") != up.file_id:
-        try:
-            model, meta = checkpoint.load(up.getvalue())
-        except checkpoint.CheckpointError as e:
-            st.error(f"**Cannot load {up.name}.** {e}", icon="🚫")
-        else:
-            st.session_state[K + "upload_id"] = up.file_id
-            shared.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
-            st.rerun()   # the sidebar now shows the uploaded model as the active one

@@ -1,0 +1,519 @@
+"""The dashboard, run headless through Streamlit's AppTest: every page, with and without data, a tiny training
+run from the Train page, and a drawing sent through the Draw page."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+import streamlit.testing.v1.app_test as app_test_module
+from PIL import Image, ImageDraw
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+import aecore.data
+import aecore.job
+from aecore import checkpoint
+from aecore.data import ENV_VAR
+from aecore.job import TrainingJob
+from aecore.train import TrainingDiverged
+from aecore.models import ModelConfig, build
+
+from idx_helpers import png_bytes, write_idx_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app.py"
+if str(ROOT) not in sys.path:       # the pages import `pages.shared` from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from pages import shared  # noqa: E402
+
+TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
+          "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit"}
+DEFAULT_MODEL = "shipped:pytorch-784-200"
+WAIT = 120.0
+
+
+# ------------------------------------------------------------------------------------------- set-up
+class _NavigationPagesManager(PagesManager):
+    """Pages as app.py declares them with st.navigation, on every run.
+
+    A running server ignores the legacy `pages/` folder convention once app.py has called st.navigation,
+    which the first script run does. AppTest forgets that before each run, so without this every rerun after
+    the first would execute the page file alone, without app.py's page config and sidebar.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+@pytest.fixture(autouse=True)
+def _app_environment(monkeypatch, tmp_path):
+    """Every test: pages as app.py declares them, no Debian Fashion-MNIST, fresh caches; afterwards the
+    session's resources are released (which stops its training run) and the run's thread is waited for."""
+    monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
+    monkeypatch.setattr(aecore.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    for thread in threading.enumerate():
+        if thread.name.startswith("train-"):
+            thread.join(WAIT)
+
+
+@pytest.fixture
+def started_jobs(monkeypatch) -> list[TrainingJob]:
+    """The training jobs the app starts during a test."""
+    jobs: list[TrainingJob] = []
+    real_start = TrainingJob.start
+
+    def start(self):
+        jobs.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(TrainingJob, "start", start)
+    return jobs
+
+
+def use_data(monkeypatch, tmp_path, folder: Path | None) -> None:
+    """Make `folder` (or nothing) the only place the dashboard finds data; cwd is an empty tmp folder."""
+    work = tmp_path / "cwd"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    if folder is None:
+        monkeypatch.delenv(ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(ENV_VAR, str(folder))
+    # pages/shared.py reads the setting once, when first imported; the module stays loaded across app runs.
+    monkeypatch.setattr(shared, "DATA_DIR", str(folder) if folder else None)
+
+
+@pytest.fixture
+def tiny_idx(tmp_path, monkeypatch) -> Path:
+    """120 train and 40 test synthetic digits as gzip IDX files, made the dashboard's data."""
+    folder = write_idx_folder(tmp_path / "idx", n_train=120, n_test=40)
+    use_data(monkeypatch, tmp_path, folder)
+    return folder
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch) -> None:
+    use_data(monkeypatch, tmp_path, None)
+
+
+def real_mnist() -> Path | None:
+    """The folder AECORE_DATA_DIR names, if it holds the MNIST test images."""
+    folder = Path(os.environ.get(ENV_VAR) or "/nonexistent")
+    return folder if any((folder / f"t10k-images-idx3-ubyte{gz}").is_file() for gz in ("", ".gz")) else None
+
+
+def open_app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == [TITLES[page]]
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def sidebar_markdown(at: AppTest) -> str:
+    return "\n".join(texts(at.sidebar.markdown))
+
+
+def canvas_value(image: np.ndarray) -> dict:
+    """The drawing canvas's component state for an RGBA image, as the browser sends it."""
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+    return {"drawing": {"raw": {"objects": []}, "data": url}, "backgroundFit": None}
+
+
+def drawn_digit() -> np.ndarray:
+    im = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(im).line([(90, 60), (190, 60), (120, 220)], fill=(255, 255, 255, 255), width=18)
+    return np.asarray(im)
+
+
+def blank_canvas() -> np.ndarray:
+    a = np.zeros((280, 280, 4), np.uint8)
+    a[..., 3] = 255
+    return a
+
+
+# ------------------------------------------------------------------------------------------- every page renders
+def test_train_page_and_sidebar(tiny_idx):
+    at = open_app()
+    assert texts(at.title) == [TITLES["pages/train.py"]]
+    preset = at.selectbox(key="train.preset")
+    assert preset.value == "pytorch-784-200"
+    assert "Custom (set everything by hand)" in preset.options and "Keras 784-32-784" in preset.options
+    start = at.button(key="train.btn_start")
+    assert not start.disabled
+    assert at.button(key="train.btn_pause").disabled and at.button(key="train.btn_stop").disabled
+    assert at.number_input(key="train.hidden").value == 200
+    assert at.selectbox(key="train.dataset").value == "mnist"
+    assert len(at.dataframe) == 1
+    assert any("Total parameters: **314,584**" in t for t in texts(at.markdown))
+    assert any("No run yet" in t for t in texts(at.info))
+    # Sidebar: the active model, described.
+    active = at.sidebar.selectbox(key="app.active")
+    assert active.value == DEFAULT_MODEL
+    assert {f"{n} (shipped)" for n in ("pytorch-784-200", "keras-784-32", "stacked-2d", "conv-digit0")} \
+        <= set(active.options)
+    side = sidebar_markdown(at)
+    assert "**pytorch-784-200**" in side and "784-200-784" in side and "314,584" in side
+
+
+def test_choosing_a_preset_fills_the_form(tiny_idx):
+    at = open_app()
+    at.selectbox(key="train.preset").set_value("keras-784-32").run()
+    assert not at.exception
+    assert at.number_input(key="train.hidden").value == 32
+    assert at.number_input(key="train.val_fraction").value == pytest.approx(0.2)
+    assert at.number_input(key="train.batch").value == 128
+    assert at.selectbox(key="train.init").value == "keras"
+    assert any("Total parameters: **50,992**" in t for t in texts(at.markdown))
+    # Editing a field makes the run a custom one; the selector keeps the preset and Reset puts it back.
+    at.number_input(key="train.epochs").set_value(3).run()
+    assert at.selectbox(key="train.preset").value == "keras-784-32"
+    assert any("form differs from this preset" in t for t in texts(at.caption))
+    assert at.number_input(key="train.hidden").value == 32
+    at.button(key="train.btn_reset").click().run()
+    assert at.number_input(key="train.epochs").value == 20
+    assert not any("form differs from this preset" in t for t in texts(at.caption))
+
+
+def test_invalid_layer_sizes_disable_start(tiny_idx):
+    at = open_app()
+    at.selectbox(key="train.family").set_value("deep").run()
+    at.text_input(key="train.layers").input("64,x").run()
+    assert not at.exception
+    assert any("Invalid combination" in t for t in texts(at.error))
+    assert at.button(key="train.btn_start").disabled
+
+
+def test_inspect_page(tiny_idx):
+    at = goto(open_app(), "pages/inspect.py")
+    assert not at.error
+    assert {"Encoder filters", "Decoder filters",
+            "Reconstructions"} <= set(texts(at.subheader))
+    assert len(at.get("image")) >= 3            # encoder tiles, decoder tiles, reconstructions
+    table = at.dataframe[0].value
+    assert list(table["index"]) == list(range(10)) and len(table) == 10
+    assert (table["error (MSE)"] >= 0).all()
+    assert any("pytorch-784-200" in t for t in texts(at.caption))
+
+
+def test_inspect_page_rejects_bad_indices(tiny_idx):
+    at = goto(open_app(), "pages/inspect.py")
+    at.text_input(key="inspect.picks").input("3,999").run()
+    assert not at.exception
+    assert any("between 0 and 39" in t for t in texts(at.error))
+    at.text_input(key="inspect.picks").input("5, 7").run()
+    assert not at.error
+    assert list(at.dataframe[0].value["index"]) == [5, 7]
+
+
+def test_latent_page(tiny_idx):
+    at = goto(open_app(), "pages/latent.py")
+    assert not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert "What the decoder draws across the plane" in texts(at.subheader)
+    assert len(at.get("image")) > 1
+
+
+def test_draw_page_without_a_drawing(tiny_idx):
+    at = goto(open_app(), "pages/draw.py")
+    assert len(at.get("bidi_component")) == 1          # the drawing canvas
+    assert at.get("bidi_component")[0].proto.component_name.endswith("streamlit_drawable_canvas")
+    assert len(at.get("file_uploader")) == 1
+    assert any("Draw a digit on the black square" in t for t in texts(at.info))
+    assert not at.metric and not at.error
+
+
+def test_other_shipped_models_on_each_page(tiny_idx):
+    at = open_app()
+    at.sidebar.selectbox(key="app.active").set_value("shipped:conv-digit0").run()
+    assert not at.exception
+    assert "family: `conv`" in sidebar_markdown(at)
+    goto(at, "pages/inspect.py")
+    assert {"Convolution kernels", "Feature maps"} <= set(texts(at.subheader))
+    goto(at, "pages/latent.py")
+    assert len(at.get("plotly_chart")) == 1
+    at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
+    assert not at.exception
+    assert any("code of 2 numbers" in t for t in texts(at.caption))
+    assert any("The test codes span" in t for t in texts(at.caption))
+    goto(at, "pages/draw.py")
+    assert any("stacked-2d" in t for t in texts(at.caption))
+
+
+# ------------------------------------------------------------------------------------------- without data
+@pytest.mark.parametrize("page", list(TITLES))
+def test_every_page_renders_without_data(no_data, page):
+    at = open_app()
+    if page != "pages/train.py":
+        goto(at, page)
+    assert texts(at.title) == [TITLES[page]]
+    assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL   # shipped models do not need data
+    assert "**pytorch-784-200**" in sidebar_markdown(at)
+    if page in ("pages/inspect.py", "pages/latent.py"):
+        boxes = [t for t in texts(at.error) if "Data not available" in t]
+        assert len(boxes) == 1 and ENV_VAR in boxes[0]
+    else:
+        assert not at.error
+
+
+def test_latent_2d_model_without_data_still_draws_the_plane(no_data):
+    at = open_app()
+    at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
+    goto(at, "pages/latent.py")
+    assert any(ENV_VAR in t for t in texts(at.error))
+    assert not at.get("plotly_chart")
+    assert len(at.get("image")) == 1               # the decoder grid
+    assert any("Needs the test images" in t for t in texts(at.info))
+
+
+def test_start_without_data_explains(no_data, started_jobs):
+    at = open_app()
+    assert at.selectbox(key="train.dataset").options == ["mnist", "fashion-mnist"]
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception
+    boxes = [t for t in texts(at.error) if "Data not available" in t]
+    assert len(boxes) == 1 and ENV_VAR in boxes[0]
+    assert any("No run yet" in t for t in texts(at.info))
+    assert started_jobs == []
+
+
+# ------------------------------------------------------------------------------------------- real MNIST
+@pytest.mark.mnist
+@pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not available: set {ENV_VAR}")
+def test_pages_with_real_mnist(tmp_path, monkeypatch):
+    use_data(monkeypatch, tmp_path, real_mnist())
+    at = goto(open_app(), "pages/latent.py")
+    assert not at.error
+    assert len(at.get("plotly_chart")) == 1
+    goto(at, "pages/inspect.py")
+    assert not at.error
+    errors = at.dataframe[0].value["error (MSE)"]
+    assert len(errors) == 10 and errors.max() < 0.05     # the shipped model reconstructs MNIST well
+
+
+# ------------------------------------------------------------------------------------------- training
+def wait_for_end(at: AppTest, timeout: float = WAIT) -> str:
+    """Rerun the app as the browser's polling would until the run has ended (its progress text says so and
+    Start is enabled again, so the worker thread is gone); returns the progress text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        progress = [p.proto.text for p in at.get("progress")]
+        ended = progress and any(s in progress[0] for s in ("✅ finished", "⏹ stopped", "❌ failed"))
+        if ended and not at.button(key="train.btn_start").disabled:
+            return progress[0]
+        assert time.monotonic() < deadline, f"the run did not end in {timeout} s: {progress}"
+        time.sleep(0.3)
+
+
+def custom_form(at: AppTest, hidden: int, epochs: int, batch: int) -> AppTest:
+    at.selectbox(key="train.preset").set_value("custom").run()
+    at.selectbox(key="train.family").set_value("shallow")
+    at.number_input(key="train.hidden").set_value(hidden)
+    at.number_input(key="train.epochs").set_value(epochs)
+    at.number_input(key="train.batch").set_value(batch)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def progress_text(at: AppTest) -> str:
+    bars = [p.proto.text for p in at.get("progress")]
+    assert len(bars) == 1, bars
+    return bars[0]
+
+
+def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
+    at = custom_form(open_app(), hidden=8, epochs=2, batch=20)
+    assert any("Total parameters: **13,336**" in t for t in texts(at.markdown))   # 784*8+8 + 8*784+784
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception and not at.error
+    assert len(started_jobs) == 1
+    spec = started_jobs[0].spec
+    assert spec.model.hidden == (8,) and spec.train.epochs == 2 and spec.train.batch_size == 20
+    assert spec.name == "custom" and spec.preset is None
+    assert len(started_jobs[0].data.train) == 120
+
+    progress = wait_for_end(at)
+    assert "✅ finished" in progress and "epoch 2/2" in progress and "step 12/12" in progress
+    labels = [m.label for m in at.metric]
+    assert "final train loss" in labels and "test loss" in labels
+    assert all(np.isfinite(float(m.value)) for m in at.metric)
+    downloads = at.get("download_button")
+    assert len(downloads) == 1
+    assert not at.button(key="train.btn_start").disabled
+    assert at.button(key="train.btn_stop").disabled
+
+    # The trained model is the active one, in the sidebar of the same run.
+    active = at.sidebar.selectbox(key="app.active")
+    assert "custom run 1 (yours)" in active.options
+    assert active.value == "session:custom run 1"
+    side = sidebar_markdown(at)
+    assert "trained in this session (finished" in side and "784-8-784" in side
+
+    # The run's timeline shows on the Inspect page, and the new model is the one inspected.
+    goto(at, "pages/inspect.py")
+    assert any("custom run 1" in t for t in texts(at.caption))
+    assert "Last run's timeline" in texts(at.subheader)
+    assert any("one row per epoch (1 … 2)" in (img.proto.imgs[0].caption if img.proto.imgs else "")
+               for img in at.get("image"))
+    # Back on Train, the form kept its values.
+    goto(at, "pages/train.py")
+    assert at.number_input(key="train.hidden").value == 8
+    assert at.selectbox(key="train.preset").value == "custom"
+
+
+def wait_for_text(at: AppTest, wanted: str, timeout: float = WAIT) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        text = progress_text(at)
+        if wanted in text:
+            return text
+        assert time.monotonic() < deadline, f"no {wanted!r} in {timeout} s: {text}"
+        time.sleep(0.2)
+
+
+def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
+    at = custom_form(open_app(), hidden=8, epochs=200, batch=1)      # 24,000 steps: stopped long before the end
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception and len(started_jobs) == 1
+    job = started_jobs[0]
+    # The run that follows the click already shows the controls of a running job.
+    assert at.button(key="train.btn_start").disabled and at.button(key="train.btn_resume").disabled
+    assert not at.button(key="train.btn_pause").disabled and not at.button(key="train.btn_stop").disabled
+    wait_for_text(at, "step ")                                       # the first record is in
+    assert any("Training **custom**" in t for t in texts(at.sidebar.info))
+
+    at.button(key="train.btn_pause").click().run()
+    assert job.snapshot().state == "paused"
+    assert "⏸ paused" in progress_text(at)
+    assert at.button(key="train.btn_pause").disabled and not at.button(key="train.btn_resume").disabled
+
+    at.button(key="train.btn_resume").click().run()
+    assert job.snapshot().state == "running"
+    assert "🟢 running" in progress_text(at)
+
+    at.button(key="train.btn_stop").click().run()
+    text = wait_for_end(at)
+    assert "⏹ stopped" in text
+    assert job.join(WAIT) and job.snapshot().state == "stopped"
+    assert "trained in this session (stopped" in sidebar_markdown(at)
+    assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
+    assert len(at.get("download_button")) == 1
+
+
+def test_releasing_the_session_stops_its_run(tiny_idx, started_jobs):
+    at = custom_form(open_app(), hidden=8, epochs=200, batch=1)
+    at.button(key="train.btn_start").click().run()
+    job = started_jobs[0]
+    assert job.active
+    st.cache_resource.clear()      # what happens to session resources when the browser session ends
+    assert job.join(WAIT), "the run kept going after its session ended"
+    assert job.snapshot().state == "stopped"
+
+
+def test_failed_run_is_explained_and_its_model_kept(tiny_idx, started_jobs, monkeypatch):
+    def diverging_fit(model, data, cfg, control):
+        raise TrainingDiverged("the loss became nan at step 3 (epoch 1); try a lower learning rate")
+        yield
+
+    monkeypatch.setattr(aecore.job, "fit", diverging_fit)
+    at = custom_form(open_app(), hidden=8, epochs=2, batch=20)
+    at.button(key="train.btn_start").click().run()
+    assert "❌ failed" in wait_for_end(at)
+    failures = [t for t in texts(at.error) if "Training failed" in t]
+    assert len(failures) == 1 and "the loss became nan at step 3" in failures[0]
+    assert not at.get("download_button") and not at.metric
+    assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
+    assert "trained in this session (failed" in sidebar_markdown(at)
+
+
+def test_uploading_a_checkpoint_adds_a_model(tiny_idx):
+    model = build(ModelConfig(family="shallow", hidden=(12,)), seed=3)
+    blob = checkpoint.to_bytes(model, {"name": "mine"})
+    at = open_app()
+    at.get("file_uploader")[0].set_value(("mine.safetensors", blob, "application/octet-stream")).run()
+    assert not at.exception
+    active = at.sidebar.selectbox(key="app.active")
+    assert active.value == "session:mine"
+    assert "784-12-784" in sidebar_markdown(at) and "uploaded file mine.safetensors" in sidebar_markdown(at)
+
+
+def test_uploading_a_broken_checkpoint_explains(tiny_idx):
+    at = open_app()
+    at.get("file_uploader")[0].set_value(("bad.safetensors", b"not a checkpoint at all", "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert any("Cannot load bad.safetensors" in t for t in texts(at.error))
+    assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL
+
+
+# ------------------------------------------------------------------------------------------- drawing
+def test_drawing_is_scored(tiny_idx):
+    at = goto(open_app(), "pages/draw.py")
+    at.session_state["draw.canvas"] = canvas_value(drawn_digit())
+    at.run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    error = float(metrics["Reconstruction error (MSE)"])
+    assert 0.0 <= error < 1.0
+    pct = float(metrics["Percentile among the test set"])
+    assert 0.0 <= pct <= 100.0
+    assert any(f"{pct:.1f}% of the test digits" in t for t in texts(at.markdown))
+    assert len(at.get("image")) == 3              # input, reconstruction, error map
+
+
+def test_blank_drawing_gives_the_hint(tiny_idx):
+    at = goto(open_app(), "pages/draw.py")
+    at.session_state["draw.canvas"] = canvas_value(blank_canvas())
+    at.run()
+    assert not at.exception and not at.error
+    assert any("The canvas is blank" in t for t in texts(at.info))
+    assert not at.metric
+
+
+def test_uploaded_picture_is_scored(tiny_idx):
+    photo = Image.new("RGB", (400, 300), (235, 235, 235))
+    ImageDraw.Draw(photo).line([(200, 40), (210, 260)], fill=(20, 20, 20), width=25)
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG")
+    at = goto(open_app(), "pages/draw.py")
+    at.get("file_uploader")[0].set_value(("one.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert "Reconstruction error (MSE)" in [m.label for m in at.metric]
+    assert any("upload one.jpg" in (img.proto.imgs[0].caption if img.proto.imgs else "")
+               for img in at.get("image"))
+
+
+def test_unusable_upload_is_explained(tiny_idx):
+    at = goto(open_app(), "pages/draw.py")
+    at.get("file_uploader")[0].set_value(("notes.png", b"these are notes, not a picture", "image/png")).run()
+    assert not at.exception
+    assert any("Cannot use notes.png" in t and "PNG or JPEG" in t for t in texts(at.error))
+    assert not at.metric

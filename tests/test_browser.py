@@ -1,0 +1,322 @@
+"""End to end in a real Chromium: train a short run, leave the page and come back, then draw a digit.
+
+The app runs as `streamlit run app.py` on a free local port; Playwright drives Debian's Chromium (headless).
+Besides the assertions, the test takes a screenshot of every page into docs/screenshots/ and writes a few
+measurements (chart updates per second while training, the app's samples/s, the Draw page's server time)
+to tests/artifacts/browser_measurements.json.
+
+Skipped when Chromium or the real MNIST files (AECORE_DATA_DIR) are missing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import real_mnist_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 1000}
+STARTUP_S = 90          # server start and first page load
+TRAIN_S = 180           # a 1-epoch run of pytorch-784-200; seconds on a free machine, much longer on a busy one
+
+pytestmark = pytest.mark.browser
+
+
+def chromium_path() -> str | None:
+    if Path("/usr/bin/chromium").is_file():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium not installed (/usr/bin/chromium or `chromium` on PATH)")
+    if real_mnist_dir() is None:
+        pytest.skip("real MNIST not available: set AECORE_DATA_DIR to a folder with the four IDX files")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(request, chromium) -> str:
+    """`streamlit run app.py` on a free port; its base URL. Stopped when the module's tests are done."""
+    port = free_port()
+    env = dict(os.environ)
+    # A training run uses torch's default of one intra-op thread per core. Where the cores are shared (the
+    # server's own reruns, the browser and whatever else runs on a small CI machine) those threads wait on
+    # each other and a 1-epoch run takes minutes instead of seconds; one thread keeps it short.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+    request.addfinalizer(stop)
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with code {proc.returncode}; see {log.name}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+                if r.status == 200 and r.read().strip() == b"ok":
+                    return url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"streamlit did not answer {url}/_stcore/health within {STARTUP_S} s")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[str]:
+    """Console errors, page errors and failed requests seen by the browser (reported, not asserted)."""
+    return []
+
+
+@pytest.fixture
+def measurements(problems):
+    """What the test measured; written to tests/artifacts/browser_measurements.json and printed, pass or fail."""
+    found: dict = {"server_OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    yield found
+    found["browser_problems"] = problems
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "browser_measurements.json").write_text(json.dumps(found, indent=2, ensure_ascii=False) + "\n")
+    print("\nmeasurements:", json.dumps(found, indent=2, ensure_ascii=False))
+
+
+@pytest.fixture(scope="module")
+def page(chromium, server, problems):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(60_000)
+        pg = context.new_page()
+        pg.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text[:200]}"))
+        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        pg.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status}: {r.url}"))
+        try:
+            yield pg
+        finally:
+            context.close()
+            browser.close()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+# The loss chart's first trace (train loss per step). While a fragment rerun replaces the chart, the old and
+# the new element can both be in the page for a moment; the one with the most points is the current one.
+CHART_TRACES = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .filter(el => el.data && el.data.length && el.data[0].x)
+    .map(el => el.data)
+    .sort((a, b) => b[0].x.length - a[0].x.length)"""
+CHART_POINTS = f"""() => {{ const d = ({CHART_TRACES})(); return d.length ? d[0][0].x.length : 0; }}"""
+CHART_SIGNATURE = f"""() => {{
+    const d = ({CHART_TRACES})();
+    return d.length ? JSON.stringify(d[0].map(t => [t.x.length, t.x[t.x.length - 1], t.y[t.y.length - 1]])) : null;
+}}"""
+SAMPLES_PER_S = re.compile(r"([\d,]+) samples/s")
+
+
+def wait_idle(page, timeout_s: float = 60) -> None:
+    """Until the app's script is not running and no spinner shows (long-running reruns included)."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_s * 1000)
+    page.locator('[data-testid="stSpinner"]').first.wait_for(state="hidden", timeout=timeout_s * 1000)
+
+
+def goto(page, name: str, heading: str) -> None:
+    """Click a page in the sidebar navigation and wait for its title."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
+    page.get_by_role("heading", name=heading).wait_for()
+
+
+def screenshot(page, name: str, folder: Path = SCREENSHOTS) -> Path:
+    """The whole page: Streamlit scrolls inside <main>, so the viewport is made as tall as its content."""
+    folder.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]')?.scrollHeight || 0")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], min(int(height), 6000))})
+    try:
+        time.sleep(0.5)   # let plotly and images re-layout to the new size
+        path = folder / f"{name}.png"
+        page.screenshot(path=path, full_page=True)
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    return path
+
+
+def progress_text(page) -> str:
+    bar = page.get_by_test_id("stProgress")
+    return bar.inner_text() if bar.count() else ""
+
+
+def samples_per_s(text: str) -> int | None:
+    m = SAMPLES_PER_S.search(text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+# ---------------------------------------------------------------------------------------------- the test
+def test_train_switch_pages_and_draw(page, server, measurements):
+    try:
+        train_switch_pages_and_draw(page, server, measurements)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            screenshot(page, "failure", ARTIFACTS)   # what the browser showed, beside streamlit.log
+        raise
+
+
+def train_switch_pages_and_draw(page, server, measurements):
+    from playwright.sync_api import expect
+
+    t_start = time.monotonic()
+
+    # -- Train: the default page; the default preset, one epoch
+    page.goto(server + "/", timeout=STARTUP_S * 1000)
+    page.get_by_role("heading", name="Train an autoencoder").wait_for(timeout=STARTUP_S * 1000)
+    start = page.get_by_role("button", name="▶ Start")
+    start.wait_for(timeout=STARTUP_S * 1000)
+    wait_idle(page)
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Enter")
+    # The form now differs from the preset: the page says the run will be a custom one.
+    expect(page.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    assert epochs.input_value() == "1"
+    start.click()
+    expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"epoch \d+/1\b"), timeout=TRAIN_S * 1000)
+
+    # the loss chart appears and gains points while the run goes on
+    first = page.wait_for_function(f"({CHART_POINTS})() || false", timeout=TRAIN_S * 1000, polling=100).json_value()
+    first_progress = progress_text(page)
+    assert "finished" not in first_progress, f"the run ended before the chart showed any progress: {first_progress!r}"
+
+    # chart updates per second, sampled every 100 ms for 3 s (a measurement, not an assertion)
+    changes, speeds, last = 0, [], page.evaluate(CHART_SIGNATURE)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:
+        time.sleep(0.1)
+        sig = page.evaluate(CHART_SIGNATURE)
+        if sig != last:
+            changes, last = changes + 1, sig
+        sps = samples_per_s(progress_text(page))
+        if sps is not None and "running" in progress_text(page) and (not speeds or speeds[-1] != sps):
+            speeds.append(sps)
+    window = time.monotonic() - t0
+    measurements["chart_updates_per_s"] = round(changes / window, 2)
+    measurements["chart_sampling"] = {"window_s": round(window, 2), "changes": changes,
+                                      "progress_before": first_progress, "progress_after": progress_text(page)}
+
+    second = page.wait_for_function(f"(n => n > {first} && n)(({CHART_POINTS})())", timeout=TRAIN_S * 1000,
+                                    polling=200).json_value()
+    assert second > first, f"the loss chart did not gain points ({first} -> {second})"
+    print(f"\nloss chart: {first} points ({first_progress!r}), later {second} points")
+
+    # -- away to Draw and back: the run goes on (or has finished) and the page shows it
+    goto(page, "Draw", "Draw a digit")
+    goto(page, "Train", "Train an autoencoder")
+    bar = page.get_by_test_id("stProgress")
+    bar.wait_for()
+    text = bar.inner_text()
+    assert "running" in text or "finished" in text, f"after switching pages the progress reads {text!r}"
+
+    finished = page.get_by_test_id("stProgress").get_by_text("✅ finished").or_(
+        page.get_by_role("button", name=re.compile("Download checkpoint")))
+    finished.first.wait_for(timeout=TRAIN_S * 1000)
+    page.get_by_role("button", name=re.compile("Download checkpoint")).wait_for(timeout=60_000)
+    expect(start).to_be_enabled(timeout=60_000)   # drawn by the full rerun that follows the end of a run
+    wait_idle(page)
+    # Seen now and then: the full rerun that follows the end of a run (st.rerun from the auto-rerunning live
+    # view) leaves out what comes after the live view, until the next interaction. Noted, not asserted.
+    measurements["checkpoint_loader_shown_after_run"] = page.get_by_text("Load a checkpoint (.safetensors)").count() > 0
+    final_progress = progress_text(page)
+    assert "finished" in final_progress, final_progress
+    measurements["samples_per_s_while_running"] = speeds
+    measurements["samples_per_s_final"] = samples_per_s(final_progress)
+    measurements["final_progress_text"] = final_progress
+    screenshot(page, "train")
+
+    # -- Inspect and Latent space: they render for the model just trained
+    goto(page, "Inspect", "Look inside the model")
+    page.get_by_role("heading", name="Reconstructions").wait_for()
+    page.get_by_role("heading", name="Last run's timeline").wait_for()
+    wait_idle(page)
+    screenshot(page, "inspect")
+
+    goto(page, "Latent space", "Explore the latent space")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    page.get_by_role("heading", name="What the decoder draws across the plane").wait_for()
+    wait_idle(page, timeout_s=120)
+    screenshot(page, "latent")
+
+    # -- Draw: a stroke like a 7 on the canvas (a streamlit-drawable-canvas component; Playwright's CSS
+    #    locators pierce its shadow root; fabric.js listens on the upper of its two canvases)
+    goto(page, "Draw", "Draw a digit")
+    page.get_by_text("Active model:").wait_for()
+    measurements["active_model_on_draw"] = page.get_by_text("Active model:").inner_text().split(".")[0]
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(state="visible")
+    wait_idle(page)
+    box = canvas.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100, box
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    page.mouse.move(*at(0.28, 0.25))
+    page.mouse.down()
+    page.mouse.move(*at(0.72, 0.25), steps=15)   # the top bar
+    page.mouse.move(*at(0.45, 0.82), steps=20)   # the slanted stem
+    page.mouse.up()
+    t_drawn = time.monotonic()
+
+    metric = page.get_by_test_id("stMetric").filter(has_text="Reconstruction error (MSE)")
+    metric.wait_for(timeout=60_000)
+    value = metric.get_by_test_id("stMetricValue").inner_text().strip()
+    measurements["draw_result_wall_s"] = round(time.monotonic() - t_drawn, 2)
+    mse = float(value)
+    assert 0.0 <= mse <= 1.0, value
+    measurements["draw_mse"] = mse
+
+    caption = page.get_by_text(re.compile(r"server time: [\d.,]+ ms"))
+    caption.wait_for()
+    measurements["draw_server_time_ms"] = float(
+        re.search(r"server time: ([\d.,]+) ms", caption.inner_text()).group(1).replace(",", ""))
+    wait_idle(page)
+    screenshot(page, "draw")
+
+    measurements["test_wall_s"] = round(time.monotonic() - t_start, 1)
