@@ -234,7 +234,7 @@ def live_view():
     if m:
         eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
         st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
-                                        f"{m.total_steps:,} · {m.samples_per_s:,.0f} samples/s · ETA {eta} · {snap.device}")
+                                        f"{m.total_steps:,} · {m.samples / max(m.elapsed, 1e-9):,.0f} samples/s · ETA {eta} · {snap.device}")
     else:
         st.progress(0.0, text=f"{status} · preparing on {snap.device}…")
     steps = [(r.step, r.train_loss) for r in snap.records]

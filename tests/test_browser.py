@@ -65,10 +65,6 @@ def server(request, chromium) -> str:
     """`streamlit run app.py` on a free port; its base URL. Stopped when the module's tests are done."""
     port = free_port()
     env = dict(os.environ)
-    # A training run uses torch's default of one intra-op thread per core. Where the cores are shared (the
-    # server's own reruns, the browser and whatever else runs on a small CI machine) those threads wait on
-    # each other and a 1-epoch run takes minutes instead of seconds; one thread keeps it short.
-    env.setdefault("OMP_NUM_THREADS", "1")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(ARTIFACTS / "streamlit.log", "w")
     proc = subprocess.Popen(
@@ -111,7 +107,7 @@ def problems() -> list[str]:
 @pytest.fixture
 def measurements(problems):
     """What the test measured; written to tests/artifacts/browser_measurements.json and printed, pass or fail."""
-    found: dict = {"server_OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    found: dict = {}
     yield found
     found["browser_problems"] = problems
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
