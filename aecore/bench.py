@@ -74,18 +74,46 @@ def time_tutorial(train: Split, epochs: int, device: str, seed: int = 0) -> tupl
         return (time.perf_counter() - t) / epochs, epoch_loss
 
 
+def time_matmuls(n: int, device: str, batch: int = 124, hidden: int = 200) -> float:
+    """Seconds for one epoch's five matrix products alone (forward 2, backward 3): the floor for any loop."""
+    steps = -(-n // batch)
+    x = torch.rand(batch, 784, device=device)
+    w1, w2 = torch.rand(hidden, 784, device=device), torch.rand(784, hidden, device=device)
+    g = torch.rand(batch, 784, device=device)
+    h = x @ w1.t()
+    for _ in range(3):    # warm-up
+        _ = x @ w1.t(), h @ w2.t(), g.t() @ h, g @ w2, h.t() @ x
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        h = x @ w1.t()          # encoder forward  (B, 200)
+        _ = h @ w2.t()          # decoder forward  (B, 784)
+        _ = g.t() @ h           # decoder weight gradient (784, 200)
+        dh = g @ w2             # gradient at the code (B, 200)
+        _ = dh.t() @ x          # encoder weight gradient (200, 784)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m aecore.bench", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=1, help="epochs of 60,000 samples for each pipeline")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch intra-op threads for both pipelines (default: torch's)")
     p.add_argument("--skip-tutorial", action="store_true", help="time fit only (e.g. 10 epochs on a GPU)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
     train = load(DataConfig(), args.data_dir).train
     out = {"device": device, "threads": torch.get_num_threads(), "epochs": args.epochs,
            "samples_per_epoch": len(train)}
+    out["matmul_s_per_epoch"] = time_matmuls(len(train), device)
     out["fit_s_per_epoch"], out["fit_loss"] = time_fit(train, args.epochs, device)
+    out["fit_over_matmul_floor"] = out["fit_s_per_epoch"] / out["matmul_s_per_epoch"]
     if not args.skip_tutorial:
         out["tutorial_s_per_epoch"], out["tutorial_loss"] = time_tutorial(train, args.epochs, device)
         out["speedup"] = out["tutorial_s_per_epoch"] / out["fit_s_per_epoch"]

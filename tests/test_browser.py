@@ -35,6 +35,7 @@ STARTUP_S = 90          # server start and first page load
 TRAIN_S = 180           # a 1-epoch run of pytorch-784-200; seconds on a free machine, much longer on a busy one
 
 pytestmark = pytest.mark.browser
+SERVER_PID = [0]        # the running server's process id, for the CPU readings below
 
 
 def chromium_path() -> str | None:
@@ -82,6 +83,7 @@ def server(request, chromium) -> str:
         log.close()
     request.addfinalizer(stop)
 
+    SERVER_PID[0] = proc.pid
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
     while True:
@@ -316,3 +318,39 @@ def train_switch_pages_and_draw(page, server, measurements):
     screenshot(page, "draw")
 
     measurements["test_wall_s"] = round(time.monotonic() - t_start, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_rate(pid: int, seconds: float = 3.0) -> float:
+    """Cores the process kept busy over the next `seconds`."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
+def test_closing_the_browser_stops_its_run(chromium, server):
+    """A visitor who closes the tab ends the session; the session's training run must stop with it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    pid = SERVER_PID[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport=VIEWPORT).new_page()
+        page.goto(server + "/", timeout=STARTUP_S * 1000)
+        start = page.get_by_role("button", name="▶ Start")
+        start.wait_for(timeout=STARTUP_S * 1000)
+        wait_idle(page)
+        start.click()   # the default preset: 10 epochs, far longer than this test waits
+        expect(page.get_by_test_id("stProgress")).to_contain_text("running", timeout=TRAIN_S * 1000)
+        training = cpu_rate(pid)
+        browser.close()
+    time.sleep(3)       # the server notices the closed connection and releases the session
+    after = cpu_rate(pid)
+    print(f"\nserver CPU while training: {training:.2f} cores; after the browser closed: {after:.2f} cores")
+    assert training > 0.5, f"the run did not seem to train ({training:.2f} cores busy)"
+    assert after < training / 3, f"the server still works after the session closed ({after:.2f} cores busy)"
