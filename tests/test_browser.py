@@ -1,7 +1,8 @@
 """End to end in a real Chromium: train a short run, leave the page and come back, then draw a digit.
 
 The app runs as `streamlit run app.py` on a free local port; Playwright drives Debian's Chromium (headless).
-Besides the assertions, the test takes a screenshot of every page into docs/screenshots/ and writes a few
+Besides the assertions, the test takes a screenshot of every page (into tests/artifacts/screenshots/, or
+the folder in AELAB_SCREENSHOTS) and writes a few
 measurements (chart updates per second while training, the app's samples/s, the Draw page's server time)
 to tests/artifacts/browser_measurements.json.
 
@@ -26,8 +27,9 @@ import pytest
 from conftest import real_mnist_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = REPO / "docs" / "screenshots"
 ARTIFACTS = REPO / "tests" / "artifacts"
+# Screenshots go to the git-ignored artifacts folder; AELAB_SCREENSHOTS=docs/screenshots refreshes the README's.
+SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
