@@ -280,34 +280,24 @@ def test_nan_loss_fails_with_message_and_keeps_last_good_weights(data, jobs, mon
     assert job.meta["error"] == snap.error and job.meta["name"] == "nan"
 
 
-def test_diverged_fit_ends_failed(data, jobs, monkeypatch):
-    def diverging_fit(model, data, cfg, control):
-        raise TrainingDiverged("the loss became inf at step 3 (epoch 1)")
+@pytest.mark.parametrize("error, shown", [
+    (TrainingDiverged("the loss became inf at step 3 (epoch 1)"), "the loss became inf at step 3 (epoch 1)"),
+    (RuntimeError("out of memory somewhere"), "RuntimeError: out of memory somewhere"),
+])
+def test_failing_fit_ends_failed_with_its_message(data, jobs, monkeypatch, error, shown):
+    def failing_fit(model, data, cfg, control):
+        raise error
         yield   # a generator, like the real fit
 
-    monkeypatch.setattr(job_module, "fit", diverging_fit)
+    monkeypatch.setattr(job_module, "fit", failing_fit)
     job = TrainingJob(make_spec(), data)
     jobs.append(job)
     job.start()
     snap = wait_for(job, ENDED, timeout=WAIT)
     assert snap.state == "failed"
-    assert snap.error == "the loss became inf at step 3 (epoch 1)"
+    assert snap.error == shown
     assert job.join(WAIT) and not job.active
-
-
-def test_unexpected_error_in_the_worker_is_reported(data, jobs, monkeypatch):
-    def broken_fit(model, data, cfg, control):
-        raise RuntimeError("out of memory somewhere")
-        yield
-
-    monkeypatch.setattr(job_module, "fit", broken_fit)
-    job = TrainingJob(make_spec(), data)
-    jobs.append(job)
-    job.start()
-    snap = wait_for(job, ENDED, timeout=WAIT)
-    assert snap.state == "failed"
-    assert snap.error == "RuntimeError: out of memory somewhere"
-    assert job.model is None and job.checkpoint_bytes is None
+    assert job.checkpoint_bytes is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
