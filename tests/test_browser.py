@@ -335,24 +335,23 @@ def cpu_rate(pid: int, seconds: float = 3.0) -> float:
     return (cpu_seconds(pid) - before) / seconds
 
 
-def test_closing_the_browser_stops_its_run(chromium, server):
+def test_closing_the_browser_stops_its_run(page, server):
     """A visitor who closes the tab ends the session; the session's training run must stop with it."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     pid = SERVER_PID[0]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport=VIEWPORT).new_page()
-        page.goto(server + "/", timeout=STARTUP_S * 1000)
-        start = page.get_by_role("button", name="▶ Start")
-        start.wait_for(timeout=STARTUP_S * 1000)
-        wait_idle(page)
-        start.click()   # the default preset: 10 epochs, far longer than this test waits
-        expect(page.get_by_test_id("stProgress")).to_contain_text("running", timeout=TRAIN_S * 1000)
-        training = cpu_rate(pid)
-        browser.close()
-    time.sleep(3)       # the server notices the closed connection and releases the session
+    context = page.context.browser.new_context(viewport=VIEWPORT)   # a second visitor, with a session of its own
+    visitor = context.new_page()
+    visitor.goto(server + "/", timeout=STARTUP_S * 1000)
+    start = visitor.get_by_role("button", name="▶ Start")
+    start.wait_for(timeout=STARTUP_S * 1000)
+    wait_idle(visitor)
+    start.click()   # the default preset: 10 epochs, far longer than this test waits
+    expect(visitor.get_by_test_id("stProgress")).to_contain_text("running", timeout=TRAIN_S * 1000)
+    training = cpu_rate(pid)
+    context.close()
+    time.sleep(3)   # the server notices the closed connection and releases the session
     after = cpu_rate(pid)
-    print(f"\nserver CPU while training: {training:.2f} cores; after the browser closed: {after:.2f} cores")
+    print(f"\nserver CPU while training: {training:.2f} cores; after the tab closed: {after:.2f} cores")
     assert training > 0.5, f"the run did not seem to train ({training:.2f} cores busy)"
     assert after < training / 3, f"the server still works after the session closed ({after:.2f} cores busy)"
