@@ -219,7 +219,7 @@ if b4.button("⏹ Stop", disabled=not busy, key=K + "btn_stop"):
 
 
 # ------------------------------------------------------------------------------------------------ live view
-@st.fragment(run_every=0.4 if busy else None)
+@st.fragment(run_every=0.3 if busy else None)
 def live_view():
     job = slot.job
     if job is None:
