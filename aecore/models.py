@@ -7,6 +7,7 @@ the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 
@@ -199,6 +200,18 @@ def _initialise(model: nn.Module, scheme: str) -> None:
             nn.init.zeros_(m.bias)
 
 
+@contextmanager
+def inference(model: nn.Module):
+    """Eval mode without gradients for the block; the model's previous mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def build(config: ModelConfig, seed: int | None = None) -> Autoencoder:
     """A fresh model; with a seed, the same weights every time without touching the global RNG state."""
     if seed is None:
@@ -218,15 +231,12 @@ def summary(model: Autoencoder) -> list[dict]:
                 rows.append({"name": name, "layer": type(mod).__name__, "output_shape": tuple(out.shape[1:]),
                              "params": sum(p.numel() for p in mod.parameters())})
             hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with inference(model):
             model(torch.zeros(1, 1, SIDE, SIDE, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return rows
 
 

@@ -4,23 +4,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aecore.models import Autoencoder
+from aecore.models import Autoencoder, inference
 
 QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 quantiles (0.1 % apart)
 
 
-@torch.no_grad()
 def reconstruct(model: Autoencoder, images, batch_size: int = 1000) -> np.ndarray:
     """Reconstructions in [0, 1] pixel space, float32 (N, 28, 28), of images (N, 28, 28) (uint8 or [0, 1] float)."""
     x = _as_float(images)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         parts = [model(x[i:i + batch_size].to(device)).x_hat.clamp(0, 1).cpu()
                  for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(parts).reshape(-1, 28, 28).numpy() if parts else np.zeros((0, 28, 28), np.float32)
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 
 from aecore.data import NOISE_KINDS, Data, add_noise, to_float
-from aecore.models import Autoencoder, from_dict
+from aecore.models import Autoencoder, from_dict, inference
 from aecore.scoring import error_quantiles, reconstruction_error
 
 
@@ -127,19 +127,14 @@ def available_devices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@torch.no_grad()
 def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> float:
     """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total = torch.zeros((), device=device)
-    try:
+    with inference(model):
         for i in range(0, len(images), batch_size):
             x = to_float(images[i:i + batch_size].to(device))
             total += model.loss(x, model(x)) * len(x)
-    finally:
-        model.train(was_training)
     return total.item() / max(len(images), 1)
 
 

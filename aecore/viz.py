@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from aecore.data import to_float
-from aecore.models import Autoencoder
+from aecore.models import Autoencoder, inference
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -57,34 +57,24 @@ def conv_kernels(model: Autoencoder) -> torch.Tensor:
     return scale_each(conv.weight.detach().cpu()[:, 0])
 
 
-@torch.no_grad()
 def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch.Tensor]]:
     """Activations of each encoder stage for one image (28, 28): [(name, (C, H, W) scaled per map)]."""
     x = to_float(torch.as_tensor(image).reshape(1, 28, 28)) if image.dtype == np.uint8 else \
         torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, 28, 28)
     out = []
-    was_training = model.training
-    model.eval()
-    try:
-        for i, layer in enumerate(model.encoder):
+    with inference(model):
+        for layer in model.encoder:
             x = layer(x)
             if isinstance(layer, nn.MaxPool2d):
                 out.append((f"stage {len(out) + 1}: {x.shape[1]} maps {x.shape[2]}x{x.shape[3]}", scale_each(x[0])))
-    finally:
-        model.train(was_training)
     return out
 
 
-@torch.no_grad()
 def encode_all(model: Autoencoder, images, batch_size: int = 2000) -> np.ndarray:
     """Codes of uint8 images (N, 28, 28), flattened to (N, d)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         parts = [model.encode(to_float(torch.as_tensor(images[i:i + batch_size]))).flatten(1)
                  for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(parts).numpy()
 
 
@@ -107,7 +97,6 @@ def plane(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (codes - origin) @ axes.T, origin, axes
 
 
-@torch.no_grad()
 def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: float, hi: float,
                  n: int = 10, y_lo: float | None = None, y_hi: float | None = None) -> np.ndarray:
     """Decoder images over an n x n grid of the latent plane, rows top (high y) to bottom: (n*n, 28, 28)."""
@@ -117,16 +106,11 @@ def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: f
     return decode_codes(model, origin + pts @ axes)
 
 
-@torch.no_grad()
 def decode_codes(model: Autoencoder, codes: np.ndarray) -> np.ndarray:
     """Flat codes (N, d) -> decoder images (N, 28, 28) in [0, 1]."""
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         imgs = model.decode(z.reshape(len(z), *model.config.code_shape)).clamp(0, 1)
-    finally:
-        model.train(was_training)
     return imgs.reshape(-1, 28, 28).numpy()
 
 
