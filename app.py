@@ -25,7 +25,7 @@ with st.sidebar:
         keys = list(choices)
         st.selectbox("Active model", keys, key="app.active",
                      format_func=lambda k: f"{choices[k].name} ({'shipped' if k.startswith('shipped') else 'yours'})")
-        info = shared.describe(shared.active_model())
+        info = shared.describe(active)
         st.markdown(
             f"**{info['name']}**  \n"
             f"family: `{info['family']}`  \n"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aecore import checkpoint, presets
 from aecore.data import DataConfig, DataError, load
+from aecore.job import RunSpec
 from aecore.models import ModelConfig, build, count_params
 from aecore.train import Control, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device, results
 
@@ -115,8 +116,8 @@ def main(argv=None) -> int:
         return 1
     model.cpu()
     res = results(model, data, history)
-    checkpoint.save(out, model, {"name": name, "preset": args.preset, "data": data_cfg, "train": train_cfg,
-                                 "device": str(device), **res})
+    spec = RunSpec(name=name, model=model_cfg, data=data_cfg, train=train_cfg, preset=args.preset)
+    checkpoint.save(out, model, spec.meta(str(device), **res))
     final = {"final": True, "name": name, **res["figures"], "seconds": round(previous.elapsed, 2),
              "checkpoint": str(out)}
     if pre:

@@ -31,6 +31,11 @@ class RunSpec:
     train: TrainConfig
     preset: str | None = None
 
+    def meta(self, device: str, **extra) -> dict:
+        """What a checkpoint of this run stores beside the weights (the model config is added on save)."""
+        return {"name": self.name, "preset": self.preset, "data": self.data, "train": self.train, "device": device,
+                **extra}
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -79,6 +84,7 @@ class TrainingJob:
         self._error: str | None = None
         self._result: dict | None = None
         self._probe = _fixed_digits(data, N_TIMELINE)   # (8, 28, 28) uint8
+        self._originals = self._probe.numpy() / 255.0     # the same digits in [0, 1], for every snapshot
 
     # ---------------------------------------------------------------- control, from any thread
     def start(self) -> None:
@@ -119,7 +125,7 @@ class TrainingJob:
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(state=self._state, records=tuple(self._records), timeline=tuple(self._timeline),
-                            originals=self._probe.numpy() / 255.0, error=self._error, result=self._result,
+                            originals=self._originals, error=self._error, result=self._result,
                             device=self.device)
 
     # ---------------------------------------------------------------- the worker thread
@@ -141,8 +147,7 @@ class TrainingJob:
                         self._timeline.append(frame)
             model.cpu()
             result = results(model, self.data, self._records)
-            meta = {"name": spec.name, "preset": spec.preset, "data": spec.data, "train": spec.train,
-                    "device": self.device, **result}
+            meta = spec.meta(self.device, **result)
             blob = checkpoint.to_bytes(model, meta)
             with self._lock:
                 self.model, self.meta, self.checkpoint_bytes, self._result = model.eval(), meta, blob, result
@@ -158,8 +163,7 @@ class TrainingJob:
             self._state = "failed"
             if model is not None:      # a diverged run keeps its last good weights for inspection
                 self.model = model.cpu().eval()
-                self.meta = {"name": self.spec.name, "preset": self.spec.preset, "data": self.spec.data,
-                             "train": self.spec.train, "device": self.device, "error": message}
+                self.meta = self.spec.meta(self.device, error=message)
 
 
 def _fixed_digits(data: Data, n: int) -> torch.Tensor:

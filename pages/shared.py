@@ -87,6 +87,11 @@ class JobSlot:
     """Holds this session's training job; released (and the job stopped) when the session closes."""
     def __init__(self):
         self.job: TrainingJob | None = None
+        self.collected = False    # the ended job's model is already among the session's models
+
+    def start(self, job: TrainingJob) -> None:
+        job.start()
+        self.job, self.collected = job, False
 
 
 def _release(slot: JobSlot) -> None:
@@ -120,10 +125,11 @@ def add_session_model(name: str, model, meta: dict, source: str, activate: bool 
 def collect_finished_run() -> bool:
     """Add this session's ended run to its models (once) and make it active; True if it did. app.py calls this
     before it draws the model selector, so a run that ends while another page shows is picked up there too."""
-    job = job_slot().job
-    if job is None or job.active or job.model is None or st.session_state.get("train.registered_job") == id(job):
+    slot = job_slot()
+    job = slot.job
+    if job is None or job.active or job.model is None or slot.collected:
         return False
-    st.session_state["train.registered_job"] = id(job)
+    slot.collected = True
     runs = st.session_state["train.runs"] = st.session_state.get("train.runs", 0) + 1
     snap = job.snapshot()
     add_session_model(f"{job.spec.name} run {runs}", job.model, job.meta,

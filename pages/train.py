@@ -198,9 +198,7 @@ if b1.button("▶ Start", type="primary", disabled=busy or config_error is not N
         data = shared.data_for(data_cfg)
         spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
                        preset=preset.name if preset else None)
-        job = TrainingJob(spec, data)
-        job.start()
-        slot.job, busy = job, True
+        slot.start(TrainingJob(spec, data))
     except DataError as e:
         shared.data_error_box(str(e))
     except ValueError as e:
