@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aecore import checkpoint, presets
 from aecore.data import DataConfig, DataError, load
-from aecore.job import RunSpec
+from aecore.runs.job import RunSpec
 from aecore.models import ModelConfig, build, count_params
 from aecore.train import Control, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device, results
 
@@ -36,7 +36,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a tutorial preset (see --list-presets); other options override it")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data)")
-    p.add_argument("--download", action="store_true", help="download the data set through torchvision")
+    p.add_argument("--download", action="store_true",
+                   help="download the data set if it is not found, with AE Lab's own fetcher (mirrors: "
+                        "$AECORE_MNIST_MIRROR / $AECORE_FASHION_MIRROR; cache: $AECORE_CACHE_DIR, "
+                        "else ~/.cache/aelab)")
     p.add_argument("--out", help="checkpoint path (default runs/<name>.safetensors)")
     m = p.add_argument_group("model (override a preset, or build a custom model)")
     m.add_argument("--family", choices=("shallow", "deep", "conv"))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import aecore.job as job_module
+import aecore.runs.job as job_module
 from aecore import checkpoint
 from aecore.data import DataConfig
-from aecore.job import N_TIMELINE, STATES, RunSpec, TrainingJob, wait_for
+from aecore.runs.job import N_TIMELINE, STATES, RunSpec, TrainingJob, wait_for
 from aecore.models import ModelConfig, build
 from aecore.scoring import QUANTILE_STEPS
 from aecore.train import TrainConfig, TrainingDiverged

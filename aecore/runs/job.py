@@ -1,13 +1,15 @@
-"""A training run in a background thread, safe to drive and watch from another thread (the dashboard).
+"""The thread backend: one training run in a background thread, driven and watched from other threads.
 
-The worker thread iterates `fit` and stores what it yields; it never touches any UI. The UI calls
-`start`, `pause`, `resume`, `stop` and reads `snapshot()` (an immutable copy) as often as it likes.
+The worker thread iterates `fit` and stores what it yields; it never touches any UI. The run registry
+(`aecore.runs.registry`) creates jobs, decides when each starts, and calls `pause`, `resume`, `stop`; anyone
+may read `snapshot()` (an immutable copy) as often as they like.
 """
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,10 +69,11 @@ class Snapshot:
 class TrainingJob:
     """One run: build the model, train it on `data` in a daemon thread, keep the result."""
 
-    def __init__(self, spec: RunSpec, data: Data, threads: int = 1):
+    def __init__(self, spec: RunSpec, data: Data, threads: int = 1, on_end: Callable[[], None] | None = None):
         self.spec = spec
         self.threads = threads   # intra-op threads for this run (see _work)
-        self.data = data
+        self.data: Data | None = data   # released when the run ends: only the model and figures are kept
+        self.on_end = on_end     # called by the worker thread once the run has ended (the registry's scheduler)
         self.device = str(resolve_device(spec.train.device))   # fails here, before any thread, if invalid
         self.model: Autoencoder | None = None    # set when the run ends (finished, stopped or diverged)
         self.meta: dict | None = None             # what the checkpoint stores beside the weights
@@ -108,7 +111,12 @@ class TrainingJob:
                 self._state = "running"
 
     def stop(self) -> None:
+        """Stop a running or paused run before its next step; a run that never started ends as stopped."""
         self._control.stop()
+        with self._lock:
+            if self._state == "ready":
+                self._state = "stopped"
+                self.data = None
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end; True when it has."""
@@ -146,7 +154,7 @@ class TrainingJob:
                     if frame is not None:
                         self._timeline.append(frame)
             model.cpu()
-            result = results(model, self.data, self._records)
+            result = results(model, self.data, self._records)   # self.data is set until the finally below
             meta = spec.meta(self.device, **result)
             blob = checkpoint.to_bytes(model, meta)
             with self._lock:
@@ -156,6 +164,10 @@ class TrainingJob:
             self._fail(str(e), model)
         except Exception as e:  # anything else is shown to the user rather than lost in a thread
             self._fail(f"{type(e).__name__}: {e}", None)
+        finally:
+            self.data = None
+            if self.on_end is not None:
+                self.on_end()
 
     def _fail(self, message: str, model: Autoencoder | None) -> None:
         with self._lock:

@@ -1,0 +1,109 @@
+"""How the run service is configured: caps, grace and retention times, and the profile's limits per visitor.
+
+`RegistryConfig.from_settings(mapping)` reads the AELAB_* keys from any mapping (the environment, Streamlit
+secrets, or both merged by the caller); a bad value raises ValueError naming the key and what it accepts.
+
+| key                   | default                       | meaning                                              |
+| AELAB_PROFILE         | local                         | local: every choice open; hosted: HOSTED_LIMITS      |
+| AELAB_MAX_RUNS        | one per CPU core (at least 1) | CPU trainings at once; more wait in the queue        |
+| AELAB_MAX_GPU_RUNS    | one per GPU                   | GPU trainings at once                                |
+| AELAB_RUN_GRACE_S     | 120                           | an unwatched run is stopped after this many seconds  |
+| AELAB_RUN_RETENTION_S | 1800                          | an ended run (and its model) is kept this long       |
+| AELAB_MAX_KEPT_RUNS   | 32                            | runs held at once; the oldest ended go first         |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+PROFILES = ("local", "hosted")
+
+
+def cpu_slots() -> int:
+    """One training per core this process may use, at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one visitor may ask for; None leaves a choice open. Checked by the registry before it queues a run."""
+    max_epochs: int | None = None
+    max_params: int | None = None
+    max_batch_size: int | None = None
+
+    def problem(self, spec, params: int) -> str | None:
+        """Why `spec` (a RunSpec whose model has `params` parameters) is over these limits, or None."""
+        t = spec.train
+        broken = []
+        if self.max_epochs is not None and t.epochs > self.max_epochs:
+            broken.append(f"at most {self.max_epochs} epochs (asked for {t.epochs})")
+        if self.max_params is not None and params > self.max_params:
+            broken.append(f"at most {self.max_params:,} parameters (this model has {params:,})")
+        if self.max_batch_size is not None and t.batch_size > self.max_batch_size:
+            broken.append(f"a batch size of at most {self.max_batch_size} (asked for {t.batch_size})")
+        if not broken:
+            return None
+        return ("this server's hosted profile allows " + "; ".join(broken) +
+                ". Change the form, or run AE Lab on your own machine for bigger runs.")
+
+
+# A free CPU host (about 1-2.7 GB of memory, shared cores): every tutorial preset fits (the largest, the
+# Chainer 1000-unit cases, has 1.57 M parameters and 20 epochs).
+HOSTED_LIMITS = Limits(max_epochs=20, max_params=2_000_000, max_batch_size=1024)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The run service's settings; see the module docstring for the keys that set them."""
+    max_runs: int = field(default_factory=cpu_slots)                 # CPU trainings at once
+    max_gpu_runs: int = field(default_factory=lambda: torch.cuda.device_count())   # one per GPU
+    grace_s: float = 120.0          # an unwatched run is stopped after this
+    retention_s: float = 1800.0     # an ended run is dropped this long after it ended and was last seen
+    max_kept: int = 32              # bounded memory: runs held at once (each ended one keeps its model)
+    max_queued: int = 100           # a longer queue refuses new runs
+    threads_per_run: int = 1        # intra-op threads; more make runs on shared cores spin-wait (see job.py)
+    profile: str = "local"
+    limits: Limits = Limits()
+
+    def __post_init__(self):
+        rules = [("max_runs", self.max_runs >= 1), ("max_gpu_runs", self.max_gpu_runs >= 0),
+                 ("grace_s", self.grace_s > 0), ("retention_s", self.retention_s >= 0),
+                 ("max_kept", self.max_kept >= 1), ("max_queued", self.max_queued >= 0),
+                 ("threads_per_run", self.threads_per_run >= 1), ("profile", self.profile in PROFILES)]
+        for name, ok in rules:
+            if not ok:
+                raise ValueError(f"RegistryConfig.{name} is out of range: {getattr(self, name)!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, object]) -> "RegistryConfig":
+        """Build from AELAB_* keys (missing keys keep their defaults)."""
+        def number(key, kind, low):
+            value = settings.get(key)
+            if value is None or str(value).strip() == "":
+                return None
+            try:
+                n = kind(str(value).strip())
+            except ValueError:
+                n = None
+            if n is None or n < low:
+                raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'} >= {low}, "
+                                 f"got {value!r}")
+            return n
+
+        profile = str(settings.get("AELAB_PROFILE") or "local").strip().lower()
+        if profile not in PROFILES:
+            raise ValueError(f"AELAB_PROFILE must be one of {PROFILES}, got {settings.get('AELAB_PROFILE')!r}")
+        values = {"max_runs": number("AELAB_MAX_RUNS", int, 1),
+                  "max_gpu_runs": number("AELAB_MAX_GPU_RUNS", int, 0),
+                  "grace_s": number("AELAB_RUN_GRACE_S", float, 0.1),
+                  "retention_s": number("AELAB_RUN_RETENTION_S", float, 0),
+                  "max_kept": number("AELAB_MAX_KEPT_RUNS", int, 1)}
+        values = {k: v for k, v in values.items() if v is not None}
+        limits = HOSTED_LIMITS if profile == "hosted" else Limits()
+        return cls(profile=profile, limits=limits, **values)

@@ -1,0 +1,361 @@
+"""The run registry without Streamlit: ids, the caps and the FIFO queue, one run per visitor, grace stops,
+retention, stopping a queued run, thread safety, and the settings that configure it."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import aecore.runs.registry as registry_module
+from aecore.data import DataConfig
+from aecore.models import ModelConfig
+from aecore.runs import HOSTED_LIMITS, RegistryConfig, RunRefused, RunRegistry, RunSpec, Snapshot
+from aecore.train import TrainConfig
+
+from idx_helpers import tiny_data
+
+WAIT = 90.0
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data(n_train=200, n_test=50)
+
+
+def spec(name="tiny", hidden=8, **train) -> RunSpec:
+    cfg = dict(epochs=2, batch_size=20, log_every=2, device="cpu")
+    cfg.update(train)
+    return RunSpec(name=name, model=ModelConfig(family="shallow", hidden=(hidden,)), data=DataConfig(),
+                   train=TrainConfig(**cfg))
+
+
+class Clock:
+    """A clock the test moves by hand."""
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeJob:
+    """Stands in for TrainingJob: starts when told, ends when the test says so, records what it was asked."""
+    instances: list["FakeJob"] = []
+
+    def __init__(self, spec, data, threads=1, on_end=None):
+        self.spec, self.on_end = spec, on_end
+        self.device = "cuda:0" if spec.train.device == "cuda" else "cpu"
+        self.state, self.model, self.meta, self.checkpoint_bytes = "ready", None, None, None
+        FakeJob.instances.append(self)
+
+    def start(self):
+        assert self.state == "ready", "a job is started once"
+        self.state = "running"
+
+    def pause(self):
+        if self.state == "running":
+            self.state = "paused"
+
+    def resume(self):
+        if self.state == "paused":
+            self.state = "running"
+
+    def stop(self):
+        if self.state == "ready":
+            self.state = "stopped"
+        elif self.state in ("running", "paused"):
+            self.end("stopped")
+
+    def end(self, state="finished"):
+        self.state = state
+        self.on_end()
+
+    def join(self, timeout=None):
+        return True
+
+    def snapshot(self):
+        return Snapshot(state=self.state, records=(), timeline=(), originals=np.zeros((8, 28, 28)), device=self.device)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    FakeJob.instances = []
+    monkeypatch.setattr(registry_module, "TrainingJob", FakeJob)
+    return FakeJob.instances
+
+
+def make(clock=None, **cfg) -> RunRegistry:
+    return RunRegistry(RegistryConfig(**{"max_runs": 2, "max_gpu_runs": 1, **cfg}), clock=clock or Clock(),
+                       sweep_every=None)
+
+
+def states(reg, ids):
+    return [reg.view(i).state for i in ids]
+
+
+# ---------------------------------------------------------------------------------------------- ids and views
+def test_ids_are_random_unguessable_tokens(fake, data):
+    reg = make(max_runs=50)
+    ids = [reg.submit(spec(), data, f"v{i}") for i in range(40)]
+    assert len(set(ids)) == 40
+    assert all(len(i) >= 22 and i.replace("-", "").replace("_", "").isalnum() for i in ids)   # 128 bits, URL-safe
+    assert reg.view("no-such-run") is None and reg.attach("no-such-run", "v0") is None
+    assert not reg.heartbeat("no-such-run")
+
+
+def test_a_visitor_sees_only_its_own_runs(fake, data):
+    reg = make(max_runs=4)
+    a = reg.submit(spec("a"), data, "alice")
+    b = reg.submit(spec("b"), data, "bob")
+    assert [v.id for v in reg.runs_of("alice")] == [a]
+    assert [v.id for v in reg.runs_of("bob")] == [b]
+    assert reg.runs_of("mallory") == []
+    # Knowing the id (the link) is what lets another visitor see the run: it then lists it too.
+    assert reg.attach(a, "alice-reloaded").id == a
+    assert [v.id for v in reg.runs_of("alice-reloaded")] == [a]
+    assert [v.id for v in reg.runs_of("bob")] == [b]
+
+
+# ---------------------------------------------------------------------------------------------- cap and queue
+def test_cap_and_fifo_queue(fake, data):
+    reg = make(max_runs=2)
+    ids = [reg.submit(spec(f"r{i}"), data, f"v{i}") for i in range(5)]
+    assert states(reg, ids) == ["running", "running", "queued", "queued", "queued"]
+    assert [reg.view(i).position for i in ids[2:]] == [1, 2, 3]
+    assert reg.counts() == {"running": 2, "queued": 3, "ended": 0, "kept": 5}
+    fake[1].end()                                  # a slot frees: the oldest queued run starts, by itself
+    assert states(reg, ids) == ["running", "finished", "running", "queued", "queued"]
+    assert [reg.view(i).position for i in ids[3:]] == [1, 2]
+    fake[0].end()
+    fake[2].end()
+    assert states(reg, ids) == ["finished"] * 3 + ["running", "running"]
+
+
+def test_queue_estimates_grow_with_the_place_in_line(fake, data):
+    reg = make(max_runs=1)
+    ids = [reg.submit(spec(f"r{i}"), data, f"v{i}") for i in range(4)]
+    waits = [reg.view(i).starts_in_s for i in ids[1:]]
+    assert all(w is not None and w > 0 for w in waits)
+    assert waits[0] < waits[1] < waits[2]
+
+
+def test_paused_run_keeps_its_slot(fake, data):
+    reg = make(max_runs=1)
+    a, b = reg.submit(spec("a"), data, "v1"), reg.submit(spec("b"), data, "v2")
+    reg.pause(a)
+    assert states(reg, [a, b]) == ["paused", "queued"]
+    reg.resume(a)
+    assert states(reg, [a, b]) == ["running", "queued"]
+
+
+def test_gpu_runs_have_their_own_cap(fake, data):
+    reg = make(max_runs=1, max_gpu_runs=1)
+    cpu1 = reg.submit(spec("c1"), data, "v1")
+    gpu1 = reg.submit(spec("g1", device="cuda"), data, "v2")
+    gpu2 = reg.submit(spec("g2", device="cuda"), data, "v3")
+    cpu2 = reg.submit(spec("c2"), data, "v4")
+    # A waiting GPU run does not hold up a CPU run behind it, nor the other way round.
+    assert states(reg, [cpu1, gpu1, gpu2, cpu2]) == ["running", "running", "queued", "queued"]
+    assert reg.view(gpu2).position == 1 and reg.view(cpu2).position == 1
+    fake[1].end()
+    assert states(reg, [cpu1, gpu1, gpu2, cpu2]) == ["running", "finished", "running", "queued"]
+
+
+def test_one_run_per_visitor(fake, data):
+    reg = make(max_runs=4)
+    first = reg.submit(spec(), data, "alice")
+    with pytest.raises(RunRefused, match="already have a run in progress"):
+        reg.submit(spec(), data, "alice")
+    reg.stop(first)
+    assert reg.view(first).state == "stopped"
+    reg.submit(spec(), data, "alice")                   # the first has ended: a new one is fine
+
+
+def test_one_queued_run_per_visitor(fake, data):
+    reg = make(max_runs=1)
+    reg.submit(spec(), data, "bob")
+    reg.submit(spec(), data, "alice")
+    with pytest.raises(RunRefused, match="already have a run queued"):
+        reg.submit(spec(), data, "alice")
+
+
+def test_stopping_a_queued_run_takes_it_out_of_the_queue(fake, data):
+    reg = make(max_runs=1)
+    a, b, c = (reg.submit(spec(n), data, n) for n in "abc")
+    reg.stop(b)
+    assert states(reg, [a, b, c]) == ["running", "stopped", "queued"]
+    assert reg.view(c).position == 1
+    fake[0].end()
+    assert states(reg, [a, b, c]) == ["finished", "stopped", "running"]
+    assert fake[1].state == "stopped"           # never started
+
+
+def test_full_queue_refuses(fake, data):
+    reg = make(max_runs=1, max_queued=2)
+    for v in ("a", "b", "c"):
+        reg.submit(spec(), data, v)
+    with pytest.raises(RunRefused, match="queue is full"):
+        reg.submit(spec(), data, "d")
+
+
+# ---------------------------------------------------------------------------------------------- grace and retention
+def test_unwatched_runs_are_stopped_after_the_grace_time(fake, data):
+    clock = Clock()
+    reg = make(clock, max_runs=1, grace_s=120)
+    watched, unwatched, queued = (reg.submit(spec(n), data, n) for n in ("w", "u", "q"))
+    reg.stop(unwatched)          # make room so that "u" is not the only running one
+    unwatched = reg.submit(spec("u2"), data, "u")
+    clock.now += 100
+    reg.heartbeat(watched)
+    reg.heartbeat(queued)
+    clock.now += 30               # 130 s since "u2" was last seen, 30 s since the others
+    reg.sweep()
+    assert reg.view(unwatched).state == "stopped"
+    assert "nobody watched it for 120 s" in reg.view(unwatched).stop_reason
+    assert reg.view(watched).state == "running" and reg.view(queued).state == "queued"
+    clock.now += 121              # nobody watches any more: the running one stops, the queued one leaves
+    reg.sweep()
+    assert states(reg, [watched, queued]) == ["stopped", "stopped"]
+
+
+def test_ended_runs_are_dropped_after_the_retention_time(fake, data):
+    clock = Clock()
+    reg = make(clock, retention_s=1800, grace_s=10_000)
+    a = reg.submit(spec(), data, "a")
+    fake[0].end()
+    clock.now += 1000
+    reg.heartbeat(a)              # someone looked at the finished run: its retention counts from then
+    clock.now += 1700
+    reg.sweep()
+    assert reg.view(a) is not None
+    clock.now += 101
+    reg.sweep()
+    assert reg.view(a) is None and reg.runs_of("a") == []
+
+
+def test_registry_holds_a_bounded_number_of_runs(fake, data):
+    reg = make(max_runs=3, max_kept=4)
+    ids = []
+    for i in range(10):
+        ids.append(reg.submit(spec(), data, f"v{i}"))
+        fake[-1].end()
+    assert reg.counts()["kept"] == 4
+    assert [reg.view(i) is not None for i in ids] == [False] * 6 + [True] * 4   # the oldest ended went first
+    active = [reg.submit(spec(), data, f"w{i}") for i in range(6)]                # active runs always stay
+    assert all(reg.view(i) is not None for i in active)
+
+
+# ---------------------------------------------------------------------------------------------- limits
+def test_hosted_limits_name_the_limit(fake, data):
+    reg = make(limits=HOSTED_LIMITS, profile="hosted")
+    with pytest.raises(RunRefused, match=r"at most 20 epochs \(asked for 50\)"):
+        reg.submit(spec(epochs=50), data, "a")
+    with pytest.raises(RunRefused, match=r"at most 2,000,000 parameters \(this model has 3,138,784\)"):
+        reg.submit(spec(hidden=2000), data, "a")
+    with pytest.raises(RunRefused, match="batch size of at most 1024"):
+        reg.submit(spec(batch_size=4096), data, "a")
+    assert reg.counts()["kept"] == 0
+    reg.submit(spec(hidden=1000, epochs=20), data, "a")       # the largest tutorial model fits
+    assert make().submit(spec(epochs=50, hidden=2000), data, "b")   # the local profile keeps every choice open
+
+
+# ---------------------------------------------------------------------------------------------- thread safety
+def test_many_concurrent_starts_respect_the_cap_and_the_one_run_rule(fake, data):
+    reg = make(max_runs=3, max_queued=1000)
+    barrier = threading.Barrier(24)
+    accepted, refused = [], []
+
+    def visitor(i):
+        barrier.wait()
+        for _ in range(3):                     # each visitor tries three times at once: one must get through
+            try:
+                accepted.append(reg.submit(spec(), data, f"v{i}"))
+            except RunRefused:
+                refused.append(i)
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert len(accepted) == 24 and len(set(accepted)) == 24 and len(refused) == 48
+    assert reg.counts() == {"running": 3, "queued": 21, "ended": 0, "kept": 24}
+    positions = sorted(reg.view(i).position for i in accepted if reg.view(i).state == "queued")
+    assert positions == list(range(1, 22))
+    assert sum(j.state == "running" for j in fake) == 3
+
+
+# ---------------------------------------------------------------------------------------------- real training
+def wait_state(reg, run_id, wanted, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reg.view(run_id).state in wanted:
+            return reg.view(run_id)
+        time.sleep(0.02)
+    pytest.fail(f"run stayed {reg.view(run_id).state}, wanted {wanted}")
+
+
+def test_real_runs_queue_and_start_by_themselves(data):
+    reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
+    try:
+        a = reg.submit(spec("a", epochs=3), data, "v1")
+        b = reg.submit(spec("b", epochs=2), data, "v2")
+        assert reg.view(b).state == "queued" and reg.view(b).snapshot.records == ()
+        va = wait_state(reg, a, ("finished",))
+        vb = wait_state(reg, b, ("finished",))
+        assert va.model is not None and vb.model is not None and vb.checkpoint_bytes
+        assert vb.snapshot.last.step == 20                          # 2 epochs of 10 steps
+        losses = [m.train_loss for m in va.snapshot.records]
+        assert losses[-1] < losses[0]
+    finally:
+        reg.shutdown(wait=WAIT)
+
+
+def test_real_run_pause_resume_stop_and_shutdown(data):
+    reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
+    a = reg.submit(spec("a", epochs=1000, batch_size=1), data, "v1")
+    b = reg.submit(spec("b"), data, "v2")
+    wait_state(reg, a, ("running",))
+    reg.pause(a)
+    assert reg.view(a).state == "paused"
+    reg.resume(a)
+    assert reg.view(a).state == "running"
+    reg.shutdown(wait=WAIT)
+    assert reg.view(a).state == "stopped" and reg.view(b).state == "stopped"
+    assert reg.view(b).stop_reason == "the server shut down"
+
+
+def test_sweeper_thread_stops_an_unwatched_run(data):
+    reg = RunRegistry(RegistryConfig(max_runs=1, grace_s=0.5), sweep_every=0.1)
+    try:
+        a = reg.submit(spec("a", epochs=1000, batch_size=1), data, "v1")
+        view = wait_state(reg, a, ("stopped",), timeout=30)
+        assert "nobody watched" in view.stop_reason
+    finally:
+        reg.shutdown(wait=WAIT)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+def test_settings_from_environment_or_secrets():
+    cfg = RegistryConfig.from_settings({"AELAB_MAX_RUNS": "3", "AELAB_RUN_GRACE_S": "30",
+                                        "AELAB_RUN_RETENTION_S": "60", "AELAB_PROFILE": "hosted"})
+    assert (cfg.max_runs, cfg.grace_s, cfg.retention_s, cfg.profile) == (3, 30.0, 60.0, "hosted")
+    assert cfg.limits == HOSTED_LIMITS
+    default = RegistryConfig.from_settings({})
+    assert default.max_runs >= 1 and default.profile == "local" and default.limits.max_epochs is None
+    assert (default.grace_s, default.retention_s) == (120.0, 1800.0)
+    assert RegistryConfig.from_settings({"AELAB_MAX_RUNS": 2}).max_runs == 2    # secrets give ints
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("AELAB_MAX_RUNS", "0", "AELAB_MAX_RUNS must be an integer >= 1, got '0'"),
+    ("AELAB_MAX_RUNS", "two", "AELAB_MAX_RUNS must be an integer >= 1, got 'two'"),
+    ("AELAB_RUN_GRACE_S", "-5", "AELAB_RUN_GRACE_S must be a number >= 0.1"),
+    ("AELAB_PROFILE", "cloud", "AELAB_PROFILE must be one of ('local', 'hosted')"),
+])
+def test_bad_settings_are_named(key, value, message):
+    with pytest.raises(ValueError) as e:
+        RegistryConfig.from_settings({key: value})
+    assert message in str(e.value)
