@@ -1,9 +1,11 @@
 """MNIST and Fashion-MNIST from IDX files, held as uint8 tensors, plus per-batch noise.
 
-Look-up order for the files: an explicit directory, the AECORE_DATA_DIR setting, ./data, and for
-Fashion-MNIST Debian's /usr/share/datasets/fashion-mnist. In each place we accept the flat official files
+Look-up order for the files: an explicit directory, the AECORE_DATA_DIR setting, ./data, AE Lab's download
+cache (`aecore.fetch.cache_dir()/<dataset>`, ~/.cache/aelab by default), and for Fashion-MNIST Debian's
+/usr/share/datasets/fashion-mnist. In each place we accept the flat official files
 (`train-images-idx3-ubyte[.gz]` ...) and torchvision's `<root>/MNIST/raw` (or `FashionMNIST/raw`) layout.
-Nothing is downloaded unless `download=True` is passed.
+Nothing is downloaded unless `download=True` is passed; then missing files are fetched by `aecore.fetch`
+into the explicit directory if one is given, else into the cache.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 
 DATASETS = ("mnist", "fashion-mnist")
 ENV_VAR = "AECORE_DATA_DIR"
+CACHE_ENV = "AECORE_CACHE_DIR"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 # Sub-folders tried inside every root; a flat root is MNIST's by default, Fashion-MNIST's only where named.
 _SUBDIRS = {"mnist": ("", "mnist", "MNIST/raw"), "fashion-mnist": ("fashion-mnist", "FashionMNIST/raw")}
@@ -112,59 +115,71 @@ def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> l
     if os.environ.get(ENV_VAR):
         roots.append((Path(os.environ[ENV_VAR]), False))
     roots.append((Path("data"), False))
-    if dataset == "fashion-mnist":
-        roots.append((DEBIAN_FASHION, True))
     dirs = []
     for root, explicit in roots:
-        subs = _SUBDIRS[dataset]
-        if explicit and "" not in subs:
-            subs = ("",) + subs   # a folder named for this data set may hold the flat files
-        dirs += [root / s if s else root for s in subs]
+        dirs += _layouts(root, dataset, explicit)
+    dirs.append(cache_dir() / dataset)   # where aecore.fetch puts downloads
+    if dataset == "fashion-mnist":
+        dirs += _layouts(DEBIAN_FASHION, dataset, explicit=True)
     return dirs
 
 
+def _layouts(root: Path, dataset: str, explicit: bool) -> list[Path]:
+    subs = _SUBDIRS[dataset]
+    if explicit and "" not in subs:
+        subs = ("",) + subs   # a folder named for this data set may hold the flat files
+    return [root / s if s else root for s in subs]
+
+
+def cache_dir() -> Path:
+    """Where downloaded data sets live (aecore.fetch puts them there): $AECORE_CACHE_DIR, else ~/.cache/aelab."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "aelab"
+
+
 def load_split(dataset: str, split: str, data_dir=None, download: bool = False) -> Split:
-    """Load 'train' or 'test' of `dataset` as uint8 images (N, 28, 28) and int64 labels (N,)."""
+    """Load 'train' or 'test' of `dataset` as uint8 images (N, 28, 28) and int64 labels (N,).
+
+    download=True: when the files are nowhere to be found, fetch them (aecore.fetch) and look again.
+    """
     if dataset not in DATASETS:
         raise DataError(f"unknown data set {dataset!r}; choose one of {DATASETS}")
-    if download:
-        _download(dataset, data_dir)
-    searched = candidate_dirs(dataset, data_dir)
-    for folder in searched:
+    found = _find_split(dataset, split, data_dir)
+    if found is None and download:
+        from aecore import fetch   # imports this module
+        fetch.download(dataset, data_dir)
+        found = _find_split(dataset, split, data_dir)
+    if found is None:
+        places = "\n".join(f"  - {p}" for p in candidate_dirs(dataset, data_dir))
+        stems = ", ".join(s + "[.gz]" for s in _FILES[split])
+        raise DataError(
+            f"{dataset} {split} data not found. Looked for {stems} in:\n{places}\n"
+            f"Fix: set {ENV_VAR} to the folder holding the IDX files (e.g. export {ENV_VAR}=/path/to/mnist), "
+            f"pass --data-dir, or put them in ./data"
+            + (" (Debian: apt-get install dataset-fashion-mnist)" if dataset == "fashion-mnist" else "")
+            + "; or download it: python -m aecore.train --download, or the app's download button.")
+    img_f, lab_f = found
+    images, labels = read_idx(img_f), read_idx(lab_f)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{img_f}: images have shape {images.shape}, expected (N, 28, 28)")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{lab_f}: {len(labels):,} labels for {len(images):,} images in {img_f.name}")
+    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _find_split(dataset: str, split: str, data_dir) -> tuple[Path, Path] | None:
+    """The first searched folder holding both files of `split`: (images, labels), or None."""
+    for folder in candidate_dirs(dataset, data_dir):
         img_f, lab_f = (_find_file(folder, stem) for stem in _FILES[split])
         if img_f and lab_f:
-            images, labels = read_idx(img_f), read_idx(lab_f)
-            if images.ndim != 3 or images.shape[1:] != (28, 28):
-                raise DataError(f"{img_f}: images have shape {images.shape}, expected (N, 28, 28)")
-            if labels.ndim != 1 or len(labels) != len(images):
-                raise DataError(f"{lab_f}: {len(labels):,} labels for {len(images):,} images in {img_f.name}")
-            return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-    places = "\n".join(f"  - {p}" for p in searched)
-    stems = ", ".join(s + "[.gz]" for s in _FILES[split])
-    raise DataError(
-        f"{dataset} {split} data not found. Looked for {stems} in:\n{places}\n"
-        f"Fix: set {ENV_VAR} to the folder holding the IDX files (e.g. export {ENV_VAR}=/path/to/mnist), "
-        f"pass --data-dir, or put them in ./data"
-        + (" (Debian: apt-get install dataset-fashion-mnist)" if dataset == "fashion-mnist" else "")
-        + "; with internet access, --download fetches them through torchvision.")
-
-
-def _download(dataset: str, data_dir) -> None:
-    from torchvision import datasets  # only needed for this optional path
-    root = Path(data_dir or os.environ.get(ENV_VAR) or "data")
-    cls = datasets.MNIST if dataset == "mnist" else datasets.FashionMNIST
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError depending on the failure
-        raise DataError(f"downloading {dataset} into {root} failed ({type(e).__name__}: {e}). "
-                        f"Without internet, point {ENV_VAR} at a folder with the IDX files instead.") from None
+            return img_f, lab_f
+    return None
 
 
 def load(cfg: DataConfig, data_dir=None, download: bool = False) -> Data:
     """Train/validation/test splits for `cfg`: class filter first, then the first val_fraction of train."""
     train = load_split(cfg.dataset, "train", data_dir, download)
-    test = load_split(cfg.dataset, "test", data_dir)
+    test = load_split(cfg.dataset, "test", data_dir, download)
     return split(train, test, cfg)
 
 

@@ -2,7 +2,8 @@
 
 Tests marked `@pytest.mark.mnist` run only when AECORE_DATA_DIR names a folder holding the four MNIST IDX
 files. Every other test runs with AECORE_DATA_DIR removed and the working directory set to its own tmp_path,
-so neither a developer's environment nor a stray ./data folder can change which files are found.
+so neither a developer's environment nor a stray ./data folder can change which files are found; every test,
+those included, gets an empty download cache of its own (AECORE_CACHE_DIR).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from aecore.data import ENV_VAR, Data, Split
+from aecore.fetch import CACHE_ENV
 
 N_TRAIN, N_TEST = 64, 32
 STEMS = {
@@ -126,9 +128,27 @@ _OWN_ENVIRONMENT = ("test_app", "test_browser", "test_job", "test_preprocess")
 
 
 @pytest.fixture(autouse=True)
-def _isolated(request, monkeypatch, tmp_path):
-    """Engine tests not marked mnist: no AECORE_DATA_DIR, and ./data means tmp_path/data (absent unless made)."""
+def _isolated(request, monkeypatch, tmp_path, tmp_path_factory):
+    """Every test: an empty download cache of its own (AECORE_CACHE_DIR), so a developer's real cache never
+    changes which files are found. Engine tests not marked mnist also: no AECORE_DATA_DIR, and ./data means
+    tmp_path/data (absent unless made)."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("aelab-cache")))
     if request.node.get_closest_marker("mnist") or request.node.path.name.startswith(_OWN_ENVIRONMENT):
         return
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- local mirror
+@pytest.fixture
+def serve():
+    """Factory: serve(files, delay=0) -> a running Mirror, shut down after the test."""
+    from local_mirror import Mirror   # it imports this module's idx_bytes
+    started = []
+
+    def make(files: dict[str, bytes], delay: float = 0.0) -> Mirror:
+        started.append(Mirror(files, delay))
+        return started[-1]
+    yield make
+    for m in started:
+        m.close()

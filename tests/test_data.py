@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import gzip
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
 
 from aecore import data as D
+from aecore import fetch
 from aecore.data import DataConfig, DataError, Split, add_noise, load, load_split, read_idx, to_float
 from conftest import STEMS, idx_bytes, make_images, write_dataset, write_idx
+from local_mirror import closed_port_url, tiny_files
 
 TRAIN_IMAGES, TRAIN_LABELS = STEMS["train"]
 
@@ -209,29 +210,60 @@ def test_images_must_be_28_by_28(make_dataset, arrays):
 
 
 # ---------------------------------------------------------------------------------------------- download
-class _Offline:
-    """Stands in for torchvision.datasets.MNIST on a machine without network: records the call, then fails."""
-    calls: list
-    error: Exception
+# The fetcher itself is tested in test_fetch.py; here: load(download=True) against a local mirror.
+@pytest.fixture
+def tiny_mirror(serve, arrays, monkeypatch):
+    """A local mirror of the tiny data set, named by AECORE_MNIST_MIRROR, whose MD5s are the defaults."""
+    files, sums = tiny_files(arrays)
+    monkeypatch.setitem(fetch.CHECKSUMS, "mnist", sums)
+    mirror = serve(files)
+    monkeypatch.setenv(fetch.MIRRORS_ENV, mirror.url)
+    return mirror
 
-    def __init__(self, root, train=True, download=False, **kw):
-        type(self).calls.append((root, train, download))
-        raise type(self).error
+
+def test_download_fetches_into_the_cache_where_it_is_found_next_time(tiny_mirror, arrays):
+    with pytest.raises(DataError, match="--download"):
+        load(DataConfig())
+    d = load(DataConfig(), download=True)
+    assert (len(d.train), len(d.test)) == (64, 32)
+    np.testing.assert_array_equal(d.test.images.numpy(), arrays["test-images"])
+    assert tiny_mirror.requests == {name: 1 for name in fetch.FILES}
+    assert sorted(p.name for p in (fetch.cache_dir() / "mnist").glob("*.gz")) == sorted(fetch.FILES)
+    assert len(load(DataConfig()).train) == 64                        # no setting needed now
+    assert len(load(DataConfig(), download=True).train) == 64         # nor a second download
+    assert tiny_mirror.requests == {name: 1 for name in fetch.FILES}
 
 
-@pytest.mark.parametrize("error", [urllib.error.URLError("no route to host"),
-                                   RuntimeError("Error downloading train-images-idx3-ubyte.gz")])
-def test_download_offline_is_a_data_error(tmp_path, monkeypatch, error):
-    import torchvision.datasets
+def test_download_goes_to_an_explicit_folder(tiny_mirror, tmp_path):
+    assert len(load_split("mnist", "train", data_dir=tmp_path / "mine", download=True)) == 64
+    assert sorted(p.name for p in (tmp_path / "mine").glob("*.gz")) == sorted(fetch.FILES)
+    assert not (fetch.cache_dir() / "mnist").exists()
 
-    offline = type("Offline", (_Offline,), {"calls": [], "error": error})
-    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+
+def test_no_download_when_the_files_are_found(mnist_dir, monkeypatch):
+    monkeypatch.setenv(fetch.MIRRORS_ENV, closed_port_url())   # would fail if asked
+    assert len(load(DataConfig(), data_dir=mnist_dir, download=True).train) == 64
+
+
+def test_download_offline_is_a_data_error(tmp_path, monkeypatch):
+    url = closed_port_url()
+    monkeypatch.setenv(fetch.MIRRORS_ENV, url)
     with pytest.raises(DataError) as info:
-        load(DataConfig(), data_dir=tmp_path / "dl", download=True)
-    assert offline.calls == [(str(tmp_path / "dl"), True, True)]
+        load(DataConfig(), download=True)
     message = str(info.value)
-    assert "downloading mnist" in message and D.ENV_VAR in message
-    assert type(error).__name__ in message
+    assert "downloading mnist" in message and url in message
+    assert D.ENV_VAR in message and fetch.MIRRORS_ENV in message
+
+
+def test_cache_is_searched_after_local_data_and_before_debian(tmp_path, arrays, monkeypatch):
+    write_dataset(fetch.cache_dir() / "fashion-mnist", _marked(arrays, 77))
+    monkeypatch.setattr(D, "DEBIAN_FASHION", tmp_path / "debian")
+    write_dataset(D.DEBIAN_FASHION, _marked(arrays, 88))
+    assert _which(load_split("fashion-mnist", "train")) == 77
+    write_dataset(tmp_path / "data", _marked(arrays, 99), layout="fashion")   # cwd is tmp_path
+    assert _which(load_split("fashion-mnist", "train")) == 99
+    dirs = D.candidate_dirs("mnist")
+    assert dirs.index(fetch.cache_dir() / "mnist") == len(dirs) - 1
 
 
 # ---------------------------------------------------------------------------------------------- splits
