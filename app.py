@@ -1,22 +1,36 @@
-"""AE Lab: the frame. Page config, the shared sidebar (active model), and navigation over pages/."""
+"""AE Lab: the frame. Page config, the shared sidebar (active model, this visitor's run), and navigation."""
 import streamlit as st
 
 from pages import shared
 
-st.set_page_config(page_title="AE Lab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="AE Lab", page_icon=":material/science:", layout="wide")
 
 pages = [
-    st.Page("pages/train.py", title="Train", icon="🏋️", default=True),
-    st.Page("pages/inspect.py", title="Inspect", icon="🔬"),
-    st.Page("pages/latent.py", title="Latent space", icon="🌌"),
-    st.Page("pages/draw.py", title="Draw", icon="✏️"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:"),
+    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
 ]
 nav = st.navigation(pages)
 st.session_state["app.framed"] = True   # pages check this (see shared.require_frame)
 shared.collect_finished_run()           # before the model selector is drawn
 
+
+def run_badge(polling: bool) -> None:
+    """This visitor's run, on every page. While it is active the badge polls, and each poll tells the server
+    someone still watches (a run nobody watches is stopped after the grace time)."""
+    run = shared.current_run()
+    if run is None or not run.active:
+        if polling:
+            st.rerun()   # it ended while this page showed: the whole app collects its model and stops polling
+        return
+    shared.watch(run.id)
+    where = f"number {run.position} in line" if run.state == "queued" else f"{run.snapshot.progress:.0%}"
+    st.info(f"Training **{run.spec.name}**: {run.state}, {where}", icon=":material/hourglass_top:")
+
+
 with st.sidebar:
-    st.markdown("## 🧪 AE Lab")
+    st.markdown("## :material/science: AE Lab")
     choices = shared.model_choices()
     active = shared.active_model()
     if active is None:
@@ -33,9 +47,8 @@ with st.sidebar:
             f"parameters: **{info['parameters']}**  \n"
             f"from: {info['source']}  \n"
             f"device: `{info['device']}`")
-    job = shared.job_slot().job
-    if job is not None and job.active:
-        snap = job.snapshot()
-        st.info(f"Training **{job.spec.name}**: {snap.state}, {snap.progress:.0%}", icon="⏳")
+    current = shared.current_run()
+    watching = current is not None and current.active
+    st.fragment(run_every=2.0 if watching else None)(run_badge)(watching)
 
 nav.run()

@@ -13,10 +13,10 @@ K = "draw."
 
 def verdict(pct: float) -> str:
     if pct < 90:
-        return "✅ typical for what this model learned"
+        return ":material/check_circle: typical for what this model learned"
     if pct < 99:
-        return "⚠️ unusual for what this model learned"
-    return "🚩 very unusual: this model did not learn shapes like this"
+        return ":material/warning: unusual for what this model learned"
+    return ":material/flag: very unusual: this model did not learn shapes like this"
 
 
 st.title("Draw a digit")
@@ -36,20 +36,20 @@ if upload is not None:
         image, where = preprocess.load_image(upload.getvalue()), f"upload {upload.name}"
     except preprocess.ImageError as e:
         with right:
-            st.error(f"**Cannot use {upload.name}.** {e}", icon="🚫")
+            st.error(f"**Cannot use {upload.name}.** {e}", icon=":material/block:")
         st.stop()
 elif canvas.image_data is not None:
     image = canvas.image_data
 
 with right:
     if image is None:
-        st.info("Draw a digit on the black square (hold the mouse button), or upload a picture.", icon="✏️")
+        st.info("Draw a digit on the black square (hold the mouse button), or upload a picture.", icon=":material/draw:")
         st.stop()
     t0 = time.perf_counter()
     try:
         x = preprocess.to_mnist(image)
     except ValueError:
-        st.info("The canvas is blank: draw a digit with the mouse.", icon="✏️")
+        st.info("The canvas is blank: draw a digit with the mouse.", icon=":material/draw:")
         st.stop()
     recon = scoring.reconstruct(am.model, x[None])[0]
     error = float(((recon - x) ** 2).mean())

@@ -39,6 +39,7 @@ dataset = am.meta["data"].dataset if am.meta.get("data") else "mnist"
 test, problem = shared.test_split(dataset)
 if test is None:
     shared.data_error_box(problem)
+    shared.data_missing(dataset)
 else:
     c1, c2 = st.columns([2, 1])
     picks = c1.text_input("Test digits (indices, comma-separated)", "0,1,2,3,4,5,6,7,8,9", key=K + "picks")
@@ -77,12 +78,12 @@ else:
 
 # ------------------------------------------------------------------------------------------------ timeline
 st.subheader("Last run's timeline")
-job = shared.job_slot().job
-snap = job.snapshot() if job else None
+run = shared.current_run()
+snap = run.snapshot if run else None
 if not snap or not snap.timeline:
     st.info("Reconstructions of eight fixed test digits are recorded at each epoch end of a run started on the "
             "Train page in this session.")
 else:
     frames = [f for _, f in snap.timeline]
     st.image(viz.grid(np.concatenate([snap.originals, *frames]), nrow=8, zoom=2),
-             caption=f"{job.spec.name}: top row the digits, then one row per epoch (1 … {snap.timeline[-1][0]})")
+             caption=f"{run.spec.name}: top row the digits, then one row per epoch (1 … {snap.timeline[-1][0]})")

@@ -36,6 +36,7 @@ if test is not None:
     st.plotly_chart(fig, key=K + "scatter", width="stretch")
 else:
     shared.data_error_box(problem)
+    shared.data_missing(dataset)
     if code_dim != 2:
         st.stop()
     codes, origin, axes = None, np.zeros(2), np.eye(2)

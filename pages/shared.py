@@ -1,19 +1,21 @@
-"""State the pages share: cached read-only data and shipped models, the session's models and its training job.
+"""State the pages share: cached read-only data and shipped models, the server's run service, the session's models.
 
-Global caches hold only read-only things (data sets, the shipped checkpoints). Models a visitor trains or
-uploads, and the training job, belong to that visitor's session.
+Global caches hold read-only things (data sets, the shipped checkpoints) and the one run registry, the server
+object through which every training starts. A session holds the id of the run it shows, never the run; the
+models a visitor trains or uploads belong to that visitor's session (at most MAX_SESSION_MODELS of them).
 """
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
-from aecore import checkpoint
+from aecore import checkpoint, fetch
 from aecore.data import DATASETS, DataConfig, DataError, load_split, split
-from aecore.job import TrainingJob
+from aecore.runs import RegistryConfig, RunRegistry
 from aecore.models import count_params
 from aecore.train import resolve_device
 
@@ -82,26 +84,61 @@ def shipped_models() -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------- the server
+def settings() -> dict:
+    """AELAB_* / AECORE_* settings: Streamlit secrets (top-level keys), overridden by the environment."""
+    merged = {}
+    if st.secrets.load_if_toml_exists():   # reading st.secrets with no secrets file would raise
+        merged.update({k: v for k, v in st.secrets.items() if k.startswith(("AELAB_", "AECORE_"))})
+    merged.update({k: v for k, v in os.environ.items() if k.startswith(("AELAB_", "AECORE_"))})
+    return merged
+
+
+def _shutdown(registry: RunRegistry) -> None:
+    registry.shutdown()
+
+
+@st.cache_resource(show_spinner=False, on_release=_shutdown)
+def run_registry() -> RunRegistry:
+    """The server's one run service: every visitor's trainings, the cap and the queue (aecore.runs)."""
+    return RunRegistry(RegistryConfig.from_settings(settings()))
+
+
+def hosted() -> bool:
+    return run_registry().config.profile == "hosted"
+
+
 # ------------------------------------------------------------------------------------------- per session
-class JobSlot:
-    """Holds this session's training job; released (and the job stopped) when the session closes."""
-    def __init__(self):
-        self.job: TrainingJob | None = None
-        self.collected = False    # the ended job's model is already among the session's models
-
-    def start(self, job: TrainingJob) -> None:
-        job.start()
-        self.job, self.collected = job, False
+MAX_SESSION_MODELS = 8   # models a visitor trains or uploads, kept in the session; the oldest go first
+RUN_ID = "app.run_id"     # the run this session shows on the Train page (also in that page's URL)
 
 
-def _release(slot: JobSlot) -> None:
-    if slot.job is not None:
-        slot.job.stop()
+def visitor() -> str:
+    """This browser session's random token: the registry lists a visitor's own runs by it."""
+    return st.session_state.setdefault("app.visitor", secrets.token_urlsafe(16))
 
 
-@st.cache_resource(scope="session", on_release=_release, show_spinner=False)
-def job_slot() -> JobSlot:
-    return JobSlot()
+class _Watcher:
+    """This session as a watcher of runs; released (the tab closed) it stops watching them all."""
+    def __init__(self, registry: RunRegistry, token: str):
+        self.registry, self.token = registry, token
+
+
+@st.cache_resource(scope="session", show_spinner=False, on_release=lambda w: w.registry.unwatch(w.token))
+def _watcher(token: str) -> _Watcher:
+    return _Watcher(run_registry(), token)
+
+
+def watch(run_id: str) -> None:
+    """This session shows the run: the server keeps it going while the session is open (and for the grace
+    time after it closes, so that a reload can reattach)."""
+    _watcher(visitor()).registry.heartbeat(run_id, visitor())
+
+
+def current_run():
+    """The RunView of the run this session shows, or None (none yet, or dropped by the server)."""
+    run_id = st.session_state.get(RUN_ID)
+    return run_registry().view(run_id) if run_id else None
 
 
 def session_models() -> dict:
@@ -116,24 +153,27 @@ def add_session_model(name: str, model, meta: dict, source: str, activate: bool 
         n += 1
         key = f"session:{name} ({n})"
         name = key.removeprefix("session:")
-    session_models()[key] = ActiveModel(key, name, model, meta, source)
+    models = session_models()
+    models[key] = ActiveModel(key, name, model, meta, source)
+    while len(models) > MAX_SESSION_MODELS:   # bounded memory per visitor: drop the oldest one not in use
+        oldest = next(k for k in models if k not in (key, st.session_state.get("app.active")))
+        del models[oldest]
     if activate:
         st.session_state[ACTIVATE] = key
     return key
 
 
 def collect_finished_run() -> bool:
-    """Add this session's ended run to its models (once) and make it active; True if it did. app.py calls this
-    before it draws the model selector, so a run that ends while another page shows is picked up there too."""
-    slot = job_slot()
-    job = slot.job
-    if job is None or job.active or job.model is None or slot.collected:
+    """Add the ended run this session shows to its models (once) and make it active; True if it did. app.py
+    calls this before it draws the model selector, so a run that ends while another page shows is picked up."""
+    run = current_run()
+    collected = st.session_state.setdefault("app.collected", set())
+    if run is None or run.active or run.model is None or run.id in collected:
         return False
-    slot.collected = True
+    collected.add(run.id)
     runs = st.session_state["train.runs"] = st.session_state.get("train.runs", 0) + 1
-    snap = job.snapshot()
-    add_session_model(f"{job.spec.name} run {runs}", job.model, job.meta,
-                      f"trained in this session ({snap.state}, {snap.device})")
+    add_session_model(f"{run.spec.name} run {runs}", run.model, run.meta,
+                      f"trained in this session ({run.state}, {run.snapshot.device})")
     return True
 
 
@@ -188,5 +228,53 @@ def describe_device() -> str:
     return str(resolve_device("auto"))
 
 
+def about(seconds: float | None) -> str:
+    """A wait in words: 'under 5 s', '40 s', '3 min'."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "an unknown time"
+    if seconds < 5:
+        return "under 5 s"
+    return f"about {seconds:,.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
+
+
+# ------------------------------------------------------------------------------------------- data on first use
+@st.cache_resource(show_spinner=False)
+def downloader(dataset: str) -> fetch.Download:
+    """One download per data set per server, shared by every session (a second visitor sees the same one)."""
+    return fetch.Download(dataset)
+
+
+def data_missing(dataset: str) -> None:
+    """The data set is not on this server: offer to download it (the hosted profile starts it by itself),
+    with a progress bar every visitor shares; offline, one message with the setting to use instead."""
+    if hosted():
+        downloader(dataset).start()
+    polling = downloader(dataset).status().state == "running"
+    st.fragment(run_every=0.5 if polling else None)(_download_panel)(dataset, polling)
+
+
+def _download_panel(dataset: str, polling: bool) -> None:
+    dl = downloader(dataset)
+    status = dl.status()
+    if status.state == "done":
+        if polling:
+            st.rerun()     # the files are in place: the whole page now finds them
+        return
+    size = "about 11 MB" if dataset == "mnist" else "about 30 MB"
+    with st.container(border=True):
+        st.markdown(f"**{dataset} is not on this server.** AE Lab reads the four official IDX files; it can "
+                    f"download them ({size}) into `{fetch.cache_dir()}` once, for every visitor.")
+        if status.state == "running":
+            mb = f"{status.bytes_done / 1e6:.1f} / {status.bytes_total / 1e6:.1f} MB" if status.bytes_total else \
+                f"{status.bytes_done / 1e6:.1f} MB"
+            st.progress(status.fraction, text=f"Downloading {dataset}: {mb}")
+            return
+        if status.state == "failed":
+            st.error(f"**Download failed.** {status.error}", icon=":material/cloud_off:")
+        if st.button(f"Download {dataset}", icon=":material/download:", key=f"app.download.{dataset}"):
+            dl.start()
+            st.rerun()
+
+
 def data_error_box(message: str) -> None:
-    st.error(f"**Data not available.** {message}", icon="📂")
+    st.error(f"**Data not available.** {message}", icon=":material/folder_off:")

@@ -1,4 +1,8 @@
-"""Train: pick a tutorial preset or set every choice by hand, then start, watch, pause and stop a run."""
+"""Train: pick a tutorial preset or set every choice by hand, then start, watch, pause and stop a run.
+
+The run lives on the server (aecore.runs); this page holds its id, in the session and in the URL (`?run=<id>`),
+so a reload or another tab with the same link shows the same run.
+"""
 from dataclasses import replace
 
 import numpy as np
@@ -6,7 +10,7 @@ import streamlit as st
 
 from aecore import checkpoint, presets, viz
 from aecore.data import DATASETS, DataConfig, DataError
-from aecore.job import RunSpec, TrainingJob
+from aecore.runs import RunRefused, RunSpec
 from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
 from aecore.train import TrainConfig, available_devices
@@ -90,7 +94,7 @@ names = [CUSTOM, *presets.PRESETS]
 p1, p2 = st.columns([5, 1], vertical_alignment="bottom")
 p1.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
              format_func=lambda n: "Custom (set everything by hand)" if n == CUSTOM else presets.get(n).title)
-p2.button("↺ Reset form", on_click=apply_preset, key=K + "btn_reset", help="Put the preset's values back in the form",
+p2.button("Reset form", icon=":material/restart_alt:", on_click=apply_preset, key=K + "btn_reset", help="Put the preset's values back in the form",
           disabled=st.session_state[K + "preset"] == CUSTOM)
 selected = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
 
@@ -119,11 +123,29 @@ if selected:
     st.caption(f"{selected.tutorial}  \n**{selected.figure_label or 'figure'}** — {selected.figure_text()}{note}")
 
 
-slot = shared.job_slot()
-job = slot.job
-busy = job is not None and job.active
+# The run this page shows: the one in the URL (a reload, or a link opened in another tab), else the session's.
+registry = shared.run_registry()
+me = shared.visitor()
+linked = st.query_params.get("run")
+if linked and linked != st.session_state.get(shared.RUN_ID):
+    if registry.attach(linked, me) is None:
+        st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
+                   f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).", icon=":material/link_off:")
+        del st.query_params["run"]
+    else:
+        st.session_state[shared.RUN_ID] = linked
+run = shared.current_run()
+if run is None:
+    st.session_state.pop(shared.RUN_ID, None)   # dropped by the server after its retention time
+else:
+    st.query_params["run"] = run.id
+    shared.watch(run.id)
+busy = run is not None and run.active
 if not busy and shared.collect_finished_run():
     st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
+
+if st.session_state[K + "dataset"] not in shared.available_datasets():
+    shared.data_missing(st.session_state[K + "dataset"])
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -169,12 +191,12 @@ with left:
 
 # Buttons, the download button and the uploader cannot be given a value, so they are not kept.
 saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)
-              and not k.startswith((K + "btn", K + "upload", K + "download"))})
+              and not k.startswith((K + "btn", K + "upload", K + "download", K + "show_run"))})
 
 with right:
     st.markdown("**Model summary**")
     if config_error:
-        st.error(f"**Invalid combination.** {config_error}", icon="⚠️")
+        st.error(f"**Invalid combination.** {config_error}", icon=":material/warning:")
     else:
         rows, total = model_summary(model_cfg)
         st.dataframe(rows, hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)
@@ -185,7 +207,7 @@ with right:
             try:
                 model, meta = checkpoint.load(up.getvalue())
             except checkpoint.CheckpointError as e:
-                st.error(f"**Cannot load {up.name}.** {e}", icon="🚫")
+                st.error(f"**Cannot load {up.name}.** {e}", icon=":material/block:")
             else:
                 st.session_state[K + "upload_id"] = up.file_id
                 shared.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
@@ -193,48 +215,71 @@ with right:
 
 # ------------------------------------------------------------------------------------------------ controls
 b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 4])
-if b1.button("▶ Start", type="primary", disabled=busy or config_error is not None, key=K + "btn_start"):
+if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=busy or config_error is not None,
+             key=K + "btn_start"):
     try:
         data = shared.data_for(data_cfg)
         spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
                        preset=preset.name if preset else None)
-        slot.start(TrainingJob(spec, data))
+        run_id = registry.submit(spec, data, me)
     except DataError as e:
         shared.data_error_box(str(e))
+    except RunRefused as e:
+        st.error(f"**Not started.** {e}", icon=":material/block:")
     except ValueError as e:
-        st.error(f"**Cannot start.** {e}", icon="⚠️")
+        st.error(f"**Cannot start.** {e}", icon=":material/warning:")
     else:
-        st.rerun()   # draw the buttons for the running job (they were drawn above for the idle form)
-state = job.snapshot().state if job else None
-if b2.button("⏸ Pause", disabled=state != "running", key=K + "btn_pause"):
-    job.pause()
+        st.session_state[shared.RUN_ID] = run_id
+        st.query_params["run"] = run_id
+        st.rerun()   # draw the buttons for the new run (they were drawn above for the idle form)
+state = run.state if run else None
+if b2.button("Pause", icon=":material/pause:", disabled=state != "running", key=K + "btn_pause"):
+    registry.pause(run.id)
     st.rerun()   # the buttons above were drawn for the old state; the live view alone would not redraw them
-if b3.button("⏵ Resume", disabled=state != "paused", key=K + "btn_resume"):
-    job.resume()
+if b3.button("Resume", icon=":material/resume:", disabled=state != "paused", key=K + "btn_resume"):
+    registry.resume(run.id)
     st.rerun()
-if b4.button("⏹ Stop", disabled=not busy, key=K + "btn_stop"):
-    job.stop()
+if b4.button("Stop", icon=":material/stop:", disabled=not busy, key=K + "btn_stop"):
+    registry.stop(run.id)
+    st.rerun()
 
 
 # ------------------------------------------------------------------------------------------------ live view
-@st.fragment(run_every=0.3 if busy else None)
+STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finished": "finished",
+          "stopped": "stopped", "failed": "failed", "ready": "starting"}
+
+
+def queue_text(run) -> str:
+    cfg, counts = registry.config, registry.counts()
+    wait = shared.about(run.starts_in_s)
+    return (f"queued · number {run.position} in line · starts in {wait} (estimated) · "
+            f"{counts['running']} of {cfg.max_gpu_runs if run.snapshot.device.startswith('cuda') else cfg.max_runs} "
+            f"training slots busy")
+
+
+@st.fragment(run_every={"running": 0.3, "queued": 1.0}.get(state))
 def live_view():
-    job = slot.job
-    if job is None:
+    run = shared.current_run()
+    if run is None:
         st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
         return
-    ended = not job.active   # read before the snapshot: once the worker has ended, the snapshot is final
-    snap = job.snapshot()
-    spec, m = job.spec, snap.last
+    shared.watch(run.id)
+    snap, spec, m = run.snapshot, run.spec, run.snapshot.last
     pre = presets.PRESETS.get(spec.preset or "")
-    status = {"running": "🟢 running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped",
-              "failed": "❌ failed", "ready": "starting"}[snap.state]
-    if m:
+    status = STATUS[run.state]
+    if run.state == "queued":
+        st.progress(0.0, text=queue_text(run))
+        st.caption("This server trains a limited number of runs at once; yours starts by itself when a slot "
+                   "frees. Keep this tab open (any page): a run nobody watches is stopped after "
+                   f"{registry.config.grace_s:g} s. **Stop** takes it out of the queue.")
+    elif m:
         eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
         st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
                                         f"{m.total_steps:,} · {m.samples / max(m.elapsed, 1e-9):,.0f} samples/s · ETA {eta} · {snap.device}")
     else:
         st.progress(0.0, text=f"{status} · preparing on {snap.device}…")
+    if run.stop_reason:
+        st.caption(f"Stopped by the server: {run.stop_reason}.")
     steps = [(r.step, r.train_loss) for r in snap.records]
     epochs = [(r.epoch, r.val_loss) for r in snap.records if r.epoch_end and r.val_loss is not None]
     per_epoch = m.total_steps / spec.train.epochs if m else 1
@@ -248,9 +293,9 @@ def live_view():
                      caption=f"top: fixed test digits · bottom: reconstructions after epoch {epoch}")
         else:
             st.image(viz.grid(snap.originals, nrow=8, zoom=3), caption="fixed test digits (reconstructions after epoch 1)")
-    if snap.state == "failed":
-        st.error(f"**Training failed.** {snap.error}", icon="❌")
-        if job.model is not None:
+    if run.state == "failed":
+        st.error(f"**Training failed.** {snap.error}", icon=":material/error:")
+        if run.model is not None:
             st.caption("The weights from the last finite loss are kept: they are now the active model, so the "
                        "other pages show what the run had learned before it diverged.")
     if snap.result:
@@ -262,11 +307,21 @@ def live_view():
             col.metric(label, f"{value:.4f}")
         if pre:
             st.markdown(f"**{pre.figure_label}** — {pre.figure_text(figs.get(pre.figure_metric))}")
-        st.download_button("⬇ Download checkpoint (.safetensors)", data=job.checkpoint_bytes,
+        st.download_button("Download checkpoint (.safetensors)", icon=":material/download:", data=run.checkpoint_bytes,
                            file_name=f"{spec.name}.safetensors", mime="application/octet-stream",
                            key=K + "download")
-    if ended and busy:
+    if not run.active and busy:
         st.rerun()   # the whole app: app.py adds the run to the models, the buttons and the poll rate follow
 
 
 live_view()
+
+mine = registry.runs_of(me)
+if len(mine) > 1:
+    with st.expander(f"Your runs on this server ({len(mine)})"):
+        st.caption("Only runs started in this browser session, or opened from their link, are listed. Ended runs "
+                   f"are kept {registry.config.retention_s / 60:g} minutes.")
+        labels = {r.id: f"{r.spec.name} · {STATUS[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
+        st.session_state[K + "show_run"] = run.id if run else mine[-1].id
+        st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run",
+                 on_change=lambda: st.session_state.update({shared.RUN_ID: st.session_state[K + "show_run"]}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import sys
 import threading
 import time
@@ -19,14 +20,15 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import aecore.data
-import aecore.job
+import aecore.runs.job
 from aecore import checkpoint
 from aecore.data import ENV_VAR
-from aecore.job import TrainingJob
+from aecore.runs import TrainingJob
 from aecore.train import TrainingDiverged
 from aecore.models import ModelConfig, build
 
 from idx_helpers import png_bytes, write_idx_folder
+from local_mirror import closed_port_url
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -300,6 +302,65 @@ def test_start_without_data_explains(no_data, started_jobs):
     assert started_jobs == []
 
 
+# ------------------------------------------------------------------------------------------- data on first use
+def wait_for_download(at: AppTest, timeout: float = WAIT) -> None:
+    """Rerun as the page's polling would until the download panel is gone (the data are in place)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        if not any("is not on this server" in t for t in texts(at.markdown)):
+            return
+        failed = [t for t in texts(at.error) if "Download failed" in t]
+        assert not failed, failed
+        assert time.monotonic() < deadline, "the download did not finish"
+        time.sleep(0.2)
+
+
+def test_without_data_the_train_page_offers_the_download(no_data, monkeypatch):
+    monkeypatch.setenv("AECORE_MNIST_MIRROR", closed_port_url())     # offline
+    at = open_app()
+    assert any("mnist is not on this server" in t for t in texts(at.markdown))
+    at.button(key="app.download.mnist").click().run()
+    shared.downloader("mnist").wait(WAIT)
+    at.run()
+    failures = [t for t in texts(at.error) if "Download failed" in t]
+    assert len(failures) == 1
+    assert "AECORE_DATA_DIR" in failures[0] and "AECORE_MNIST_MIRROR" in failures[0]
+    assert "127.0.0.1" in failures[0]                                      # the URL it tried is named
+
+
+def test_hosted_profile_downloads_by_itself(no_data, monkeypatch):
+    monkeypatch.setenv("AECORE_MNIST_MIRROR", closed_port_url())
+    monkeypatch.setenv("AELAB_PROFILE", "hosted")
+    open_app()
+    assert shared.downloader("mnist").status().state in ("running", "failed")   # started without a click
+
+
+@pytest.mark.mnist
+@pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not available: set {ENV_VAR}")
+def test_a_fresh_machine_trains_after_the_in_app_download(serve, tmp_path, monkeypatch, started_jobs):
+    """No data anywhere: the page downloads the four real files from a local mirror (checksums and all),
+    every page then finds them, and a run trains on them."""
+    source = real_mnist()
+    use_data(monkeypatch, tmp_path, None)
+    mirror = serve({f.name: f.read_bytes() for f in source.glob("*-ubyte.gz")})
+    monkeypatch.setenv("AECORE_MNIST_MIRROR", mirror.url)
+    at = open_app()
+    at.button(key="app.download.mnist").click().run()
+    assert not at.exception
+    wait_for_download(at)
+    assert sorted(mirror.requests.values()) == [1, 1, 1, 1]
+    second = open_app()                                  # another visitor: no panel, no second download
+    assert not any("is not on this server" in t for t in texts(second.markdown))
+    assert sorted(mirror.requests.values()) == [1, 1, 1, 1]
+    custom_form(at, hidden=8, epochs=1, batch=2000)
+    at.button(key="train.btn_start").click().run()
+    assert not at.error
+    assert wait_for_end(at).startswith("finished")
+    assert len(started_jobs[0].spec.name) and started_jobs[0].snapshot().last.samples == 60_000
+
+
 # ------------------------------------------------------------------------------------------- real MNIST
 @pytest.mark.mnist
 @pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not available: set {ENV_VAR}")
@@ -323,7 +384,7 @@ def wait_for_end(at: AppTest, timeout: float = WAIT) -> str:
         at.run()
         assert not at.exception, at.exception
         progress = [p.proto.text for p in at.get("progress")]
-        ended = progress and any(s in progress[0] for s in ("✅ finished", "⏹ stopped", "❌ failed"))
+        ended = progress and any(progress[0].startswith(s) for s in ("finished", "stopped", "failed"))
         if ended and not at.button(key="train.btn_start").disabled:
             return progress[0]
         assert time.monotonic() < deadline, f"the run did not end in {timeout} s: {progress}"
@@ -359,7 +420,7 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     assert len(started_jobs[0].data.train) == 120
 
     progress = wait_for_end(at)
-    assert "✅ finished" in progress and "epoch 2/2" in progress and "step 12/12" in progress
+    assert progress.startswith("finished") and "epoch 2/2" in progress and "step 12/12" in progress
     labels = [m.label for m in at.metric]
     assert "final train loss" in labels and "test loss" in labels
     assert all(np.isfinite(float(m.value)) for m in at.metric)
@@ -412,30 +473,48 @@ def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
 
     at.button(key="train.btn_pause").click().run()
     assert job.snapshot().state == "paused"
-    assert "⏸ paused" in progress_text(at)
+    assert progress_text(at).startswith("paused")
     assert at.button(key="train.btn_pause").disabled and not at.button(key="train.btn_resume").disabled
 
     at.button(key="train.btn_resume").click().run()
     assert job.snapshot().state == "running"
-    assert "🟢 running" in progress_text(at)
+    assert progress_text(at).startswith("running")
 
     at.button(key="train.btn_stop").click().run()
     text = wait_for_end(at)
-    assert "⏹ stopped" in text
+    assert text.startswith("stopped")
     assert job.join(WAIT) and job.snapshot().state == "stopped"
     assert "trained in this session (stopped" in sidebar_markdown(at)
     assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
     assert len(at.get("download_button")) == 1
 
 
-def test_releasing_the_session_stops_its_run(tiny_idx, started_jobs):
+def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(tiny_idx, started_jobs,
+                                                                               monkeypatch):
+    monkeypatch.setenv("AELAB_RUN_GRACE_S", "1")
     at = custom_form(open_app(), hidden=8, epochs=200, batch=1)
     at.button(key="train.btn_start").click().run()
-    job = started_jobs[0]
+    job, run_id = started_jobs[0], at.query_params["run"]
+    time.sleep(2.5)                   # past the grace time, but the session is open: it watches the run
     assert job.active
-    st.cache_resource.clear()      # what happens to session resources when the browser session ends
-    assert job.join(WAIT), "the run kept going after its session ended"
-    assert job.snapshot().state == "stopped"
+    shared.run_registry().unwatch(at.session_state["app.visitor"])   # what closing the tab does
+    assert job.join(WAIT), "the run kept going with nobody watching"  # the registry's sweeper stopped it
+    at.run()
+    assert progress_text(at).startswith("stopped")
+    assert any("Stopped by the server: nobody watched it for 1 s" in t for t in texts(at.caption))
+    assert at.query_params["run"] == run_id
+
+
+def test_releasing_the_session_unwatches_its_runs(tiny_idx, started_jobs, monkeypatch):
+    at = custom_form(open_app(), hidden=8, epochs=200, batch=1)
+    at.button(key="train.btn_start").click().run()
+    registry, visitor = shared.run_registry(), at.session_state["app.visitor"]
+    run = registry._runs[at.query_params["run"]]
+    assert run.watchers == {visitor}
+    released = []
+    monkeypatch.setattr(type(registry), "unwatch", lambda self, token: released.append(token))
+    st.cache_resource.clear()         # what Streamlit does with a session's resources when its tab closes
+    assert released == [visitor]
 
 
 def test_failed_run_is_explained_and_its_model_kept(tiny_idx, started_jobs, monkeypatch):
@@ -443,15 +522,107 @@ def test_failed_run_is_explained_and_its_model_kept(tiny_idx, started_jobs, monk
         raise TrainingDiverged("the loss became nan at step 3 (epoch 1); try a lower learning rate")
         yield
 
-    monkeypatch.setattr(aecore.job, "fit", diverging_fit)
+    monkeypatch.setattr(aecore.runs.job, "fit", diverging_fit)
     at = custom_form(open_app(), hidden=8, epochs=2, batch=20)
     at.button(key="train.btn_start").click().run()
-    assert "❌ failed" in wait_for_end(at)
+    assert wait_for_end(at).startswith("failed")
     failures = [t for t in texts(at.error) if "Training failed" in t]
     assert len(failures) == 1 and "the loss became nan at step 3" in failures[0]
     assert not at.get("download_button") and not at.metric
     assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
     assert "trained in this session (failed" in sidebar_markdown(at)
+
+
+# ------------------------------------------------------------------------------------------- runs on the server
+def start_long_run(at: AppTest) -> str:
+    """Start a run far longer than any test waits; returns its id (which the URL now holds)."""
+    custom_form(at, hidden=8, epochs=200, batch=1)
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    return at.query_params["run"]
+
+
+def test_a_run_beyond_the_cap_is_queued_and_starts_when_a_slot_frees(tiny_idx, started_jobs, monkeypatch):
+    monkeypatch.setenv("AELAB_MAX_RUNS", "1")
+    first, second = open_app(), open_app()              # two visitors, two sessions
+    first_id = start_long_run(first)
+    second_id = start_long_run(second)
+    assert first_id != second_id
+    text = progress_text(second)
+    assert text.startswith("queued · number 1 in line · starts in ") and "1 of 1 training slots busy" in text
+    assert any("starts by itself when a slot frees" in t for t in texts(second.caption))
+    assert "queued, number 1 in line" in "\n".join(texts(second.sidebar.info))
+    assert len(started_jobs) == 1                       # only the first trains
+    # Stop works on a queued run: it leaves the queue, and the visitor may queue again.
+    second.button(key="train.btn_stop").click().run()
+    assert progress_text(second).startswith("stopped")
+    second.button(key="train.btn_start").click().run()
+    assert progress_text(second).startswith("queued")
+    # The first run ends: the queued one starts by itself.
+    first.button(key="train.btn_stop").click().run()
+    assert started_jobs[0].join(WAIT)
+    deadline = time.monotonic() + WAIT
+    while not progress_text(second.run()).startswith("running"):
+        assert time.monotonic() < deadline, progress_text(second)
+        time.sleep(0.2)
+    assert len(started_jobs) == 2
+
+
+def test_opening_the_run_link_reattaches(tiny_idx, started_jobs):
+    first = open_app()
+    run_id = start_long_run(first)
+    wait_for_text(first, "step ")
+    steps_before = started_jobs[0].snapshot().last.step
+    # A reload (or another tab) opens the same URL: a new session, the same run.
+    reloaded = AppTest.from_file(str(APP), default_timeout=60)
+    reloaded.query_params["run"] = run_id
+    reloaded.run()
+    assert not reloaded.exception
+    text = wait_for_text(reloaded, "running")
+    step = int(re.search(r"step ([\d,]+)/", text).group(1).replace(",", ""))
+    assert step >= steps_before
+    assert reloaded.query_params["run"] == run_id
+    assert reloaded.button(key="train.btn_start").disabled           # its run is in progress
+    reloaded.button(key="train.btn_pause").click().run()             # the controls drive the same run
+    assert started_jobs[0].snapshot().state == "paused"
+    reloaded.button(key="train.btn_stop").click().run()
+    assert started_jobs[0].join(WAIT) and started_jobs[0].snapshot().state == "stopped"
+    text = wait_for_end(reloaded)
+    assert text.startswith("stopped")
+    assert reloaded.sidebar.selectbox(key="app.active").value == "session:custom run 1"
+
+
+def test_an_unknown_run_link_is_explained(tiny_idx):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["run"] = "not-a-run"
+    at.run()
+    assert not at.exception
+    assert any("The run in this link is not on the server" in t for t in texts(at.warning))
+    assert "run" not in at.query_params
+    assert any("No run yet" in t for t in texts(at.info))
+
+
+def test_a_second_visitor_sees_neither_the_run_nor_the_model(tiny_idx, started_jobs):
+    first = custom_form(open_app(), hidden=8, epochs=2, batch=20)
+    first.button(key="train.btn_start").click().run()
+    wait_for_end(first)
+    assert "custom run 1 (yours)" in first.sidebar.selectbox(key="app.active").options
+    second = open_app()
+    assert any("No run yet" in t for t in texts(second.info))
+    assert not second.get("progress")
+    assert "run" not in second.query_params
+    assert not [o for o in second.sidebar.selectbox(key="app.active").options if o.endswith("(yours)")]
+    assert not second.get("expander") or not any("Your runs" in e.proto.label for e in second.get("expander"))
+
+
+def test_hosted_profile_names_the_limit(tiny_idx, started_jobs, monkeypatch):
+    monkeypatch.setenv("AELAB_PROFILE", "hosted")
+    at = custom_form(open_app(), hidden=8, epochs=50, batch=20)
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception
+    refusals = [t for t in texts(at.error) if "Not started" in t]
+    assert len(refusals) == 1 and "at most 20 epochs (asked for 50)" in refusals[0]
+    assert started_jobs == [] and "run" not in at.query_params
 
 
 def test_uploading_a_checkpoint_adds_a_model(tiny_idx):

@@ -3,8 +3,9 @@
 A page submits a `RunSpec` and gets back a random, unguessable run id; knowing the id is what lets a visitor
 watch and drive the run (the Train page keeps it in the URL, so a reload or another tab reattaches). The
 registry admits at most `max_runs` CPU trainings and `max_gpu_runs` GPU trainings at once; the others wait in
-one FIFO queue and start by themselves when a slot of their kind frees. Watchers call `heartbeat`; a run that
-nobody has watched for `grace_s` is stopped, and an ended run is dropped `retention_s` after it ended and was
+one FIFO queue and start by themselves when a slot of their kind frees. A page that shows a run registers its
+session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the session closes (`unwatch`); a
+run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long to reattach), and an ended run is dropped `retention_s` after it ended and was
 last seen, or earlier when the registry holds more than `max_kept` runs (oldest ended first).
 """
 from __future__ import annotations
@@ -58,7 +59,8 @@ class _Run:
     gpu: bool                           # which cap it counts against
     owners: set[str]                    # visitors who started or reattached to it
     submitted: float
-    seen: float                         # last heartbeat
+    seen: float                         # last heartbeat, or when its last watcher left
+    watchers: set[str] = field(default_factory=set)   # open sessions showing it
     started: float | None = None
     ended: float | None = None
     stop_reason: str | None = None
@@ -147,13 +149,25 @@ class RunRegistry:
             run.seen = self._clock()
         return self.view(run_id)
 
-    def heartbeat(self, run_id: str) -> bool:
-        """Someone is watching; False if the run is unknown."""
+    def heartbeat(self, run_id: str, watcher: str | None = None) -> bool:
+        """Someone is looking at the run now; a `watcher` (a session) counts as watching until `unwatch`.
+        False if the run is unknown."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
                 run.seen = self._clock()
+                if watcher is not None:
+                    run.watchers.add(watcher)
             return run is not None
+
+    def unwatch(self, watcher: str) -> None:
+        """A session closed: it watches nothing any more. A run left without watchers gets the grace time."""
+        with self._lock:
+            now = self._clock()
+            for run in self._runs.values():
+                if watcher in run.watchers:
+                    run.watchers.discard(watcher)
+                    run.seen = now
 
     def runs_of(self, visitor: str) -> list[RunView]:
         """The runs this visitor started or reattached to, oldest first; never anyone else's."""
@@ -248,7 +262,8 @@ class RunRegistry:
         now = self._clock()
         cfg = self.config
         with self._lock:
-            unwatched = [r.id for r in self._runs.values() if r.ended is None and now - r.seen > cfg.grace_s]
+            unwatched = [r.id for r in self._runs.values()
+                         if r.ended is None and not r.watchers and now - r.seen > cfg.grace_s]
             for run_id in unwatched:
                 self.stop(run_id, reason=f"nobody watched it for {cfg.grace_s:g} s")
             for run_id in [r.id for r in self._runs.values()
