@@ -12,6 +12,11 @@ pages = [
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
 ]
 nav = st.navigation(pages)
+try:
+    shared.run_registry()               # the server's run service, configured by AELAB_* settings
+except ValueError as e:
+    st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
+    st.stop()
 st.session_state["app.framed"] = True   # pages check this (see shared.require_frame)
 shared.collect_finished_run()           # before the model selector is drawn
 

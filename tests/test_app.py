@@ -615,6 +615,27 @@ def test_a_second_visitor_sees_neither_the_run_nor_the_model(tiny_idx, started_j
     assert not second.get("expander") or not any("Your runs" in e.proto.label for e in second.get("expander"))
 
 
+def test_a_bad_setting_is_named(tiny_idx, monkeypatch):
+    monkeypatch.setenv("AELAB_MAX_RUNS", "many")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert [t for t in texts(at.error) if "misconfigured" in t] == [
+        "**This AE Lab server is misconfigured.** AELAB_MAX_RUNS must be an integer >= 1, got 'many'"]
+
+
+def test_settings_come_from_secrets_too(tiny_idx, monkeypatch):
+    monkeypatch.setattr(st.secrets, "load_if_toml_exists", lambda: True)
+    monkeypatch.setattr(type(st.secrets), "items", lambda self: {"AELAB_MAX_RUNS": 3, "other": 1}.items())
+    monkeypatch.delenv("AELAB_MAX_RUNS", raising=False)
+    open_app()
+    assert shared.run_registry().config.max_runs == 3
+    monkeypatch.setenv("AELAB_MAX_RUNS", "2")        # the environment wins
+    st.cache_resource.clear()
+    open_app()
+    assert shared.run_registry().config.max_runs == 2
+
+
 def test_hosted_profile_names_the_limit(tiny_idx, started_jobs, monkeypatch):
     monkeypatch.setenv("AELAB_PROFILE", "hosted")
     at = custom_form(open_app(), hidden=8, epochs=50, batch=20)
