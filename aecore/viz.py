@@ -1,7 +1,8 @@
 """Pictures of what a model learned: tile grids, feature maps, latent codes and charts.
 
-Everything returns arrays or Plotly figures; nothing here knows about the dashboard. Grids come from
-`torchvision.utils.make_grid` and are upscaled with nearest-neighbour so each pixel stays crisp on screen.
+Everything returns arrays or Plotly figures; nothing here knows about the dashboard. Grids use `tile_grid`,
+our copy of `torchvision.utils.make_grid`'s layout (the app's runtime does not need torchvision; a test
+checks the two agree), and are upscaled with nearest-neighbour so each pixel stays crisp on screen.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 from torch import nn
-from torchvision.utils import make_grid
+from torch.nn import functional as F
 
 from aecore.data import to_float
 from aecore.models import Autoencoder, inference
@@ -25,12 +26,34 @@ def scale_each(tiles: torch.Tensor) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(tiles.shape)
 
 
+def tile_grid(tiles: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """Tiles (N, H, W) or (N, C, H, W) -> one picture (rows, cols) or (C, rows, cols), laid out as make_grid.
+
+    min(nrow, N) tiles a row, row by row; `padding` pixels of `pad_value` before every tile and after the last
+    row and column; a single tile comes back alone, unpadded, as torchvision does. Channels are kept as they
+    are (make_grid turns one channel into three).
+    """
+    t = tiles if tiles.ndim == 4 else tiles.unsqueeze(1)                     # (N, C, H, W)
+    n, c, h, w = t.shape
+    if n == 1:
+        out = t[0].clone()
+    else:
+        cols, p = min(nrow, n), padding
+        rows = -(-n // cols)
+        cells = t.new_full((rows * cols, c, h + p, w + p), pad_value)         # each cell: padding above, left
+        cells[:n, :, p:, p:] = t
+        out = (cells.reshape(rows, cols, c, h + p, w + p)                    # (rows, cols, C, h+p, w+p)
+               .permute(2, 0, 3, 1, 4).reshape(c, rows * (h + p), cols * (w + p)))
+        out = F.pad(out, (0, p, 0, p), value=pad_value)                       # the closing bottom and right edge
+    return out if tiles.ndim == 4 else out[0]
+
+
 def grid(images, nrow: int = 10, zoom: int = 3, pad: int = 1) -> np.ndarray:
     """Images (N, H, W) or (N, 1, H, W) in [0, 1] -> one uint8 (rows, cols) picture, each pixel zoom x zoom."""
     t = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    g = make_grid(t.clamp(0, 1), nrow=nrow, padding=pad, pad_value=0.25)[0]   # (rows, cols)
+    if t.ndim == 4:
+        t = t[:, 0]
+    g = tile_grid(t.clamp(0, 1), nrow=nrow, padding=pad, pad_value=0.25)     # (rows, cols)
     g = g.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
     return (g * 255).round().to(torch.uint8).numpy()
 
