@@ -22,8 +22,8 @@ shared.collect_finished_run()           # before the model selector is drawn
 
 
 def run_badge(polling: bool) -> None:
-    """This visitor's run, on every page. While it is active the badge polls, and each poll tells the server
-    someone still watches (a run nobody watches is stopped after the grace time)."""
+    """This visitor's run, on every page; while it is active the badge polls (slowly: the open session itself is
+    what keeps the run going, see shared.watch)."""
     run = shared.current_run()
     if run is None or not run.active:
         if polling:
@@ -54,6 +54,6 @@ with st.sidebar:
             f"device: `{info['device']}`")
     current = shared.current_run()
     watching = current is not None and current.active
-    st.fragment(run_every=2.0 if watching else None)(run_badge)(watching)
+    st.fragment(run_every=5.0 if watching else None)(run_badge)(watching)
 
 nav.run()

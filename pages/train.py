@@ -257,13 +257,15 @@ def queue_text(run) -> str:
             f"training slots busy")
 
 
-@st.fragment(run_every={"running": 0.3, "queued": 1.0}.get(state))
+# A running run redraws its chart three times a second; a queued one only its place in line, every 2 s.
+@st.fragment(run_every={"running": 0.3, "queued": 2.0}.get(state))
 def live_view():
     run = shared.current_run()
     if run is None:
         st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
         return
-    shared.watch(run.id)
+    if state == "queued" and run.state != "queued":
+        st.rerun()        # it left the queue: the whole page, so the buttons and the poll rate follow
     snap, spec, m = run.snapshot, run.spec, run.snapshot.last
     pre = presets.PRESETS.get(spec.preset or "")
     status = STATUS[run.state]
@@ -272,7 +274,8 @@ def live_view():
         st.caption("This server trains a limited number of runs at once; yours starts by itself when a slot "
                    "frees. Keep this tab open (any page): a run nobody watches is stopped after "
                    f"{registry.config.grace_s:g} s. **Stop** takes it out of the queue.")
-    elif m:
+        return            # nothing trained yet: no chart to draw
+    if m:
         eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
         st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
                                         f"{m.total_steps:,} · {m.samples / max(m.elapsed, 1e-9):,.0f} samples/s · ETA {eta} · {snap.device}")
