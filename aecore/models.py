@@ -37,6 +37,7 @@ class ModelConfig:
     dropout: float = 0.0                # rate for nn.Dropout; 0 disables it
     dropout_where: str = "hidden"       # hidden, or hidden+output as the Chainer cases do
     init: str = "torch"                 # torch default, keras (Glorot-uniform, zero bias), chainer (N(0, 1/fan_in))
+    batch_norm: bool = False            # batch normalisation before each hidden activation (one-class recipes)
 
     def __post_init__(self):
         def check(ok, field, allowed, value):
@@ -50,6 +51,7 @@ class ModelConfig:
         check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
         check(self.init in INITS, "init", f"one of {INITS}", self.init)
         check(self.dropout_where in DROPOUT_PLACES, "dropout_where", f"one of {DROPOUT_PLACES}", self.dropout_where)
+        check(isinstance(self.batch_norm, bool), "batch_norm", "true or false", self.batch_norm)
         check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         check(not (self.loss == "bce" and self.output == "identity"), "loss",
               "'mse' when output is 'identity' (BCE needs outputs in [0, 1])", self.loss)
@@ -147,18 +149,22 @@ class Autoencoder(nn.Module):
 
 
 def _stack(cfg: ModelConfig, sizes: list[int], layer, plain_last: bool, encoder: bool, pool=None) -> nn.Sequential:
-    """Layers sizes[0] -> sizes[1] -> ..., each followed by the activation, `pool()` if given, and dropout.
+    """Layers sizes[0] -> sizes[1] -> ..., each followed by batch norm if asked, the activation, `pool()` if
+    given, and dropout.
 
     `layer(a, b)` makes the module for one step. The last step stays plain (no activation) when
     `plain_last`: the decoder's output, or a deep model's linear code. A decoder ends with output dropout
     when the config places dropout on hidden+output (the Chainer cases).
     """
     act = ACTIVATIONS[cfg.activation]
+    norm = nn.BatchNorm2d if cfg.family == "conv" else nn.BatchNorm1d
     mods = []
     steps = list(zip(sizes, sizes[1:]))
     for i, (a, b) in enumerate(steps):
         mods.append(layer(a, b))
         if not (plain_last and i == len(steps) - 1):
+            if cfg.batch_norm:
+                mods.append(norm(b))
             mods.append(act())
             if pool is not None:
                 mods.append(pool())

@@ -1,0 +1,235 @@
+"""One-class anomaly detection: train on the "normal" classes only, score every test image, measure with ROC-AUC.
+
+A recipe is the model and training that make a detector; `score` turns a trained model and images into one
+number per image (higher = more anomalous: the reconstruction's mean squared error, computable from a checkpoint
+alone); `auc`, `roc_curve`, `confusion` and `threshold_for` say how well a score separates normal from anomalous.
+A detector's checkpoint stores its recipe, normal classes, test AUCs and the quantiles of its scores on held-out
+normal images (for thresholds by false-alarm rate), so the app needs no data to use one.
+
+    python -m aecore.anomaly --dataset mnist --normal 0 [--recipe NAME] [--epochs N] [--out PATH] [--device D]
+    python -m aecore.anomaly --all [--recipe NAME]      # the ten one-class tasks, one JSON line each, then the mean
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecore import checkpoint
+from aecore.data import DATASETS, DataConfig, DataError, Split, load_split, split
+from aecore.models import Autoencoder, ModelConfig, build
+from aecore.runs.job import RunSpec
+from aecore.scoring import error_quantiles, reconstruction_error
+from aecore.train import TrainConfig, TrainingDiverged, fit
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "anomaly"
+HELD_OUT = 0.1      # the first tenth of the normal training images: thresholds by false-alarm rate come from it
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    title: str
+    model: ModelConfig
+    train: TrainConfig
+    note: str
+
+
+RECIPES = {r.name: r for r in [
+    Recipe("tutorial", "Tutorial conv AE (196-number code)",
+           ModelConfig(family="conv", channels=(16, 4), activation="relu", output="sigmoid", loss="mse"),
+           TrainConfig(epochs=30, batch_size=50, lr=1e-3),
+           "The tutorial's conv-digit0 model: its wide code reconstructs almost any digit, so its error mostly "
+           "measures how much ink an image has."),
+    Recipe("dense-bn-16", "Dense 784-256-64-16 with batch norm",
+           ModelConfig(family="deep", hidden=(256, 64, 16), activation="relu", batch_norm=True, output="sigmoid",
+                       loss="bce"),
+           TrainConfig(epochs=20, batch_size=128, lr=1e-3),
+           "A narrow 16-number code with batch normalisation: it can only reconstruct what it was trained on."),
+]}
+DEFAULT_RECIPE = "dense-bn-16"
+
+
+def run_spec(recipe: str, dataset: str, normal: tuple[int, ...], epochs: int | None = None,
+             device: str = "auto", seed: int = 0) -> RunSpec:
+    """What to train for a one-class detector (the app queues it through aecore.runs like any run)."""
+    r = RECIPES[recipe]
+    train = replace(r.train, device=device, seed=seed, **({"epochs": epochs} if epochs else {}))
+    name = f"{recipe}-{dataset}-{'+'.join(map(str, normal))}"
+    return RunSpec(name=name, model=r.model, data=DataConfig(dataset, HELD_OUT, tuple(normal)), train=train)
+
+
+# ---------------------------------------------------------------------------------------------- scores and AUC
+def score(model: Autoencoder, images) -> np.ndarray:
+    """One anomaly score per image (N, 28, 28): the mean squared error of its reconstruction (higher = stranger)."""
+    return reconstruction_error(model, images).astype(np.float64)
+
+
+def auc(scores, is_anomaly) -> float:
+    """ROC-AUC: the chance that a random anomaly scores above a random normal image (ties count half)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(is_anomaly, bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC needs both normal and anomalous images")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # average ranks over ties (1-based), then the Mann-Whitney U of the anomalies
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(scores, is_anomaly) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-alarm rate, detection rate, threshold) for every distinct threshold, from (0, 0) to (1, 1)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(is_anomaly, bool)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(y)[last_of_tie]
+    fp = np.cumsum(~y)[last_of_tie]
+    fpr = np.r_[0.0, fp / max(fp[-1], 1)]
+    tpr = np.r_[0.0, tp / max(tp[-1], 1)]
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def confusion(scores, is_anomaly, threshold: float) -> dict:
+    """Images scoring above `threshold` are called anomalous: the counts, precision, recall, false-alarm rate."""
+    s, y = np.asarray(scores, np.float64), np.asarray(is_anomaly, bool)
+    flagged = s > threshold
+    tp, fp = int((flagged & y).sum()), int((flagged & ~y).sum())
+    fn, tn = int((~flagged & y).sum()), int((~flagged & ~y).sum())
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "false_alarm_rate": fp / (fp + tn) if fp + tn else 0.0}
+
+
+def threshold_for(normal_quantiles, false_alarm_rate: float) -> float:
+    """The score above which `false_alarm_rate` of held-out normal images lie (from their stored quantiles)."""
+    if not 0.0 <= false_alarm_rate <= 1.0:
+        raise ValueError(f"false-alarm rate must be in [0, 1], got {false_alarm_rate}")
+    q = np.asarray(normal_quantiles, np.float64)
+    return float(np.interp(1.0 - false_alarm_rate, np.linspace(0, 1, len(q)), q))
+
+
+def per_class_auc(scores, labels, normal) -> dict[int, float]:
+    """For each anomalous class: the AUC of normal images against that class alone."""
+    labels = np.asarray(labels)
+    is_normal = np.isin(labels, list(normal))
+    return {int(c): auc(np.r_[scores[is_normal], scores[labels == c]],
+                        np.r_[np.zeros(is_normal.sum(), bool), np.ones((labels == c).sum(), bool)])
+            for c in sorted(set(labels.tolist()) - set(normal))}
+
+
+def evaluate(model: Autoencoder, test: Split, normal) -> dict:
+    """The detector on a whole test set: scores, "not normal" as positive, overall and per-class AUC."""
+    scores = score(model, test.images)
+    labels = test.labels.numpy()
+    is_anomaly = ~np.isin(labels, list(normal))
+    return {"scores": scores, "labels": labels, "is_anomaly": is_anomaly, "auc": auc(scores, is_anomaly),
+            "per_class_auc": per_class_auc(scores, labels, normal)}
+
+
+def detector_meta(model: Autoencoder, spec: RunSpec, held_out: Split, test: Split, recipe: str,
+                  seconds: float) -> dict:
+    """What a detector's checkpoint stores besides the weights: recipe, classes, AUCs, held-out quantiles."""
+    result = evaluate(model, test, spec.data.classes)
+    return spec.meta("cpu", anomaly={
+        "recipe": recipe, "dataset": spec.data.dataset, "normal": list(spec.data.classes),
+        "auc": round(result["auc"], 4),
+        "per_class_auc": {str(c): round(a, 4) for c, a in result["per_class_auc"].items()},
+        "held_out_quantiles": error_quantiles(score(model, held_out.images)),
+        "train_seconds": round(seconds, 1)})
+
+
+# ---------------------------------------------------------------------------------------------- training
+def train(recipe: str, dataset: str, normal: tuple[int, ...], epochs: int | None = None, device: str = "auto",
+          seed: int = 0, data_dir=None, log=None) -> tuple[Autoencoder, dict]:
+    """Train one detector and measure it on the whole test set; returns (model on CPU, checkpoint meta)."""
+    spec = run_spec(recipe, dataset, normal, epochs, device, seed)
+    train_split, test = load_split(dataset, "train", data_dir), load_split(dataset, "test", data_dir)
+    data = split(train_split, test, spec.data)
+    model = build(spec.model, seed=seed)
+    t = time.perf_counter()
+    for m in fit(model, data, spec.train):
+        if log and m.epoch_end:
+            log(f"epoch {m.epoch}/{spec.train.epochs}: loss {m.epoch_loss:.4f}")
+    seconds = time.perf_counter() - t
+    model.cpu().eval()
+    return model, detector_meta(model, spec, data.val, test, recipe, seconds)
+
+
+def load_detector(path) -> tuple[Autoencoder, dict]:
+    """A detector checkpoint: (model, meta) with meta["anomaly"] as `detector_meta` wrote it."""
+    model, meta = checkpoint.load(path)
+    if "anomaly" not in meta:
+        raise checkpoint.CheckpointError(f"{path}: an AE Lab model, but not a one-class detector")
+    return model, meta
+
+
+def shipped_detectors() -> dict[str, Path]:
+    """name -> path of the one-class detectors in models/anomaly/."""
+    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.safetensors"))}
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m aecore.anomaly", description="Train and measure one-class detectors.")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--normal", help="the normal class(es), e.g. 0 or 3,5")
+    p.add_argument("--all", action="store_true", help="the ten one-class tasks, one after another")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE)
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data, the cache)")
+    p.add_argument("--out", help="checkpoint path (one task) or folder (--all); default: none saved")
+    args = p.parse_args(argv)
+    if args.all == bool(args.normal):
+        p.error("give either --normal CLASSES or --all")
+    try:
+        tasks = [(c,) for c in range(10)] if args.all else [tuple(int(c) for c in args.normal.split(","))]
+    except ValueError:
+        p.error(f"--normal takes class numbers 0-9 separated by commas, got {args.normal!r}")
+    if any(not 0 <= c <= 9 for t in tasks for c in t):
+        p.error("--normal takes class numbers 0-9")
+    rows = []
+    try:
+        for normal in tasks:
+            model, meta = train(args.recipe, args.dataset, normal, args.epochs, args.device, args.seed,
+                                args.data_dir, log=lambda s: print(s, file=sys.stderr))
+            a = meta["anomaly"]
+            path = None
+            if args.out:
+                out = Path(args.out)
+                path = out / f"{args.recipe}-{args.dataset}-{'+'.join(map(str, normal))}.safetensors" \
+                    if args.all else out
+                checkpoint.save(path, model, meta)
+            row = {"dataset": args.dataset, "recipe": args.recipe, "normal": list(normal), "auc": a["auc"],
+                   "worst_class": min(a["per_class_auc"].items(), key=lambda kv: kv[1])[0],
+                   "seconds": a["train_seconds"], "checkpoint": str(path) if path else None}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    except (DataError, TrainingDiverged) as e:
+        print(f"aecore.anomaly: {e}", file=sys.stderr)
+        return 1
+    if args.all:
+        aucs = [r["auc"] for r in rows]
+        print(json.dumps({"final": True, "dataset": args.dataset, "recipe": args.recipe,
+                          "mean_auc": round(float(np.mean(aucs)), 4), "worst_auc": min(aucs),
+                          "worst_normal_class": rows[int(np.argmin(aucs))]["normal"][0],
+                          "seconds_per_class": round(float(np.mean([r["seconds"] for r in rows])), 1),
+                          "aucs": aucs}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
