@@ -135,6 +135,31 @@ def watch(run_id: str) -> None:
     _watcher(visitor()).registry.heartbeat(run_id, visitor())
 
 
+def linked_run(key: str = None):
+    """The run a page shows, kept in session_state[key]: the one in the URL (`?run=<id>`: a reload, or a link
+    opened in another tab) when there is one, else the session's. The URL is kept pointing at it, and this
+    session watches it. An unknown or expired link gets a warning and is removed."""
+    key = key or RUN_ID
+    registry = run_registry()
+    linked = st.query_params.get("run")
+    if linked and linked != st.session_state.get(key):
+        if registry.attach(linked, visitor()) is None:
+            st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
+                       f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).",
+                       icon=":material/link_off:")
+            del st.query_params["run"]
+        else:
+            st.session_state[key] = linked
+    run_id = st.session_state.get(key)
+    run = registry.view(run_id) if run_id else None
+    if run is None:
+        st.session_state.pop(key, None)   # dropped by the server after its retention time
+    else:
+        st.query_params["run"] = run.id
+        watch(run.id)
+    return run
+
+
 def current_run():
     """The RunView of the run this session shows, or None (none yet, or dropped by the server)."""
     run_id = st.session_state.get(RUN_ID)

@@ -119,27 +119,13 @@ else:
     preset = selected if selected and matches(selected, model_cfg, data_cfg, train_cfg) else None
 if selected:
     note = "" if preset else "  \n✎ The form differs from this preset, so the run will be a custom one " \
-                             "(no tutorial figure to compare with); **↺ Reset form** restores it."
+                             "(no tutorial figure to compare with); **Reset form** restores it."
     st.caption(f"{selected.tutorial}  \n**{selected.figure_label or 'figure'}** — {selected.figure_text()}{note}")
 
 
-# The run this page shows: the one in the URL (a reload, or a link opened in another tab), else the session's.
 registry = shared.run_registry()
 me = shared.visitor()
-linked = st.query_params.get("run")
-if linked and linked != st.session_state.get(shared.RUN_ID):
-    if registry.attach(linked, me) is None:
-        st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
-                   f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).", icon=":material/link_off:")
-        del st.query_params["run"]
-    else:
-        st.session_state[shared.RUN_ID] = linked
-run = shared.current_run()
-if run is None:
-    st.session_state.pop(shared.RUN_ID, None)   # dropped by the server after its retention time
-else:
-    st.query_params["run"] = run.id
-    shared.watch(run.id)
+run = shared.linked_run()   # from the URL (a reload, another tab) or this session
 busy = run is not None and run.active
 if not busy and shared.collect_finished_run():
     st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
