@@ -1,0 +1,41 @@
+"""A small run of the load benchmark (`python -m aecore.loadtest`): the structural truths, never its speed.
+
+Three sessions, two of them press Start together on a server that trains one run at a time: the cap holds,
+the other run waits in the queue and starts by itself, a reload reattaches to the run in the URL, and no
+session sees another's runs or models. Skipped when Chromium or the real MNIST files (AECORE_DATA_DIR) are
+missing; about two and a half minutes.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.mnist]   # mnist: keeps AECORE_DATA_DIR for the server
+
+
+def chromium_path() -> str | None:
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
+
+
+def test_small_load_run(tmp_path, capsys):
+    pytest.importorskip("playwright")
+    if chromium_path() is None:
+        pytest.skip("chromium not installed (/usr/bin/chromium or `chromium` on PATH)")
+    from aecore import loadtest
+
+    out = tmp_path / "loadtest.json"
+    code = loadtest.main(["--sessions", "3", "--start", "2", "--max-runs", "1", "--epochs", "2", "--grace", "5",
+                          "--timeout", "170", "--chromium", chromium_path(), "--out", str(out)])
+    result = json.loads(out.read_text())
+    print(capsys.readouterr().out)
+    assert code == 0 and "error" not in result, result.get("error")
+
+    assert result["page_render_s"]["n"] == 3
+    assert result["ran_at_once"] <= 1, result
+    assert result["queued_seen"] >= 1 and 1 in result["queued_positions_seen"], result
+    assert result["queued_started_by_itself"] is True, result
+    assert result["reload"]["tries"] >= 1 and result["reload"]["reattached"] == 1.0, result["reload"]
+    assert result["cross_session_leaks"]["violations"] == 0, result["cross_session_leaks"]
