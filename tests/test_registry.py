@@ -2,6 +2,7 @@
 retention, stopping a queued run, thread safety, and the settings that configure it."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -359,3 +360,15 @@ def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError) as e:
         RegistryConfig.from_settings({key: value})
     assert message in str(e.value)
+
+
+def test_the_registry_shortens_the_interpreter_switch_interval():
+    """Training threads beside a busy UI thread collapse with Python's default 5 ms switch interval."""
+    before = sys.getswitchinterval()
+    try:
+        RunRegistry(RegistryConfig(switch_interval_s=0.0003), sweep_every=None)
+        assert sys.getswitchinterval() == pytest.approx(0.0003)
+        with pytest.raises(ValueError, match="switch_interval_s"):
+            RegistryConfig(switch_interval_s=0)
+    finally:
+        sys.setswitchinterval(before)

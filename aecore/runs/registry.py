@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class RunRegistry:
     def __init__(self, config: RegistryConfig | None = None, clock: Callable[[], float] = time.monotonic,
                  sweep_every: float | None = 1.0):
         self.config = config or RegistryConfig()
+        sys.setswitchinterval(self.config.switch_interval_s)   # see RegistryConfig.switch_interval_s
         self._clock = clock
         self._lock = threading.RLock()       # re-entered when a job ends synchronously inside a registry call
         self._runs: dict[str, _Run] = {}     # insertion order = submission order = the FIFO queue's order
