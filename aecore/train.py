@@ -80,11 +80,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class Control:
-    """Thread-safe pause/resume/stop for a running `fit`; each takes effect before the next step."""
+    """Thread-safe pause/resume/stop for a running `fit`; each takes effect before the next step. Pass
+    multiprocessing events to drive a `fit` in another process."""
 
-    def __init__(self):
-        self._stop = threading.Event()
-        self._running = threading.Event()
+    def __init__(self, stop=None, running=None):
+        self._stop = stop or threading.Event()
+        self._running = running or threading.Event()
         self._running.set()
 
     def pause(self):

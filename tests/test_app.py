@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:       # the pages import `pages.shared` from the r
 from pages import shared  # noqa: E402
 
 TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
-          "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit"}
+          "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit",
+          "pages/anomalies.py": "Find anomalies"}
 DEFAULT_MODEL = "shipped:pytorch-784-200"
 WAIT = 120.0
 
@@ -62,6 +63,7 @@ def _app_environment(monkeypatch, tmp_path):
     """Every test: pages as app.py declares them, no Debian Fashion-MNIST, fresh caches; afterwards the
     session's resources are released (which stops its training run) and the run's thread is waited for."""
     monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
+    monkeypatch.setenv("AELAB_RUN_BACKEND", "threads")   # runs stay in this process: fakes and spies reach them
     monkeypatch.setattr(aecore.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
     st.cache_resource.clear()
     yield
@@ -78,6 +80,7 @@ def started_jobs(monkeypatch) -> list[TrainingJob]:
     real_start = TrainingJob.start
 
     def start(self):
+        self.train_size = len(self.data.train)   # the job lets go of its data once it ends
         jobs.append(self)
         real_start(self)
 
@@ -274,7 +277,7 @@ def test_every_page_renders_without_data(no_data, page):
     assert texts(at.title) == [TITLES[page]]
     assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL   # shipped models do not need data
     assert "**pytorch-784-200**" in sidebar_markdown(at)
-    if page in ("pages/inspect.py", "pages/latent.py"):
+    if page in ("pages/inspect.py", "pages/latent.py", "pages/anomalies.py"):
         boxes = [t for t in texts(at.error) if "Data not available" in t]
         assert len(boxes) == 1 and ENV_VAR in boxes[0]
     else:
@@ -300,6 +303,48 @@ def test_start_without_data_explains(no_data, started_jobs):
     assert len(boxes) == 1 and ENV_VAR in boxes[0]
     assert any("No run yet" in t for t in texts(at.info))
     assert started_jobs == []
+
+
+# ------------------------------------------------------------------------------------------- anomalies
+def test_anomalies_page_with_a_shipped_detector(tiny_idx):
+    at = goto(open_app(), "pages/anomalies.py")
+    assert not at.error
+    headers = texts(at.subheader)
+    assert "The tutorial's case: trained on 0s, is a 6 abnormal?" in headers and "Where to draw the line" in headers
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"threshold (score)", "precision", "recall (anomalies caught)", "false alarms on the test set"} <= set(metrics)
+    aucs = [m for m in at.metric if m.label == "AUC, 0s vs all other digits"]
+    assert len(aucs) == 2                                 # the tutorial's model and the recommended one, side by side
+    assert len(at.get("plotly_chart")) == 2               # score histogram and ROC curve
+    assert at.selectbox(key="anomalies.pick").value == "dense-bn-16-mnist-0 (shipped)"
+    assert any("One 6 flagged proves little" in t for t in texts(at.caption))
+    # A stricter false-alarm target moves the threshold up and catches fewer anomalies.
+    before = float(metrics["threshold (score)"])
+    at.slider(key="anomalies.rate").set_value(0.01).run()
+    assert not at.exception
+    after = {m.label: m.value for m in at.metric}
+    assert float(after["threshold (score)"]) > before
+    assert float(after["recall (anomalies caught)"].rstrip("%")) <= float(metrics["recall (anomalies caught)"].rstrip("%"))
+    at.selectbox(key="anomalies.pick").set_value("dense-bn-16-mnist-7 (shipped)").run()
+    assert not at.exception and any("normal: 7" in t for t in texts(at.caption))
+    assert any("All 10 one-class tasks" in e.proto.label for e in at.get("expander"))
+
+
+def test_anomalies_page_trains_a_detector_through_the_run_service(tiny_idx, started_jobs):
+    at = goto(open_app(), "pages/anomalies.py")
+    at.radio(key="anomalies.source").set_value("train one").run()
+    at.number_input(key="anomalies.epochs").set_value(2).run()
+    at.button(key="anomalies.btn_start").click().run()
+    assert not at.exception and not at.error
+    assert len(started_jobs) == 1 and started_jobs[0].spec.data.classes == (0,)
+    assert "run" in at.query_params
+    assert started_jobs[0].join(WAIT)
+    deadline = time.monotonic() + WAIT
+    while at.selectbox(key="anomalies.pick").value != "dense-bn-16-mnist-0 (yours)":
+        assert time.monotonic() < deadline
+        at.run()
+        assert not at.exception
+    assert any("trained in" in t and "normal: 0" in t for t in texts(at.caption))
 
 
 # ------------------------------------------------------------------------------------------- data on first use
@@ -417,7 +462,7 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     spec = started_jobs[0].spec
     assert spec.model.hidden == (8,) and spec.train.epochs == 2 and spec.train.batch_size == 20
     assert spec.name == "custom" and spec.preset is None
-    assert len(started_jobs[0].data.train) == 120
+    assert started_jobs[0].train_size == 120
 
     progress = wait_for_end(at)
     assert progress.startswith("finished") and "epoch 2/2" in progress and "step 12/12" in progress

@@ -88,8 +88,8 @@ def fake(monkeypatch):
 
 
 def make(clock=None, **cfg) -> RunRegistry:
-    return RunRegistry(RegistryConfig(**{"max_runs": 2, "max_gpu_runs": 1, **cfg}), clock=clock or Clock(),
-                       sweep_every=None)
+    return RunRegistry(RegistryConfig(**{"max_runs": 2, "max_gpu_runs": 1, "backend": "threads", **cfg}),
+                       clock=clock or Clock(), sweep_every=None)
 
 
 def states(reg, ids):
@@ -298,8 +298,12 @@ def wait_state(reg, run_id, wanted, timeout=WAIT):
     pytest.fail(f"run stayed {reg.view(run_id).state}, wanted {wanted}")
 
 
-def test_real_runs_queue_and_start_by_themselves(data):
-    reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
+BACKENDS = pytest.mark.parametrize("backend", ["processes", "threads"])
+
+
+@BACKENDS
+def test_real_runs_queue_and_start_by_themselves(data, backend):
+    reg = RunRegistry(RegistryConfig(max_runs=1, backend=backend), sweep_every=None)
     try:
         a = reg.submit(spec("a", epochs=3), data, "v1")
         b = reg.submit(spec("b", epochs=2), data, "v2")
@@ -314,22 +318,34 @@ def test_real_runs_queue_and_start_by_themselves(data):
         reg.shutdown(wait=WAIT)
 
 
-def test_real_run_pause_resume_stop_and_shutdown(data):
-    reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
+@BACKENDS
+def test_real_run_pause_resume_stop_and_shutdown(data, backend):
+    reg = RunRegistry(RegistryConfig(max_runs=1, backend=backend), sweep_every=None)
     a = reg.submit(spec("a", epochs=1000, batch_size=1), data, "v1")
     b = reg.submit(spec("b"), data, "v2")
-    wait_state(reg, a, ("running",))
+    deadline = time.monotonic() + WAIT
+    while not reg.view(a).snapshot.records:          # trained a few steps (a process takes seconds to start)
+        assert time.monotonic() < deadline and reg.view(a).active, reg.view(a).snapshot.error
+        time.sleep(0.05)
     reg.pause(a)
     assert reg.view(a).state == "paused"
+    time.sleep(0.3)                                  # the step in flight lands; then nothing more
+    paused = len(reg.view(a).snapshot.records)
+    time.sleep(0.7)
+    assert len(reg.view(a).snapshot.records) == paused
     reg.resume(a)
     assert reg.view(a).state == "running"
+    while len(reg.view(a).snapshot.records) == paused:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     reg.shutdown(wait=WAIT)
     assert reg.view(a).state == "stopped" and reg.view(b).state == "stopped"
+    assert reg.view(a).model is not None              # a stopped run keeps what it learned
     assert reg.view(b).stop_reason == "the server shut down"
 
 
 def test_sweeper_thread_stops_an_unwatched_run(data):
-    reg = RunRegistry(RegistryConfig(max_runs=1, grace_s=0.5), sweep_every=0.1)
+    reg = RunRegistry(RegistryConfig(max_runs=1, grace_s=0.5, backend="threads"), sweep_every=0.1)
     try:
         a = reg.submit(spec("a", epochs=1000, batch_size=1), data, "v1")
         view = wait_state(reg, a, ("stopped",), timeout=30)
@@ -348,6 +364,8 @@ def test_settings_from_environment_or_secrets():
     assert default.max_runs >= 1 and default.profile == "local" and default.limits.max_epochs is None
     assert (default.grace_s, default.retention_s) == (120.0, 1800.0)
     assert RegistryConfig.from_settings({"AELAB_MAX_RUNS": 2}).max_runs == 2    # secrets give ints
+    assert default.backend == "processes"
+    assert RegistryConfig.from_settings({"AELAB_RUN_BACKEND": "threads"}).backend == "threads"
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -355,6 +373,7 @@ def test_settings_from_environment_or_secrets():
     ("AELAB_MAX_RUNS", "two", "AELAB_MAX_RUNS must be an integer >= 1, got 'two'"),
     ("AELAB_RUN_GRACE_S", "-5", "AELAB_RUN_GRACE_S must be a number >= 0.1"),
     ("AELAB_PROFILE", "cloud", "AELAB_PROFILE must be one of ('local', 'hosted')"),
+    ("AELAB_RUN_BACKEND", "gpu", "AELAB_RUN_BACKEND must be one of ('processes', 'threads')"),
 ])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError) as e:
@@ -372,3 +391,22 @@ def test_the_registry_shortens_the_interpreter_switch_interval():
             RegistryConfig(switch_interval_s=0)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_failing_training_process_is_reported(data, monkeypatch):
+    """A training process that dies without a word (killed, out of memory) fails the run with its exit code."""
+    import aecore.runs.process as process_module
+    monkeypatch.setattr(process_module, "_child", _die)
+    reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
+    try:
+        a = reg.submit(spec("a"), data, "v1")
+        view = wait_state(reg, a, ("failed",))
+        assert "the training process ended unexpectedly (exit code 3)" in view.snapshot.error
+        assert reg.counts()["running"] == 0                         # its slot is free again
+    finally:
+        reg.shutdown(wait=WAIT)
+
+
+def _die(*args):
+    import os
+    os._exit(3)

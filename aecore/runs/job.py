@@ -138,44 +138,60 @@ class TrainingJob:
 
     # ---------------------------------------------------------------- the worker thread
     def _work(self) -> None:
-        spec = self.spec
-        # A server shares its cores between runs, sessions and itself; OpenMP teams of several threads then
-        # spin-wait on each other and throughput collapses (measured on 2 busy cores: ~8,700 samples/s with
-        # one thread, ~320 with two). The setting applies to this thread's own parallel regions.
-        torch.set_num_threads(self.threads)
         try:
-            model = build(spec.model, seed=spec.train.seed)
-            for m in fit(model, self.data, spec.train, self._control):
-                frame = None
-                if m.epoch_end:
-                    frame = (m.epoch, reconstruct(model, self._probe))
-                with self._lock:
-                    self._records.append(m)
-                    if frame is not None:
-                        self._timeline.append(frame)
-            model.cpu()
-            result = results(model, self.data, self._records)   # self.data is set until the finally below
-            meta = spec.meta(self.device, **result)
-            blob = checkpoint.to_bytes(model, meta)
-            with self._lock:
-                self.model, self.meta, self.checkpoint_bytes, self._result = model.eval(), meta, blob, result
-                self._state = "stopped" if self._control.stopped else "finished"
-        except TrainingDiverged as e:
-            self._fail(str(e), model)
-        except Exception as e:  # anything else is shown to the user rather than lost in a thread
-            self._fail(f"{type(e).__name__}: {e}", None)
+            train_run(self.spec, self.data, self._probe, self._control, self.threads, self._receive)
         finally:
-            self.data = None
-            if self.on_end is not None:
-                self.on_end()
+            self._ended()
 
-    def _fail(self, message: str, model: Autoencoder | None) -> None:
+    def _receive(self, kind: str, *payload) -> None:
+        """One event of `train_run`: a metrics record, an epoch's reconstructions, or the run's end."""
         with self._lock:
-            self._error = message
-            self._state = "failed"
-            if model is not None:      # a diverged run keeps its last good weights for inspection
-                self.model = model.cpu().eval()
-                self.meta = self.spec.meta(self.device, error=message)
+            if kind == "record":
+                self._records.append(payload[0])
+            elif kind == "frame":
+                self._timeline.append(payload)
+            elif kind == "done":          # (result, checkpoint bytes, model and meta, or None: rebuilt from the bytes)
+                result, blob, model, meta = payload
+                self.model, self.meta = (model.eval(), meta) if model is not None else checkpoint.load(blob)
+                self.checkpoint_bytes, self._result = blob, result
+                self._state = "stopped" if self._control.stopped else "finished"
+            elif kind == "failed":        # (message, bytes of the last good weights or None, model, meta)
+                message, blob, model, meta = payload
+                self._error, self._state = message, "failed"
+                if blob is not None:      # a diverged run keeps its last good weights for inspection
+                    self.model, self.meta = (model.eval(), meta) if model is not None else checkpoint.load(blob)
+
+    def _ended(self) -> None:
+        self.data = None
+        if self.on_end is not None:
+            self.on_end()
+
+
+def train_run(spec: RunSpec, data: Data, probe: torch.Tensor, control: Control, threads: int, emit) -> None:
+    """Train one run, telling `emit(kind, *payload)` what happens: "record" (a Metrics), "frame" (epoch,
+    reconstructions of `probe`), then "done" or "failed". Runs in the job's thread or in a training process."""
+    # A server shares its cores between runs, sessions and itself; OpenMP teams of several threads then
+    # spin-wait on each other and throughput collapses (measured on 2 busy cores: ~8,700 samples/s with
+    # one thread, ~320 with two). The setting applies to this thread's own parallel regions.
+    torch.set_num_threads(threads)
+    device = str(resolve_device(spec.train.device))
+    model, records = None, []
+    try:
+        model = build(spec.model, seed=spec.train.seed)
+        for m in fit(model, data, spec.train, control):
+            records.append(m)
+            emit("record", m)
+            if m.epoch_end:
+                emit("frame", m.epoch, reconstruct(model, probe))
+        model.cpu()
+        result = results(model, data, records)
+        meta = spec.meta(device, **result)
+        emit("done", result, checkpoint.to_bytes(model, meta), model, meta)
+    except TrainingDiverged as e:       # fit restored the last weights with a finite loss
+        meta = spec.meta(device, error=str(e))
+        emit("failed", str(e), checkpoint.to_bytes(model.cpu(), meta), model, meta)
+    except Exception as e:  # anything else is shown to the user rather than lost in a thread
+        emit("failed", f"{type(e).__name__}: {e}", None, None, None)
 
 
 def _fixed_digits(data: Data, n: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Callable
 from aecore.data import Data
 from aecore.models import build, count_params
 from aecore.runs.job import RunSpec, Snapshot, TrainingJob
+from aecore.runs.process import ProcessJob
 from aecore.runs.settings import RegistryConfig
 
 ENDED = ("finished", "stopped", "failed")
@@ -112,8 +113,8 @@ class RunRegistry:
                 raise RunRefused(f"the queue is full ({self.config.max_queued} runs waiting); try again in a "
                                  f"few minutes")
             run_id = secrets.token_urlsafe(16)          # 128 random bits: knowing it is the key to the run
-            job = TrainingJob(spec, data, threads=self.config.threads_per_run,
-                              on_end=lambda: self._ended(run_id))
+            backend = ProcessJob if self.config.backend == "processes" else TrainingJob
+            job = backend(spec, data, threads=self.config.threads_per_run, on_end=lambda: self._ended(run_id))
             now = self._clock()
             run = _Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor}, submitted=now,
                        seen=now, estimate_s=self._estimate(spec, data))
