@@ -10,6 +10,7 @@ pages = [
     st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:"),
     st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
+    st.Page("pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
 ]
 nav = st.navigation(pages)
 try:

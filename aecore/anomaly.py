@@ -65,6 +65,11 @@ def run_spec(recipe: str, dataset: str, normal: tuple[int, ...], epochs: int | N
     return RunSpec(name=name, model=r.model, data=DataConfig(dataset, HELD_OUT, tuple(normal)), train=train)
 
 
+def recipe_of(spec: RunSpec) -> str | None:
+    """The recipe a run's model comes from (any epochs), or None for a model no recipe builds."""
+    return next((r.name for r in RECIPES.values() if r.model == spec.model), None)
+
+
 # ---------------------------------------------------------------------------------------------- scores and AUC
 def score(model: Autoencoder, images) -> np.ndarray:
     """One anomaly score per image (N, 28, 28): the mean squared error of its reconstruction (higher = stranger)."""

@@ -194,3 +194,36 @@ def colorize(a: np.ndarray, zoom: int = 8) -> np.ndarray:
 def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
     """A [0, 1] grey image -> uint8 upscaled with nearest neighbour."""
     return (np.kron(np.clip(image, 0, 1), np.ones((factor, factor))) * 255).round().astype(np.uint8)
+
+
+def score_histogram(scores: np.ndarray, labels: np.ndarray, normal, class_names, by_class: bool = False,
+                    threshold: float | None = None) -> go.Figure:
+    """Anomaly scores of the normal test images against the others (or each class), overlaid, with the threshold."""
+    normal_mask = np.isin(labels, list(normal))
+    groups = [("normal (" + ", ".join(class_names[c] for c in normal) + ")", normal_mask)]
+    if by_class:
+        groups += [(class_names[c], labels == c) for c in sorted(set(labels.tolist()) - set(normal))]
+    else:
+        groups.append(("anomalous (every other class)", ~normal_mask))
+    bins = dict(start=0.0, end=float(np.quantile(scores, 0.995)), size=float(np.quantile(scores, 0.995)) / 60)
+    fig = go.Figure([go.Histogram(x=scores[m], name=name, xbins=bins, histnorm="probability density",
+                                  opacity=0.6) for name, m in groups])
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
+    fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="anomaly score (reconstruction MSE)", yaxis_title="density",
+                      legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float, float] | None = None) -> go.Figure:
+    """The ROC curve with its area, the chance diagonal and, if given, the current threshold's operating point."""
+    fig = go.Figure([go.Scatter(x=fpr, y=tpr, mode="lines", name=f"detector (AUC {auc:.3f})"),
+                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance (AUC 0.5)",
+                                line=dict(dash="dot", color="gray"))])
+    if point is not None:
+        fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name="threshold",
+                                 marker=dict(size=11, symbol="x")))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="false-alarm rate",
+                      yaxis_title="detection rate", legend=dict(orientation="h", y=1.12))
+    return fig

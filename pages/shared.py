@@ -11,9 +11,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from aecore import checkpoint, fetch
+from aecore import anomaly, checkpoint, fetch
 from aecore.data import DATASETS, DataConfig, DataError, load_split, split
 from aecore.runs import RegistryConfig, RunRegistry
 from aecore.models import count_params
@@ -82,6 +83,18 @@ def shipped_models() -> dict:
         model, meta = checkpoint.load(path)
         out[path.stem] = (model, meta)
     return out
+
+
+@st.cache_resource(show_spinner="Loading the one-class detectors…")
+def shipped_detectors() -> dict:
+    """name -> (model, meta) for the one-class detectors in models/anomaly/."""
+    return {name: anomaly.load_detector(path) for name, path in anomaly.shipped_detectors().items()}
+
+
+@st.cache_resource(show_spinner="Scoring the test set…", max_entries=32)
+def test_scores(name: str, _model, dataset: str) -> np.ndarray:
+    """A shipped model's anomaly scores on the whole test set, computed once per server (read-only)."""
+    return anomaly.score(_model, raw_split(dataset, "test").images)
 
 
 # ------------------------------------------------------------------------------------------- the server

@@ -1,0 +1,196 @@
+"""Anomalies: one-class detectors measured by ROC-AUC over the whole test set, and the tutorial's "a 6 is
+abnormal" shown with how often such a verdict holds."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from aecore import anomaly, viz
+from aecore.data import CLASS_NAMES, DATASETS, DataError
+from aecore.runs import RunRefused
+from pages import shared
+
+shared.require_frame()
+K = "anomalies."
+TUTORIAL_SIX = 11      # the first 6 of the MNIST test set, the tutorial's example
+
+st.title("Find anomalies")
+st.caption("Train an autoencoder on one kind of image only; what it reconstructs badly is called anomalous. "
+           "One number says how well that works: the ROC-AUC over the whole test set (1 = every anomaly scores "
+           "above every normal image, 0.5 = chance).")
+
+detectors = shared.shipped_detectors()
+test, problem = shared.test_split("mnist")
+if test is None:
+    shared.data_error_box(problem)
+    shared.data_missing("mnist")
+
+# ------------------------------------------------------------------------------------------------ the tutorial's case
+st.subheader("The tutorial's case: trained on 0s, is a 6 abnormal?")
+tutorial = shared.shipped_models().get("conv-digit0")
+recommended = detectors.get(f"{anomaly.DEFAULT_RECIPE}-mnist-0")
+if test is None:
+    st.info("Needs the MNIST test images (see above).")
+elif tutorial and recommended:
+    labels = test.labels.numpy()
+    zeros = labels == 0
+    cols = st.columns(2)
+    for col, (title, name, model) in zip(cols, [
+            ("Tutorial conv AE (conv-digit0)", "conv-digit0", tutorial[0]),
+            (f"Recommended: {anomaly.RECIPES[anomaly.DEFAULT_RECIPE].title}", f"{anomaly.DEFAULT_RECIPE}-mnist-0",
+             recommended[0])]):
+        scores = shared.test_scores(name, model, "mnist")
+        six = scores[TUTORIAL_SIX]
+        pct = float((scores[zeros] < six).mean() * 100)
+        with col:
+            st.markdown(f"**{title}**")
+            a, b = st.columns(2)
+            a.metric("the first test 6: percentile among the 0s", f"{pct:.1f}%")
+            b.metric("AUC, 0s vs all other digits", f"{anomaly.auc(scores, ~zeros):.3f}")
+            sixes = labels == 6
+            st.caption(f"Score of that 6: {six:.4f}. Over all {int(sixes.sum())} test 6s, "
+                       f"{(scores[sixes] > np.quantile(scores[zeros], 0.95)).mean():.0%} score above 95% of the 0s; "
+                       f"AUC 0s vs 6s: {anomaly.auc(np.r_[scores[zeros], scores[sixes]], np.r_[np.zeros(zeros.sum()), np.ones(sixes.sum())]):.3f}.")
+    st.caption("One 6 flagged proves little: the AUC says how often such a verdict holds across all 10,000 test "
+               "images. The tutorial's wide code reconstructs most digits well, so its error mostly measures ink.")
+
+# ------------------------------------------------------------------------------------------------ choose a detector
+st.subheader("A detector")
+trained = st.session_state.setdefault(K + "trained", {})     # name -> (model, meta), this session's detectors
+source = st.radio("Detector", ["shipped", "train one"], horizontal=True, key=K + "source",
+                  format_func={"shipped": "a shipped one (MNIST, one per digit)", "train one": "train one now"}.get)
+
+run = shared.linked_run(K + "run_id")
+collected = st.session_state.setdefault(K + "collected", set())   # run ids already measured
+if run is not None and not run.active and run.model is not None and run.id not in collected:
+    recipe = anomaly.recipe_of(run.spec)
+    try:
+        data = shared.data_for(run.spec.data)
+        meta = anomaly.detector_meta(run.model, run.spec, data.val, shared.raw_split(run.spec.data.dataset, "test"),
+                                     recipe or "custom", run.snapshot.last.elapsed if run.snapshot.last else 0.0)
+    except DataError as e:
+        shared.data_error_box(str(e))
+    else:
+        trained[f"{run.spec.name} (yours)"] = (run.model, meta)
+        collected.add(run.id)
+        st.session_state[K + "pick"] = f"{run.spec.name} (yours)"
+
+if source == "train one":
+    c1, c2, c3, c4 = st.columns(4)
+    dataset = c1.selectbox("Data set", DATASETS, key=K + "dataset")
+    normal = c2.multiselect("Normal class(es)", list(range(10)), default=[0], key=K + "normal",
+                            format_func=lambda c: CLASS_NAMES[dataset][c])
+    recipe = c3.selectbox("Recipe", list(anomaly.RECIPES), index=list(anomaly.RECIPES).index(anomaly.DEFAULT_RECIPE),
+                          key=K + "recipe", format_func=lambda r: anomaly.RECIPES[r].title)
+    epochs = c4.number_input("Epochs", 1, 100, anomaly.RECIPES[recipe].train.epochs, key=K + "epochs")
+    st.caption(anomaly.RECIPES[recipe].note)
+    busy = run is not None and run.active
+    if st.button("Train detector", icon=":material/play_arrow:", type="primary", disabled=busy or not normal,
+                 key=K + "btn_start"):
+        try:
+            spec = anomaly.run_spec(recipe, dataset, tuple(sorted(normal)), int(epochs))
+            run_id = shared.run_registry().submit(spec, shared.data_for(spec.data), shared.visitor())
+        except DataError as e:
+            shared.data_error_box(str(e))
+        except (RunRefused, ValueError) as e:
+            st.error(f"**Not started.** {e}", icon=":material/block:")
+        else:
+            st.session_state[K + "run_id"] = run_id
+            st.query_params["run"] = run_id
+            st.rerun()
+    if dataset not in shared.available_datasets():
+        shared.data_missing(dataset)
+
+    @st.fragment(run_every={"running": 0.5, "queued": 2.0}.get(run.state if run else None))
+    def progress():
+        r = shared.run_registry().view(run.id) if run else None
+        if r is None:
+            return
+        m = r.snapshot.last
+        if r.state == "queued":
+            st.progress(0.0, text=f"queued · number {r.position} in line · starts in {shared.about(r.starts_in_s)}")
+        elif m:
+            st.progress(r.snapshot.progress, text=f"{r.state} · {r.spec.name} · epoch {m.epoch}/{r.spec.train.epochs}"
+                                                  f" · loss {m.train_loss:.4f}")
+        if r.active:
+            if st.button("Stop", icon=":material/stop:", key=K + "btn_stop"):
+                shared.run_registry().stop(r.id)
+        elif run.active:
+            st.rerun()     # it ended: the whole page measures the new detector
+    progress()
+
+choices = {**{f"{n} (shipped)": d for n, d in detectors.items()}, **trained}
+if not choices:
+    st.info("No detector yet: train one above.")
+    st.stop()
+names = list(choices)
+if st.session_state.get(K + "pick") not in names:
+    st.session_state[K + "pick"] = next((n for n in names if n.startswith(f"{anomaly.DEFAULT_RECIPE}-mnist-0")),
+                                        names[0])
+pick = st.selectbox("Detector to examine", names, key=K + "pick")
+model, meta = choices[pick]
+info = meta["anomaly"]
+dataset, normal = info["dataset"], tuple(info["normal"])
+names_of = CLASS_NAMES[dataset]
+st.caption(f"Recipe **{anomaly.RECIPES[info['recipe']].title if info['recipe'] in anomaly.RECIPES else info['recipe']}**"
+           f" · data set {dataset} · normal: {', '.join(names_of[c] for c in normal)} · measured AUC "
+           f"**{info['auc']:.3f}** · trained in {info['train_seconds']:.0f} s")
+
+# The shipped detectors are a whole table: one per digit, same recipe.
+table = sorted((m["anomaly"] for _, m in detectors.values() if m["anomaly"]["dataset"] == dataset
+                and m["anomaly"]["recipe"] == info["recipe"] and len(m["anomaly"]["normal"]) == 1),
+               key=lambda a: a["normal"][0])
+if len(table) > 1:
+    with st.expander(f"All {len(table)} one-class tasks with this recipe (AUC on the whole test set)"):
+        st.dataframe(pd.DataFrame({
+            "normal class": [names_of[a["normal"][0]] for a in table],
+            "AUC": [a["auc"] for a in table],
+            "hardest other class": [names_of[int(min(a["per_class_auc"], key=a["per_class_auc"].get))] for a in table],
+            "its AUC": [min(a["per_class_auc"].values()) for a in table]}), hide_index=True)
+        st.markdown(f"Mean AUC **{np.mean([a['auc'] for a in table]):.3f}**, worst "
+                    f"**{min(a['auc'] for a in table):.3f}**.")
+
+test_set, problem = shared.test_split(dataset)
+if test_set is None:
+    if dataset != "mnist":      # MNIST's absence is reported at the top already
+        shared.data_error_box(problem)
+        shared.data_missing(dataset)
+    st.stop()
+scores = shared.test_scores(pick, model, dataset) if pick.endswith("(shipped)") else anomaly.score(model, test_set.images)
+labels = test_set.labels.numpy()
+is_anomaly = ~np.isin(labels, list(normal))
+
+# ------------------------------------------------------------------------------------------------ threshold
+st.subheader("Where to draw the line")
+rate = st.slider("False-alarm target: share of normal images flagged (set on held-out normal training images)",
+                 0.001, 0.30, 0.05, step=0.001, format="%.3f", key=K + "rate")
+threshold = anomaly.threshold_for(info["held_out_quantiles"], rate)
+c = anomaly.confusion(scores, is_anomaly, threshold)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("threshold (score)", f"{threshold:.4f}")
+m2.metric("precision", f"{c['precision']:.1%}")
+m3.metric("recall (anomalies caught)", f"{c['recall']:.1%}")
+m4.metric("false alarms on the test set", f"{c['false_alarm_rate']:.1%}")
+st.dataframe(pd.DataFrame({"called normal": [c["tn"], c["fn"]], "called anomalous": [c["fp"], c["tp"]]},
+                          index=["really normal", "really anomalous"]))
+
+h, r = st.columns(2)
+by_class = h.toggle("One histogram per class", key=K + "by_class")
+h.plotly_chart(viz.score_histogram(scores, labels, normal, names_of, by_class, threshold), key=K + "hist",
+               width="stretch")
+fpr, tpr, _ = anomaly.roc_curve(scores, is_anomaly)
+r.plotly_chart(viz.roc_figure(fpr, tpr, anomaly.auc(scores, is_anomaly), (c["false_alarm_rate"], c["recall"])),
+               key=K + "roc", width="stretch")
+
+per_class = anomaly.per_class_auc(scores, labels, normal)
+st.markdown("**AUC per anomalous class** (normal test images against that class alone): " +
+            " · ".join(f"{names_of[k]}: {v:.3f}" for k, v in per_class.items()))
+
+# ------------------------------------------------------------------------------------------------ extremes
+st.subheader("The most and the least anomalous test images")
+order = np.argsort(scores)
+most, least = order[::-1][:20].copy(), order[:20]   # copy: torch takes no negative strides
+a, b = st.columns(2)
+a.image(viz.grid(test_set.images[most].numpy() / 255.0, nrow=10, zoom=2),
+        caption="highest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in most[:10]) + " …")
+b.image(viz.grid(test_set.images[least].numpy() / 255.0, nrow=10, zoom=2),
+        caption="lowest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in least[:10]) + " …")
