@@ -37,7 +37,7 @@ TRAIN = ("Train", "Train an autoencoder")                      # (sidebar link, 
 OTHER_PAGES = [("Inspect", "Look inside the model"), ("Latent space", "Explore the latent space"),
                ("Draw", "Draw a digit")]
 OTHER_PAGE_SESSIONS = 3                                         # sessions that also visit the other pages
-SINGLE_WINDOW_S, AGGREGATE_WINDOW_S = 10.0, 15.0
+SINGLE_WINDOW_S, AGGREGATE_WINDOW_S = 10.0, 30.0
 SHOWN = ("queued", "running", "paused", "stopped", "finished", "failed")   # a run's states in the progress text
 STATE = re.compile(r"\b(" + "|".join(SHOWN) + r")\b")
 NUMBERS = {"rate": re.compile(r"([\d,]+) samples/s"), "step": re.compile(r"step ([\d,]+)/"),
@@ -207,7 +207,7 @@ def single_run(s: Session, pid: int, deadline: Deadline) -> tuple[float | None, 
 
 def start_together(starters: list[Session], single: float | None, pid: int,
                    deadline: Deadline) -> tuple[dict, list[int]]:
-    """M sessions press Start at one moment; then the cap, the queue and the aggregate samples/s over ~15 s.
+    """M sessions press Start at one moment; then the cap, the queue and the aggregate samples/s over ~30 s.
     Also returns the indexes of the sessions seen queued."""
     for s in starters:   # Start is clickable everywhere before the first click
         button(s.page, "Start").click(trial=True, timeout=deadline.ms(60))
