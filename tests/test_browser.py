@@ -18,11 +18,8 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,12 +52,6 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def chromium() -> str:
@@ -73,42 +64,15 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(request, chromium) -> str:
-    """`streamlit run app.py` on a free port; its base URL. Stopped when the module's tests are done."""
-    port = free_port()
+def server(chromium) -> str:
+    """`streamlit run app.py` on a free port (aecore.loadtest.serve); its base URL, for this module's tests."""
+    from aecore.loadtest import Deadline, serve
+
     env = dict(os.environ, AELAB_MAX_RUNS="1", AELAB_RUN_GRACE_S=str(GRACE_S))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def stop():
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-    request.addfinalizer(stop)
-
-    SERVER_PID[0] = proc.pid
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with code {proc.returncode}; see {log.name}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
-                if r.status == 200 and r.read().strip() == b"ok":
-                    return url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"streamlit did not answer {url}/_stcore/health within {STARTUP_S} s")
-        time.sleep(0.5)
+    with serve(env, ARTIFACTS / "streamlit.log", Deadline(STARTUP_S + 60)) as (url, pid):
+        SERVER_PID[0] = pid
+        yield url
 
 
 @pytest.fixture(scope="module")
