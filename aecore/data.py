@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST from IDX files, held as uint8 tensors, plus per-batch noise.
 
 Look-up order for the files: an explicit directory, the AECORE_DATA_DIR setting, ./data, AE Lab's download
-cache (`aecore.fetch.cache_dir()/<dataset>`, ~/.cache/aelab by default), and for Fashion-MNIST Debian's
+cache (`cache_dir()/<dataset>`: $AECORE_CACHE_DIR, else ~/.cache/aelab), and for Fashion-MNIST Debian's
 /usr/share/datasets/fashion-mnist. In each place we accept the flat official files
 (`train-images-idx3-ubyte[.gz]` ...) and torchvision's `<root>/MNIST/raw` (or `FashionMNIST/raw`) layout.
 Nothing is downloaded unless `download=True` is passed; then missing files are fetched by `aecore.fetch`

@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         out["error"] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]} (server log: {log})"
     else:
         log.unlink(missing_ok=True)
+    finally:
+        for launcher in log.parent.glob(f"aelab-chromium-nice*-{os.getpid()}"):
+            launcher.unlink(missing_ok=True)
     out["settings"]["wall_s"] = round(time.monotonic() - t0, 1)
     text = json.dumps(out, indent=2)
     print(text)

@@ -56,6 +56,7 @@ elif tutorial and recommended:
 # ------------------------------------------------------------------------------------------------ choose a detector
 st.subheader("A detector")
 trained = st.session_state.setdefault(K + "trained", {})     # name -> (model, meta), this session's detectors
+scored = st.session_state.setdefault(K + "scores", {})       # name -> their test-set scores, computed once
 source = st.radio("Detector", ["shipped", "train one"], horizontal=True, key=K + "source",
                   format_func={"shipped": "a shipped one (MNIST, one per digit)", "train one": "train one now"}.get)
 
@@ -71,6 +72,7 @@ if run is not None and not run.active and run.model is not None and run.id not i
         shared.data_error_box(str(e))
     else:
         trained[f"{run.spec.name} (yours)"] = (run.model, meta)
+        scored.pop(f"{run.spec.name} (yours)", None)     # a retrained detector of the same name
         collected.add(run.id)
         st.session_state[K + "pick"] = f"{run.spec.name} (yours)"
 
@@ -107,7 +109,7 @@ if source == "train one":
             return
         m = r.snapshot.last
         if r.state == "queued":
-            st.progress(0.0, text=f"queued · number {r.position} in line · starts in {shared.about(r.starts_in_s)}")
+            st.progress(0.0, text=shared.queue_text(r))
         elif m:
             st.progress(r.snapshot.progress, text=f"{r.state} · {r.spec.name} · epoch {m.epoch}/{r.spec.train.epochs}"
                                                   f" · loss {m.train_loss:.4f}")
@@ -155,7 +157,12 @@ if test_set is None:
         shared.data_error_box(problem)
         shared.data_missing(dataset)
     st.stop()
-scores = shared.test_scores(pick, model, dataset) if pick.endswith("(shipped)") else anomaly.score(model, test_set.images)
+if pick.endswith("(shipped)"):
+    scores = shared.test_scores(pick, model, dataset)
+else:
+    scores = scored.setdefault(pick, None)
+    if scores is None:
+        scores = scored[pick] = anomaly.score(model, test_set.images)
 labels = test_set.labels.numpy()
 is_anomaly = ~np.isin(labels, list(normal))
 

@@ -148,11 +148,10 @@ def watch(run_id: str) -> None:
     _watcher(visitor()).registry.heartbeat(run_id, visitor())
 
 
-def linked_run(key: str = None):
+def linked_run(key: str = RUN_ID):
     """The run a page shows, kept in session_state[key]: the one in the URL (`?run=<id>`: a reload, or a link
     opened in another tab) when there is one, else the session's. The URL is kept pointing at it, and this
     session watches it. An unknown or expired link gets a warning and is removed."""
-    key = key or RUN_ID
     registry = run_registry()
     linked = st.query_params.get("run")
     if linked and linked != st.session_state.get(key):
@@ -273,6 +272,15 @@ def about(seconds: float | None) -> str:
     if seconds < 5:
         return "under 5 s"
     return f"about {seconds:,.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
+
+
+def queue_text(run) -> str:
+    """A queued run's place, in the words every page uses: 'queued · number k in line · starts in …'."""
+    registry = run_registry()
+    cfg, counts = registry.config, registry.counts()
+    slots = cfg.max_gpu_runs if run.snapshot.device.startswith("cuda") else cfg.max_runs
+    return (f"queued · number {run.position} in line · starts in {about(run.starts_in_s)} (estimated) · "
+            f"{counts['running']} of {slots} training slots busy")
 
 
 # ------------------------------------------------------------------------------------------- data on first use

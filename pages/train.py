@@ -235,14 +235,6 @@ STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finishe
           "stopped": "stopped", "failed": "failed", "ready": "starting"}
 
 
-def queue_text(run) -> str:
-    cfg, counts = registry.config, registry.counts()
-    wait = shared.about(run.starts_in_s)
-    return (f"queued · number {run.position} in line · starts in {wait} (estimated) · "
-            f"{counts['running']} of {cfg.max_gpu_runs if run.snapshot.device.startswith('cuda') else cfg.max_runs} "
-            f"training slots busy")
-
-
 # A running run redraws its chart three times a second; a queued one only its place in line, every 2 s.
 @st.fragment(run_every={"running": 0.3, "queued": 2.0}.get(state))
 def live_view():
@@ -256,7 +248,7 @@ def live_view():
     pre = presets.PRESETS.get(spec.preset or "")
     status = STATUS[run.state]
     if run.state == "queued":
-        st.progress(0.0, text=queue_text(run))
+        st.progress(0.0, text=shared.queue_text(run))
         st.caption("This server trains a limited number of runs at once; yours starts by itself when a slot "
                    "frees. Keep this tab open (any page): a run nobody watches is stopped after "
                    f"{registry.config.grace_s:g} s. **Stop** takes it out of the queue.")
