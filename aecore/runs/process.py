@@ -39,7 +39,8 @@ class ProcessJob(TrainingJob):
             while True:
                 try:
                     kind, *payload = receive.recv()
-                except EOFError:
+                except EOFError:            # the pipe closes a moment before the process is reaped
+                    self._process.join(5)
                     self._receive("failed", f"the training process ended unexpectedly (exit code "
                                             f"{self._process.exitcode})", None, None, None)
                     break
