@@ -150,3 +150,84 @@ def test_the_recommended_recipe_has_batch_norm_and_the_expected_size():
     assert count_params(model) == 218_448 + 219_216 + 2 * 656
     out = model(torch.rand(5, 1, 28, 28))
     assert out.z.shape == (5, 16) and out.x_hat.shape == (5, 1, 28, 28)
+
+
+# ---------------------------------------------------------------------------------------------- the score
+class _Zeros(torch.nn.Module):
+    """A stand-in model whose reconstruction is always black: the score is then read off the image alone."""
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        from aecore.models import Output
+        return Output(z=None, raw=torch.zeros_like(x) + self.w, output="identity")
+
+
+def test_score_is_the_squared_error_over_the_worst_pixels():
+    a = np.zeros((3, 28, 28), np.float32)
+    a[0].flat[:30] = 1.0                        # 30 wrong pixels: the worst 20 are all 1 -> 1.0
+    a[1].flat[:10], a[1].flat[10:20] = 1.0, 0.5  # 10 at 1.0 and 10 at 0.25 squared -> 0.625
+    a[2].flat[:5] = 1.0                         # 5 wrong pixels among the worst 20 -> 0.25
+    s = anomaly.score(_Zeros(), a)
+    np.testing.assert_allclose(s, [1.0, 0.625, 0.25], rtol=1e-6)
+    assert anomaly.WORST_PIXELS == 20
+    np.testing.assert_allclose(anomaly.score(_Zeros(), (a * 255).astype(np.uint8)), s, rtol=1e-2)  # uint8 too
+
+
+# ---------------------------------------------------------------------------------------------- digit detector
+def test_the_cli_trains_a_digit_detector_with_a_verdict_threshold(tmp_path):
+    folder = tmp_path / "idx"
+    write_easy(folder, 200, 100)
+    out = tmp_path / "digits.safetensors"
+    r = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--digits", "--epochs", "2", "--device", "cpu",
+                        "--data-dir", str(folder), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    model, meta = anomaly.digit_detector(out)
+    a = meta["anomaly"]
+    assert a["normal"] == list(range(10)) and a["auc"] is None        # no anomalies in the test set to rank
+    assert a["verdict_threshold"] == pytest.approx(threshold_for(a["held_out_quantiles"], 0.10))
+    assert row["verdict_threshold"] == a["verdict_threshold"] and row["auc"] == a["drawings"]["auc"]
+    # the test folder's test split holds 0s and 1s: 20 enlarged digits, and the generated drawings
+    assert a["drawings"]["count_by_kind"]["mnist"] == 20 and a["drawings"]["count_by_kind"]["letter"] > 0
+    bad = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--digits", "--normal", "3"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--digits trains on all ten" in bad.stderr
+
+
+def test_digit_detector_refuses_a_detector_without_threshold(tmp_path):
+    model, meta = anomaly.load_detector(next(iter(anomaly.shipped_detectors().values())))
+    path = checkpoint.save(tmp_path / "one-class.safetensors", model, meta)
+    with pytest.raises(checkpoint.CheckpointError, match="without a verdict threshold"):
+        anomaly.digit_detector(path)
+
+
+def test_the_shipped_digit_detector_meets_its_targets_on_the_drawing_set():
+    model, meta = anomaly.digit_detector()
+    a = meta["anomaly"]
+    assert a["recipe"] == anomaly.DEFAULT_RECIPE and a["normal"] == list(range(10))
+    d = a["drawings"]
+    assert d["auc"] >= 0.97 and d["non_digits_unusual"] >= 0.80 and d["digits_typical"] >= 0.90
+    assert anomaly.DIGIT_DETECTOR.stat().st_size < 5_000_000
+    # Recomputed here without MNIST (fonts, strokes and the rest): the same scores the stored figures came from.
+    from aecore import drawset
+    drawings = drawset.build()
+    again = anomaly.drawing_figures(model, a["verdict_threshold"], drawings)
+    for kind in set(again["unusual_by_kind"]) - {"mnist"}:
+        assert again["unusual_by_kind"][kind] == pytest.approx(d["unusual_by_kind"][kind], abs=1e-4), kind
+    assert again["auc"] >= 0.96
+
+
+@pytest.mark.mnist
+def test_the_shipped_digit_detector_figures_reproduce_with_mnist():
+    from aecore import drawset
+    from aecore.data import load_split
+    model, meta = anomaly.digit_detector()
+    a = meta["anomaly"]
+    again = anomaly.drawing_figures(model, a["verdict_threshold"], drawset.build(load_split("mnist", "test")))
+    for key in ("auc", "non_digits_unusual", "digits_typical"):
+        assert again[key] == pytest.approx(a["drawings"][key], abs=1e-4), key
+    assert again["unusual_by_kind"] == pytest.approx(a["drawings"]["unusual_by_kind"], abs=1e-4)
+    assert again["count_by_kind"] == a["drawings"]["count_by_kind"]
