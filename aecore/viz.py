@@ -211,7 +211,7 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, normal, class_names,
     if threshold is not None:
         fig.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
     fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis_title="anomaly score (reconstruction MSE)", yaxis_title="density",
+                      xaxis_title="anomaly score (squared error over the 20 worst pixels)", yaxis_title="density",
                       legend=dict(orientation="h", y=1.12))
     return fig
 

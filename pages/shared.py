@@ -91,6 +91,15 @@ def shipped_detectors() -> dict:
     return {name: anomaly.load_detector(path) for name, path in anomaly.shipped_detectors().items()}
 
 
+@st.cache_resource(show_spinner="Loading the digit detector…")
+def digit_detector():
+    """The Draw page's "is this a digit?" detector, (model, meta), or None when its checkpoint is missing."""
+    try:
+        return anomaly.digit_detector()
+    except (OSError, checkpoint.CheckpointError):
+        return None
+
+
 @st.cache_resource(show_spinner="Scoring the test set…", max_entries=32)
 def test_scores(name: str, _model, dataset: str) -> np.ndarray:
     """A shipped model's anomaly scores on the whole test set, computed once per server (read-only)."""

@@ -722,8 +722,30 @@ def test_drawing_is_scored(tiny_idx):
     assert 0.0 <= error < 1.0
     pct = float(metrics["Percentile among the test set"])
     assert 0.0 <= pct <= 100.0
-    assert any(f"{pct:.1f}% of the test digits" in t for t in texts(at.markdown))
+    assert any(f"{pct:.1f}% of the test digits" in t for t in texts(at.caption))
     assert len(at.get("image")) == 3              # input, reconstruction, error map
+    assert "Is it a digit?" in texts(at.subheader)
+    assert 0.0 <= float(metrics["Percentile among real digits"]) <= 100.0
+    assert any("Verdict by the digit detector, not by the active model" in t for t in texts(at.caption))
+
+
+def test_the_digit_verdict_tells_a_digit_from_a_symbol(tiny_idx):
+    """A 7 and a # in the same font: the page's verdicts are the detector's, at its stored threshold."""
+    from aecore import anomaly, drawset
+    from aecore.preprocess import to_mnist
+    model, meta = anomaly.digit_detector()
+    font = drawset.fonts_available()[0][1]
+    seen = {}
+    for char in "7#":
+        picture = drawset.render_text(char, font)
+        s = anomaly.score(model, to_mnist(picture)[None])[0]
+        at = goto(open_app(), "pages/draw.py")
+        at.session_state["draw.canvas"] = canvas_value(np.stack([picture] * 3 + [np.full_like(picture, 255)], -1))
+        at.run()
+        assert not at.exception and not at.error
+        assert float({m.label: m.value for m in at.metric}["Digit detector score"]) == pytest.approx(s, abs=1e-4)
+        seen[char] = next(t for t in texts(at.markdown) if "typical of handwritten digits" in t or "unusual" in t)
+    assert "typical of handwritten digits" in seen["7"] and "unusual" in seen["#"]
 
 
 def test_blank_drawing_gives_the_hint(tiny_idx):

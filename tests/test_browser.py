@@ -1,5 +1,5 @@
 """End to end in a real Chromium: train a short run, reload during it, leave the page and come back, then draw
-a digit; two visitors share one training slot (one runs, one is queued); a closed tab's run stops.
+a digit (the digit detector calls it typical) and move the Anomalies page's threshold; two visitors share one training slot (one runs, one is queued); a closed tab's run stops.
 
 The server runs with AELAB_MAX_RUNS=1 and a short grace time (GRACE_S) for unwatched runs.
 
@@ -288,7 +288,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     #    locators pierce its shadow root; fabric.js listens on the upper of its two canvases)
     goto(page, "Draw", "Draw a digit")
     page.get_by_text("Active model:").wait_for()
-    measurements["active_model_on_draw"] = page.get_by_text("Active model:").inner_text().split(".")[0]
+    measurements["active_model_on_draw"] = page.get_by_text("Active model:").inner_text().split(" (")[0]
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for(state="visible")
     wait_idle(page)
@@ -317,8 +317,28 @@ def train_switch_pages_and_draw(page, server, measurements):
     caption.wait_for()
     measurements["draw_server_time_ms"] = float(
         re.search(r"server time: ([\d.,]+) ms", caption.inner_text()).group(1).replace(",", ""))
+    page.get_by_role("heading", name="Is it a digit?").wait_for()
+    verdict = page.get_by_text(re.compile("typical of handwritten digits|unusual: this does not look like"))
+    measurements["draw_verdict"] = verdict.inner_text()
+    assert "typical of handwritten digits" in measurements["draw_verdict"]     # a 7 is a digit
     wait_idle(page)
     screenshot(page, "draw")
+
+    # -- Anomalies: the tutorial's case beside the recommended detector, the charts, and a threshold that moves
+    goto(page, "Anomalies", "Find anomalies")
+    page.get_by_role("heading", name="Where to draw the line").wait_for(timeout=60_000)
+    page.get_by_text("Recommended:").first.wait_for()
+    expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=30_000)     # histogram and ROC
+    threshold = page.get_by_test_id("stMetric").filter(has_text="threshold (score)").get_by_test_id("stMetricValue")
+    before = threshold.inner_text()
+    page.get_by_role("slider").first.focus()
+    for _ in range(20):
+        page.keyboard.press("ArrowRight")            # a higher false-alarm target: a lower threshold
+    expect(threshold).not_to_have_text(before, timeout=30_000)
+    measurements["anomaly_threshold_moved"] = [before, threshold.inner_text()]
+    assert float(threshold.inner_text()) < float(before)
+    wait_idle(page)
+    screenshot(page, "anomalies")
 
     measurements["test_wall_s"] = round(time.monotonic() - t_start, 1)
 
