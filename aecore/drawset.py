@@ -64,14 +64,15 @@ def build(mnist_test=None, per_digit: int = 10, scribbles: int = 60, seed: int =
 
 def enlarged_mnist(test, per_digit: int) -> list[Drawing]:
     """The first `per_digit` test images of each class, enlarged 10× onto the canvas (bilinear)."""
-    from PIL import Image
     images, labels = (test.images.numpy(), test.labels.numpy()) if hasattr(test, "images") else test
-    out = []
-    for d in range(10):
-        for i in np.flatnonzero(labels == d)[:per_digit]:
-            big = Image.fromarray(np.asarray(images[i], np.uint8)).resize((CANVAS, CANVAS), Image.BILINEAR)
-            out.append(Drawing("mnist", f"{d}: test image {i}", np.asarray(big)))
-    return out
+    return [Drawing("mnist", f"{d}: test image {i}", enlarge(images[i]))
+            for d in range(10) for i in np.flatnonzero(labels == d)[:per_digit]]
+
+
+def enlarge(image) -> np.ndarray:
+    """A 28×28 uint8 image enlarged 10× to fill the canvas (bilinear)."""
+    from PIL import Image
+    return np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((CANVAS, CANVAS), Image.BILINEAR))
 
 
 def fonts_available() -> list[tuple[str, object]]:

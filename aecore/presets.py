@@ -77,7 +77,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         name="conv-digit0",
         title="Conv AE trained on 0s (anomaly detection)",
         tutorial="Convolutional AE (1->16->4 conv/pool, transposed-conv decoder) trained only on digit 0, MSE, "
-                 "Adam 1e-3, batch 50, 30 epochs; its reconstruction error flags a 6 as abnormal.",
+                 "Adam 1e-3, batch 50, 30 epochs; its reconstruction error flags a 6 as abnormal. The tutorial "
+                 "scales its inputs to -1..1 yet ends in a sigmoid (outputs 0..1), so it can never reconstruct "
+                 "the background exactly; here inputs stay in 0..1, the sigmoid's own range.",
         model=ModelConfig(family="conv", channels=(16, 4), activation="relu", output="sigmoid", loss="mse"),
         data=DataConfig(classes=(0,)),
         train=TrainConfig(epochs=30, batch_size=50, lr=1e-3),

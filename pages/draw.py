@@ -22,14 +22,15 @@ def digit_verdict(x, detector) -> None:
     model, meta = detector
     a = meta["anomaly"]
     s = float(anomaly.score(model, x[None])[0])
-    pct = scoring.percentile(s, a["held_out_quantiles"])
+    pct = scoring.percentile(s, a["canvas_quantiles"])
     unusual = s > a["verdict_threshold"]
     st.subheader("Is it a digit?")
     m1, m2 = st.columns(2)
     m1.metric("Digit detector score", f"{s:.4f}", help="Squared reconstruction error over the 20 worst pixels "
               f"(aecore.anomaly.score); the verdict threshold is {a['verdict_threshold']:.4f}.")
     m2.metric("Percentile among real digits", f"{pct:.1f}",
-              help="Share of held-out MNIST training digits that score lower.")
+              help="Share of held-out MNIST training digits, enlarged onto this canvas and brought back, that "
+                   "score lower.")
     if unusual:
         st.markdown(f"**:material/warning: unusual: this does not look like the handwritten digits the detector "
                     f"learned** — it scores above {pct:.1f}% of real digits (the line is at "
@@ -45,9 +46,9 @@ def digit_verdict(x, detector) -> None:
                f"({digits} digits: enlarged MNIST, fonts, pen strokes; {sum(n.values()) - digits} letters, "
                f"symbols, shapes and scribbles) it ranks digits below the rest with AUC {d['auc']:.3f}, calls "
                f"{d['non_digits_unusual']:.0%} of the non-digits unusual and {d['digits_typical']:.0%} of the digits "
-               f"typical. The non-digits it most often takes for digits: C and c (an open 0 or 6), braces and Y (a "
-               f"1 or a 4), question marks (a 2 or 7), f and t; the digits it most often doubts: bold 4s, 1s and 8s "
-               f"in fonts, whose strokes are wider than handwriting.")
+               f"typical. The non-digits it most often takes for digits: braces and f (a 1), C and c (an open 0 or "
+               f"6), question marks (a 2 or 7) and Y; the digits it most often doubts: 4s in fonts, closed at the "
+               f"top where handwritten 4s are mostly open.")
 
 
 st.title("Draw a digit")
