@@ -25,13 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aecore import checkpoint
-from aecore.data import DATASETS, DataConfig, DataError, Split, load_split, split
+from aecore.data import DATASETS, Data, DataConfig, DataError, Split, load_split, split
 from aecore.models import Autoencoder, ModelConfig, build
 from aecore.runs.job import RunSpec
-from aecore.scoring import error_quantiles, reconstruct
+from aecore.scoring import error_quantiles, pixel_errors
 from aecore.train import TrainConfig, TrainingDiverged, fit
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "anomaly"
@@ -39,6 +38,7 @@ DIGIT_DETECTOR = MODELS_DIR.parent / "digits" / "digit-detector.safetensors"
 VERDICT_FALSE_ALARM = 0.01   # the digit detector calls "unusual" what scores above 99% of held-out MNIST digits
                              # drawn on the canvas (enlarged onto it, then back through to_mnist)
 HELD_OUT = 0.1      # the first tenth of the normal training images: thresholds by false-alarm rate come from it
+CONFUSED = 10       # drawing_figures names this many of the detector's likeliest mistakes each way
 WORST_PIXELS = 20   # `score` averages the squared error over this many of an image's worst-reconstructed pixels
 
 
@@ -89,10 +89,8 @@ def score(model: Autoencoder, images) -> np.ndarray:
     over all 784 pixels that difference is diluted by the pixels any model gets right (the README's anomaly
     tables measure both).
     """
-    x = torch.as_tensor(np.asarray(images)).reshape(-1, 28, 28)
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    errors = (torch.from_numpy(reconstruct(model, x)) - x).square().flatten(1)
-    return errors.topk(min(WORST_PIXELS, errors.shape[1]), dim=1).values.mean(1).double().numpy()
+    worst = np.partition(pixel_errors(model, images), -WORST_PIXELS, axis=1)[:, -WORST_PIXELS:]
+    return worst.mean(axis=1, dtype=np.float64)
 
 
 def auc(scores, is_anomaly) -> float:
@@ -179,6 +177,12 @@ def detector_meta(model: Autoencoder, spec: RunSpec, held_out: Split, test: Spli
 def train(recipe: str, dataset: str, normal: tuple[int, ...], epochs: int | None = None, device: str = "auto",
           seed: int = 0, data_dir=None, log=None) -> tuple[Autoencoder, dict]:
     """Train one detector and measure it on the whole test set; returns (model on CPU, checkpoint meta)."""
+    model, meta, _ = _train(recipe, dataset, normal, epochs, device, seed, data_dir, log)
+    return model, meta
+
+
+def _train(recipe, dataset, normal, epochs, device, seed, data_dir, log) -> tuple[Autoencoder, dict, Data]:
+    """`train`, also returning the data it used (train, held-out normal images, the whole test set)."""
     spec = run_spec(recipe, dataset, normal, epochs, device, seed)
     train_split, test = load_split(dataset, "train", data_dir), load_split(dataset, "test", data_dir)
     data = split(train_split, test, spec.data)
@@ -189,7 +193,7 @@ def train(recipe: str, dataset: str, normal: tuple[int, ...], epochs: int | None
             log(f"epoch {m.epoch}/{spec.train.epochs}: loss {m.epoch_loss:.4f}")
     seconds = time.perf_counter() - t
     model.cpu().eval()
-    return model, detector_meta(model, spec, data.val, test, recipe, seconds)
+    return model, detector_meta(model, spec, data.val, test, recipe, seconds), Data(data.train, data.val, test)
 
 
 def load_detector(path) -> tuple[Autoencoder, dict]:
@@ -212,13 +216,17 @@ def digit_detector(path=None) -> tuple[Autoencoder, dict]:
 
 def drawing_figures(model: Autoencoder, threshold: float, drawings) -> dict:
     """How a detector's verdict holds on a drawing set: digits vs the rest AUC, the share of non-digits called
-    "unusual" and of digits called "typical" at `threshold`, and the share called unusual per kind."""
+    "unusual" and of digits called "typical" at `threshold`, the share called unusual per kind, and the CONFUSED
+    non-digits scoring lowest and digits scoring highest (its likeliest mistakes)."""
     from aecore import drawset
     from aecore.preprocess import to_mnist
     scores = score(model, np.stack([to_mnist(d.image) for d in drawings]))
     is_digit = np.array([d.is_digit for d in drawings])
     kinds = np.array([d.kind for d in drawings])
+    order = np.argsort(scores, kind="stable")
     return {"auc": round(auc(scores, ~is_digit), 4),
+            "most_digit_like_non_digits": [drawings[i].what for i in order if not is_digit[i]][:CONFUSED],
+            "least_digit_like_digits": [drawings[i].what for i in order[::-1] if is_digit[i]][:CONFUSED],
             "non_digits_unusual": round(float((scores[~is_digit] > threshold).mean()), 4),
             "digits_typical": round(float((scores[is_digit] <= threshold).mean()), 4),
             "unusual_by_kind": {k: round(float((scores[kinds == k] > threshold).mean()), 4)
@@ -231,16 +239,14 @@ def train_digit_detector(recipe: str = DEFAULT_RECIPE, epochs: int | None = None
     """The recipe trained on all ten MNIST digits, its verdict threshold, and its figures on the drawing set."""
     from aecore import drawset
     from aecore.preprocess import to_mnist
-    model, meta = train(recipe, "mnist", tuple(range(10)), epochs, device, seed, data_dir, log)
+    model, meta, data = _train(recipe, "mnist", tuple(range(10)), epochs, device, seed, data_dir, log)
     a = meta["anomaly"]
-    test = load_split("mnist", "test", data_dir)
-    held_out = split(load_split("mnist", "train", data_dir), test, run_spec(recipe, "mnist", tuple(range(10))).data).val
     # The page sees digits after the canvas and to_mnist, which smooth them: its line comes from digits so seen.
-    on_canvas = np.stack([to_mnist(drawset.enlarge(x)) for x in held_out.images.numpy()])
+    on_canvas = np.stack([to_mnist(drawset.enlarge(x)) for x in data.val.images.numpy()])
     a["canvas_quantiles"] = error_quantiles(score(model, on_canvas))
     a["verdict_threshold"] = threshold_for(a["canvas_quantiles"], VERDICT_FALSE_ALARM)
     a["verdict_false_alarm"] = VERDICT_FALSE_ALARM
-    a["drawings"] = drawing_figures(model, a["verdict_threshold"], drawset.build(test, seed=seed))
+    a["drawings"] = drawing_figures(model, a["verdict_threshold"], drawset.build(data.test, seed=seed))
     return model, meta
 
 

@@ -44,8 +44,8 @@ class Drawing:
 
 
 def build(mnist_test=None, per_digit: int = 10, scribbles: int = 60, seed: int = 0) -> list[Drawing]:
-    """The whole set. `mnist_test`: a Split (or (N, 28, 28) uint8 array with labels) for the enlarged digits,
-    `per_digit` of each class taken from the start; without it there are no "mnist" drawings."""
+    """The whole set. `mnist_test`: the MNIST test Split for the enlarged digits, `per_digit` of each class taken
+    from the start; without it there are no "mnist" drawings."""
     rng = np.random.default_rng(seed)
     out = []
     if mnist_test is not None:
@@ -64,7 +64,7 @@ def build(mnist_test=None, per_digit: int = 10, scribbles: int = 60, seed: int =
 
 def enlarged_mnist(test, per_digit: int) -> list[Drawing]:
     """The first `per_digit` test images of each class, enlarged 10× onto the canvas (bilinear)."""
-    images, labels = (test.images.numpy(), test.labels.numpy()) if hasattr(test, "images") else test
+    images, labels = test.images.numpy(), test.labels.numpy()
     return [Drawing("mnist", f"{d}: test image {i}", enlarge(images[i]))
             for d in range(10) for i in np.flatnonzero(labels == d)[:per_digit]]
 
@@ -197,10 +197,10 @@ def contact_sheet(drawings: list[Drawing], columns: int = 20, side: int = 56) ->
 if __name__ == "__main__":
     from PIL import Image
     from aecore.data import DataError, load_split
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m aecore.drawset OUT.png")
     try:
         test = load_split("mnist", "test")
     except DataError:
         test = None
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m aecore.drawset OUT.png")
     Image.fromarray(contact_sheet(build(test))).save(sys.argv[1])

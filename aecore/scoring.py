@@ -19,10 +19,15 @@ def reconstruct(model: Autoencoder, images, batch_size: int = 1000) -> np.ndarra
     return torch.cat(parts).reshape(-1, 28, 28).numpy() if parts else np.zeros((0, 28, 28), np.float32)
 
 
+def pixel_errors(model: Autoencoder, images) -> np.ndarray:
+    """Squared error of every pixel's reconstruction in [0, 1] pixel space, float32 (N, 784)."""
+    x = _as_float(images).reshape(-1, 28, 28).numpy()
+    return ((reconstruct(model, images) - x) ** 2).reshape(len(x), -1)
+
+
 def reconstruction_error(model: Autoencoder, images) -> np.ndarray:
     """One error per image: mean squared error in [0, 1] pixel space, whatever the model's loss or output."""
-    x = _as_float(images).reshape(-1, 28, 28).numpy()
-    return ((reconstruct(model, images) - x) ** 2).mean(axis=(1, 2))
+    return pixel_errors(model, images).mean(axis=1)
 
 
 def error_quantiles(errors: np.ndarray) -> list[float]:

@@ -5,7 +5,7 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas   # only importable inside a running page
 
-from aecore import anomaly, preprocess, scoring, viz
+from aecore import anomaly, drawset, preprocess, scoring, viz
 from pages import shared
 
 shared.require_frame()
@@ -31,24 +31,24 @@ def digit_verdict(x, detector) -> None:
     m2.metric("Percentile among real digits", f"{pct:.1f}",
               help="Share of held-out MNIST training digits, enlarged onto this canvas and brought back, that "
                    "score lower.")
+    line = f"the line is at {100 * (1 - a['verdict_false_alarm']):.0f}%"
     if unusual:
         st.markdown(f"**:material/warning: unusual: this does not look like the handwritten digits the detector "
-                    f"learned** — it scores above {pct:.1f}% of real digits (the line is at "
-                    f"{100 * (1 - a['verdict_false_alarm']):.0f}%).")
+                    f"learned** — it scores above {pct:.1f}% of real digits ({line}).")
     else:
         st.markdown(f"**:material/check_circle: typical of handwritten digits** — {pct:.1f}% of real digits score "
-                    f"lower (the line is at {100 * (1 - a['verdict_false_alarm']):.0f}%).")
+                    f"lower ({line}).")
     d = a["drawings"]
     n = d["count_by_kind"]
-    digits = sum(n[k] for k in ("mnist", "font digit", "stroke digit") if k in n)
+    digits = sum(n.get(k, 0) for k in drawset.DIGIT_KINDS)
     st.caption(f"Verdict by the digit detector, not by the active model: the `{a['recipe']}` recipe trained on all "
                f"ten MNIST digits (`models/digits/`). On a set of {sum(n.values())} canvas drawings "
                f"({digits} digits: enlarged MNIST, fonts, pen strokes; {sum(n.values()) - digits} letters, "
                f"symbols, shapes and scribbles) it ranks digits below the rest with AUC {d['auc']:.3f}, calls "
                f"{d['non_digits_unusual']:.0%} of the non-digits unusual and {d['digits_typical']:.0%} of the digits "
-               f"typical. The non-digits it most often takes for digits: braces and f (a 1), C and c (an open 0 or "
-               f"6), question marks (a 2 or 7) and Y; the digits it most often doubts: 4s in fonts, closed at the "
-               f"top where handwritten 4s are mostly open.")
+               f"typical. The non-digits it finds most digit-like: "
+               f"{', '.join(d['most_digit_like_non_digits'][:6])}; the digits it finds least digit-like: "
+               f"{', '.join(d['least_digit_like_digits'][:6])}.")
 
 
 st.title("Draw a digit")

@@ -211,6 +211,10 @@ def test_the_shipped_digit_detector_meets_its_targets_on_the_drawing_set():
     assert a["recipe"] == anomaly.DEFAULT_RECIPE and a["normal"] == list(range(10))
     d = a["drawings"]
     assert d["auc"] >= 0.97 and d["non_digits_unusual"] >= 0.80 and d["digits_typical"] >= 0.90
+    # its likeliest mistakes, named for the page: non-digits that score lowest, digits that score highest
+    assert len(d["most_digit_like_non_digits"]) == len(d["least_digit_like_digits"]) == anomaly.CONFUSED
+    assert not any(w[0].isdigit() for w in d["most_digit_like_non_digits"])
+    assert all(w[0].isdigit() for w in d["least_digit_like_digits"])
     assert anomaly.DIGIT_DETECTOR.stat().st_size < 5_000_000
     # Recomputed here without MNIST (fonts, strokes and the rest): the same scores the stored figures came from.
     from aecore import drawset
@@ -232,3 +236,4 @@ def test_the_shipped_digit_detector_figures_reproduce_with_mnist():
         assert again[key] == pytest.approx(a["drawings"][key], abs=1e-4), key
     assert again["unusual_by_kind"] == pytest.approx(a["drawings"]["unusual_by_kind"], abs=1e-4)
     assert again["count_by_kind"] == a["drawings"]["count_by_kind"]
+    assert again["most_digit_like_non_digits"] == a["drawings"]["most_digit_like_non_digits"]

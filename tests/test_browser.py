@@ -1,5 +1,6 @@
 """End to end in a real Chromium: train a short run, reload during it, leave the page and come back, then draw
-a digit (the digit detector calls it typical) and move the Anomalies page's threshold; two visitors share one training slot (one runs, one is queued); a closed tab's run stops.
+a digit (the digit detector calls it typical) and move the Anomalies page's threshold; two visitors share one
+training slot (one runs, one is queued); a closed tab's run stops.
 
 The server runs with AELAB_MAX_RUNS=1 and a short grace time (GRACE_S) for unwatched runs.
 
