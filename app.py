@@ -11,6 +11,7 @@ pages = [
     st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
     st.Page("pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ]
 nav = st.navigation(pages)
 try:

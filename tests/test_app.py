@@ -39,7 +39,7 @@ from pages import shared  # noqa: E402
 
 TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
           "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit",
-          "pages/anomalies.py": "Find anomalies"}
+          "pages/anomalies.py": "Find anomalies", "pages/compare.py": "Compare runs"}
 DEFAULT_MODEL = "shipped:pytorch-784-200"
 WAIT = 120.0
 
@@ -277,7 +277,7 @@ def test_every_page_renders_without_data(no_data, page):
     assert texts(at.title) == [TITLES[page]]
     assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL   # shipped models do not need data
     assert "**pytorch-784-200**" in sidebar_markdown(at)
-    if page in ("pages/inspect.py", "pages/latent.py", "pages/anomalies.py"):
+    if page in ("pages/inspect.py", "pages/latent.py", "pages/anomalies.py", "pages/compare.py"):
         boxes = [t for t in texts(at.error) if "Data not available" in t]
         assert len(boxes) == 1 and ENV_VAR in boxes[0]
     else:

@@ -1,0 +1,172 @@
+"""Compare: this visitor's finished and stopped runs, their uploads and the shipped models in one table; two to
+eight of them side by side (loss curves, the settings that differ, figures, reconstructions, first-layer filters).
+"""
+import weakref
+
+import numpy as np
+import streamlit as st
+
+from aecore import compare, viz
+from pages import shared
+
+shared.require_frame()
+K = "compare."
+PICKED = K + "picked"
+CACHE_SIZE = 24      # pictures kept per session, about 60 KB each: a rerun redraws them all, and tiling is slow
+PER_ROW = 4          # filter blocks side by side
+N_DIGITS = 8
+BASELINE = "shipped:pytorch-784-200"   # the Train page's default preset: the shipped model a new run is set against
+LOSS = st.column_config.NumberColumn(format="%.5f")
+COLUMNS = {"parameters": st.column_config.NumberColumn(format="localized"), "train loss": LOSS,
+           "validation loss": LOSS, "test loss": LOSS, "median test error (MSE per image)": LOSS}
+
+
+def derived(owner, what: str, compute):
+    """`compute()`, kept in this session (bounded, oldest out) for as long as `owner` (a model, a test split)
+    lives: found by the owner's identity, so a new model under an old name (a second upload) is never mixed up."""
+    cache = st.session_state.setdefault(K + "cache", {})
+    key = (id(owner), what)
+    hit = cache.pop(key, None)
+    if hit is None or hit[0]() is not owner:
+        hit = (weakref.ref(owner), compute())
+    cache[key] = hit
+    while len(cache) > CACHE_SIZE:
+        del cache[next(iter(cache))]
+    return hit[1]
+
+
+def curves(chosen: list[compare.Entry]) -> None:
+    st.subheader("Loss per epoch")
+    bare = [e.name for e in chosen if not e.history]
+    if len(bare) < len(chosen):
+        st.plotly_chart(compare.curves_figure(chosen), key=K + "chart", width="stretch")
+        st.caption("Solid: mean training loss over each epoch; dashed: held-out loss after it (the validation "
+                   "split when the run had one, else the test set). Each model in its own loss, named in the "
+                   "legend: a BCE and an MSE curve are not on the same scale.")
+    if bare:
+        st.info(f"No per-epoch history recorded for: {', '.join(bare)}.", icon=":material/info:")
+
+
+def settings(chosen: list[compare.Entry]) -> None:
+    st.subheader("Settings that differ")
+    rows = compare.differing_settings(chosen)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="content")
+        shown = {v for row in rows for v in row.values()}
+        notes = [f"{compare.MISSING}: not recorded in that model's checkpoint" * (compare.MISSING in shown),
+                 f"{compare.NOT_USED}: the setting has no effect on that model" * (compare.NOT_USED in shown)]
+        st.caption("; ".join(["Only the settings whose values are not all the same", *filter(None, notes)]) + ".")
+    else:
+        st.markdown("They differ in no setting: same model, data and training configuration.")
+
+
+def figures(chosen: list[compare.Entry]) -> None:
+    st.subheader("Figures")
+    st.dataframe(compare.figure_rows(chosen), hide_index=True, width="stretch", column_config=COLUMNS)
+    st.caption("Losses as each run measured them, in its own loss and on its own data (a model trained on one "
+               "class is tested on that class). The median test error is per-image squared error in pixel "
+               "space, the same measure for every model. Training time: pauses and evaluation excluded.")
+
+
+def reconstructions(chosen: list[compare.Entry]) -> None:
+    st.subheader("The same test digits, reconstructed")
+    st.caption(f"Each model reconstructs the test images of the data set it was trained on (MNIST when its "
+               f"checkpoint does not say): the first test image of each class, {N_DIGITS} in all, the same for "
+               f"every model of that data set, given clean (without the noise some were trained with).")
+    groups: dict[str, list[compare.Entry]] = {}
+    for e in chosen:
+        groups.setdefault(e.dataset or "mnist", []).append(e)
+    tests = {ds: shared.test_split(ds) for ds in groups}
+    missing = [ds for ds, (test, _) in tests.items() if test is None]
+    if missing:
+        shared.data_error_box(tests[missing[0]][1])
+        names = [e.name for ds in missing for e in groups[ds]]
+        st.caption(f"No reconstructions for {', '.join(names)}: the {' and '.join(missing)} test images are not "
+                   f"on this server.")
+        for ds in missing:
+            shared.data_missing(ds)
+    for ds, members in groups.items():
+        test = tests[ds][0]
+        if test is None:
+            continue
+        idx, images, picture = derived(test, "digits", lambda test=test: originals(test))
+        st.image(picture, caption=f"originals: {ds} test images #{', #'.join(map(str, idx))}",
+                 alt=f"A row of {len(idx)} {ds} test images, one of each class.")
+        for e in members:
+            mse, picture = derived(e.model, f"recon:{id(test)}",   # the split the digits come from
+                                   lambda e=e, images=images: reconstruction(e, images))
+            st.image(picture, caption=f"{e.name} · mean squared error on these {len(idx)}: {mse:.4f}",
+                     alt=f"The same {len(idx)} images as reconstructed by {e.name}.")
+
+
+def originals(test) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The digits every model of this data set is shown: indices, uint8 images (N, 28, 28), their picture."""
+    idx = compare.digit_picks(test.labels.numpy(), N_DIGITS)
+    images = test.images[idx].numpy()
+    return idx, images, viz.grid(images / 255.0, nrow=N_DIGITS, zoom=3)
+
+
+def reconstruction(entry: compare.Entry, images: np.ndarray) -> tuple[float, np.ndarray]:
+    recon = compare.reconstructions([entry], images)[0]
+    return float(((recon - images / 255.0) ** 2).mean()), viz.grid(recon, nrow=N_DIGITS, zoom=3)
+
+
+def filters(chosen: list[compare.Entry]) -> None:
+    st.subheader("First-layer filters")
+    most = min(compare.filter_count(e) for e in chosen)
+    if most > 1:   # kept within the range of the current picks (a conv model has few kernels)
+        st.session_state[K + "filters"] = min(st.session_state.get(K + "filters", 16), most)
+        count = st.slider("Filters per model", 1, most, key=K + "filters", persist_state="session")
+    else:
+        count = most
+    st.caption(f"The first {count} of each model, every tile scaled on its own: an MLP's first-layer weights "
+               f"(784 per unit, shown 28×28), a conv model's first kernels.")
+    for start in range(0, len(chosen), PER_ROW):
+        for col, e in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
+            side, picture = derived(e.model, f"filters:{count}", lambda e=e: filter_picture(e, count))
+            what = f"kernels {side}×{side}" if e.config.family == "conv" else "units"
+            col.image(picture, caption=f"{e.name}: {count} of {compare.filter_count(e)} {what}",
+                      alt=f"A grid of {count} grey tiles: the first-layer weights of {e.name}.")
+
+
+def filter_picture(entry: compare.Entry, count: int) -> tuple[int, np.ndarray]:
+    """A tile's side and the block of `count` filters, tiles of about 56 px whatever their size."""
+    tiles = compare.first_layer_filters(entry, count)
+    side = tiles.shape[-1]
+    return side, viz.grid(tiles, nrow=compare.grid_columns(count), zoom=max(1, 56 // side))
+
+
+# ------------------------------------------------------------------------------------------------ the list
+st.title("Compare runs")
+st.markdown("Your finished and stopped runs, the models you uploaded and the shipped ones, with what each "
+            "recorded; pick two to eight of them to see them side by side.")
+entries = compare.gather(shared.run_registry().runs_of(shared.visitor()), shared.session_models(),
+                         shared.shipped_models())
+if not entries:
+    st.info("Nothing to compare yet: the models/ folder is empty. Train a model on the Train page.")
+else:
+    st.dataframe(compare.overview_rows(entries), hide_index=True, width="stretch", column_config=COLUMNS)
+    by_key = {e.key: e for e in entries}
+    own = [e.key for e in entries if not e.shipped]
+    seen = st.session_state.setdefault(K + "seen", set())
+    if PICKED not in st.session_state:
+        active = st.session_state.get("app.active", "")
+        reference = active if active.startswith("shipped:") else BASELINE
+        st.session_state[PICKED] = compare.default_picks(entries, reference)
+    else:   # their newest model, if new since the last visit, joins the picks; vanished ones leave them
+        new = [k for k in own if k not in seen][:1]   # one: a study's runs must not push out every pick
+        kept = [k for k in st.session_state[PICKED] if k in by_key and k not in new]
+        st.session_state[PICKED] = (new + kept)[:compare.MAX_PICKS]
+    seen.update(own)
+    picked = st.multiselect("Models to compare", list(by_key), key=PICKED, format_func=lambda k: by_key[k].name,
+                            max_selections=compare.MAX_PICKS, persist_state="session",
+                            placeholder="Pick two to eight models")
+    chosen = [by_key[k] for k in picked]
+    if len(chosen) < 2:
+        st.info("Pick at least two models to compare them (up to eight).", icon=":material/compare:")
+    else:
+        curves(chosen)
+        settings(chosen)
+        figures(chosen)
+        reconstructions(chosen)
+        filters(chosen)
