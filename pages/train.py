@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from aecore import checkpoint, presets, viz
+from aecore import checkpoint, links, presets, viz
 from aecore.data import DATASETS, DataConfig, DataError
 from aecore.runs import RunRefused, RunSpec
 from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
@@ -17,7 +17,7 @@ from aecore.train import TrainConfig, available_devices
 from pages import shared
 
 shared.require_frame()
-CUSTOM = "custom"
+CUSTOM = links.CUSTOM
 K = "train."   # every session key of this page starts with this
 NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
 
@@ -29,25 +29,33 @@ def _ints(text: str) -> tuple[int, ...]:
         raise ValueError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
-def form_values(p: presets.Preset) -> dict:
-    """Widget values (by key) that show preset `p` in the form."""
-    m, d, t = p.model, p.data, p.train
+def form_values(v: dict) -> dict:
+    """Widget values (by key) that show a configuration (aecore.links.values: parameter name -> value)."""
+    fam = v["family"]
     return {
-        K + "dataset": d.dataset, K + "val_fraction": d.val_fraction, K + "classes": list(d.classes),
-        K + "family": m.family, K + "hidden": m.hidden[0] if m.family == "shallow" else 200,
-        K + "layers": ",".join(map(str, m.hidden)) if m.family == "deep" else "256,128,64,2",
-        K + "channels": ",".join(map(str, m.channels)), K + "activation": m.activation,
-        K + "linear_code": m.linear_code, K + "output": m.output, K + "loss": m.loss, K + "dropout": m.dropout,
-        K + "dropout_where": m.dropout_where, K + "init": m.init, K + "noise": t.noise,
-        K + "noise_level": t.noise_level, K + "lr": t.lr, K + "adam_eps": t.adam_eps, K + "batch": t.batch_size,
-        K + "epochs": t.epochs, K + "seed": t.seed, K + "milestones": ",".join(map(str, t.lr_milestones)),
+        K + "dataset": v["dataset"], K + "val_fraction": v["val_fraction"], K + "classes": list(v["classes"]),
+        K + "family": fam, K + "hidden": v["hidden"][0] if fam == "shallow" else 200,
+        K + "layers": ",".join(map(str, v["hidden"])) if fam == "deep" else "256,128,64,2",
+        K + "channels": ",".join(map(str, v["channels"])), K + "activation": v["activation"],
+        K + "linear_code": v["linear_code"], K + "output": v["output"], K + "loss": v["loss"],
+        K + "dropout": v["dropout"], K + "dropout_where": v["dropout_where"], K + "init": v["init"],
+        K + "noise": v["noise"], K + "noise_level": v["noise_level"], K + "lr": v["lr"],
+        K + "adam_eps": v["adam_eps"], K + "batch": v["batch_size"], K + "epochs": v["epochs"], K + "seed": v["seed"],
+        K + "milestones": ",".join(map(str, v["lr_milestones"])),
     }
 
 
 def apply_preset() -> None:
     name = st.session_state[K + "preset"]
     if name != CUSTOM:
-        st.session_state.update(form_values(presets.get(name)))
+        st.session_state.update(form_values(links.preset_values(name)))
+        st.session_state.pop(K + "link_problems", None)
+
+
+def link_url(preset_name: str, vals: dict) -> str:
+    """The full link to a configuration; the app's address is unknown outside a browser, then only the query."""
+    base = st.context.url or ""
+    return f"{base}?{links.query_string(preset_name, vals)}"
 
 
 def matches(p: presets.Preset, model: ModelConfig, data: DataConfig, train: TrainConfig) -> bool:
@@ -85,18 +93,28 @@ def model_summary(cfg: ModelConfig) -> tuple[list[dict], int]:
 saved = st.session_state.setdefault(K + "saved", {})
 for key, value in saved.items():
     st.session_state.setdefault(key, value)
-if K + "preset" not in st.session_state:
-    st.session_state[K + "preset"] = "pytorch-784-200"
-    st.session_state.update(form_values(presets.get("pytorch-784-200")))
+if K + "preset" not in st.session_state:   # a new session: the configuration in the link, else the default preset
+    link = links.parse(st.query_params.to_dict(), ignore=("run",))
+    st.session_state[K + "preset"] = link.preset
+    st.session_state.update(form_values(link.values))
+    if link.problems:
+        st.session_state[K + "link_problems"] = (link.problems, form_values(link.values))
 
 st.title("Train an autoencoder")
 names = [CUSTOM, *presets.PRESETS]
-p1, p2 = st.columns([5, 1], vertical_alignment="bottom")
+p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
 p1.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
              format_func=lambda n: "Custom (set everything by hand)" if n == CUSTOM else presets.get(n).title)
 p2.button("Reset form", icon=":material/restart_alt:", on_click=apply_preset, key=K + "btn_reset", help="Put the preset's values back in the form",
           disabled=st.session_state[K + "preset"] == CUSTOM)
 selected = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
+if K + "link_problems" in st.session_state:    # shown until the form changes
+    problems, applied = st.session_state[K + "link_problems"]
+    if all(st.session_state.get(k) == v for k, v in applied.items()):
+        st.warning("**Part of this link could not be used:** " + "; ".join(problems) + ". The rest of the link "
+                   "is in the form.", icon=":material/link_off:")
+    else:
+        del st.session_state[K + "link_problems"]
 
 # Values the form needs before its widgets are drawn (the configs are read from them just below).
 datasets = shared.available_datasets() or list(DATASETS)
@@ -117,11 +135,23 @@ except ValueError as e:
     config_error = str(e)
 else:
     preset = selected if selected and matches(selected, model_cfg, data_cfg, train_cfg) else None
+    # The URL holds the form: the preset's name and only what differs from it (a reload or a shared link keeps it).
+    form_values_now = links.values(model_cfg, data_cfg, train_cfg)
+    form_link = links.query(st.session_state[K + "preset"], form_values_now)
+    for key in [k for k in st.query_params if k not in form_link and k != "run"]:
+        del st.query_params[key]
+    st.query_params.update({k: v for k, v in form_link.items() if st.query_params.get(k) != v})
 if selected:
     note = "" if preset else "  \n✎ The form differs from this preset, so the run will be a custom one " \
                              "(no tutorial figure to compare with); **Reset form** restores it."
     st.caption(f"{selected.tutorial}  \n**{selected.figure_label or 'figure'}** — {selected.figure_text()}{note}")
 
+
+with p3.popover("Copy link", icon=":material/link:", disabled=config_error is not None):
+    if not config_error:
+        st.code(link_url(st.session_state[K + "preset"], form_values_now), language=None, wrap_lines=True)
+    st.caption("The copy icon on the right copies this form as a link: the preset plus what differs from it. "
+               "Opening it fills the form the same way; it starts nothing.")
 
 registry = shared.run_registry()
 me = shared.visitor()
@@ -291,6 +321,9 @@ def live_view():
         st.download_button("Download checkpoint (.safetensors)", icon=":material/download:", data=run.checkpoint_bytes,
                            file_name=f"{spec.name}.safetensors", mime="application/octet-stream",
                            key=K + "download")
+        st.markdown("**This run's configuration as a link** (opening it fills the form; it starts nothing)")
+        st.code(link_url(spec.preset or CUSTOM, links.values(spec.model, spec.data, spec.train)), language=None,
+                wrap_lines=True)
     if not run.active and busy:
         st.rerun()   # the whole app: app.py adds the run to the models, the buttons and the poll rate follow
 

@@ -1,0 +1,150 @@
+"""Shareable links: a configuration as the preset's name plus what differs, read back exactly; bad parameters are
+named and the rest applies; on the Train page the URL follows the form and opening a link starts nothing."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from aecore import links, presets
+from aecore.data import DataConfig
+from aecore.models import ModelConfig
+from aecore.train import TrainConfig
+
+from test_app import APP, _app_environment, custom_form, open_app, started_jobs, texts, tiny_idx, wait_for_end  # noqa: F401
+
+
+def configs(name):
+    p = presets.get(name)
+    return p.model, p.data, p.train
+
+
+def test_every_field_is_a_config_field():
+    known = {f.name for c in (ModelConfig, DataConfig, TrainConfig) for f in fields(c)}
+    assert set(links.FIELDS) <= known
+    for name, field in links.FIELDS.items():
+        assert name in {f.name for f in fields(field.config)}
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_a_preset_as_it_is_is_its_name_alone(name):
+    assert links.query(name, links.values(*configs(name))) == {"preset": name}
+    assert links.parse({"preset": name}) == links.Link(name, links.preset_values(name))
+
+
+def test_only_the_differences_are_written_and_read_back():
+    model, data, train = configs("keras-784-32")
+    changed = links.values(replace(model, hidden=(64,), dropout=0.25), data, replace(train, epochs=5, lr=0.01))
+    assert links.query("keras-784-32", changed) == {"preset": "keras-784-32", "hidden": "64", "dropout": "0.25",
+                                                    "lr": "0.01", "epochs": "5"}
+    assert links.query_string("keras-784-32", changed) == \
+        "preset=keras-784-32&hidden=64&dropout=0.25&lr=0.01&epochs=5"
+    back = links.parse(links.query("keras-784-32", changed))
+    assert back.preset == "keras-784-32" and back.problems == ()
+    assert back.values == changed
+
+
+def test_tuples_booleans_and_small_floats_round_trip():
+    model, data, train = configs("stacked-2d")
+    vals = links.values(replace(model, hidden=(128, 2), linear_code=True), replace(data, classes=(0, 6)),
+                        replace(train, adam_eps=1e-7, lr_milestones=(3, 7), noise="gaussian", noise_level=0.3))
+    q = links.query("stacked-2d", vals)
+    assert q == {"preset": "stacked-2d", "classes": "0,6", "hidden": "128,2", "linear_code": "true",
+                 "noise": "gaussian", "noise_level": "0.3", "adam_eps": "1e-07", "lr_milestones": "3,7"}
+    assert links.parse(q).values == vals
+
+
+def test_a_custom_configuration_counts_from_the_default_preset():
+    model, data, train = configs("pytorch-784-200")
+    vals = links.values(replace(model, family="conv"), data, train)
+    q = links.query("custom", vals)
+    assert q == {"preset": "custom", "family": "conv"}
+    assert links.parse(q) == links.Link("custom", vals)
+    assert links.parse({"epochs": "3"}).preset == "custom"            # values without a preset: a custom form
+    assert links.parse({}).preset == links.parse({"run": "x"}, ignore=("run",)).preset == "pytorch-784-200"
+
+
+def test_bad_parameters_are_named_and_the_rest_applies():
+    link = links.parse({"preset": "keras-784-32", "epochs": "abc", "lr": "0.01", "family": "rnn",
+                        "dropout": "0.95", "colour": "blue", "seed": "7", "run": "xyz"}, ignore=("run",))
+    assert link.preset == "keras-784-32"
+    assert link.values["lr"] == 0.01 and link.values["seed"] == 7
+    base = links.preset_values("keras-784-32")
+    assert (link.values["epochs"], link.values["family"], link.values["dropout"]) == \
+        (base["epochs"], base["family"], base["dropout"])
+    text = " | ".join(link.problems)
+    assert "`epochs=abc`: expected a whole number from 1 to 200" in text
+    assert "`family=rnn`: expected one of shallow, deep, conv" in text
+    assert "`dropout=0.95`: expected a number from 0 to 0.9" in text
+    assert "unknown parameter `colour`" in text
+    assert "run" not in text and len(link.problems) == 4
+
+
+@pytest.mark.parametrize("params,wanted", [
+    ({"preset": "nope"}, "`preset=nope`: no such preset"),
+    ({"lr": "nan"}, "`lr=nan`: expected a number from 1e-06 to 10"),
+    ({"classes": "0,12"}, "`classes=0,12`: expected whole numbers separated by commas from 0 to 9"),
+    ({"linear_code": "maybe"}, "`linear_code=maybe`: expected true or false"),
+    ({"hidden": "256,2"}, "`hidden=256,2`: the shallow family takes one size from 2 to 2000"),
+])
+def test_each_kind_of_bad_value(params, wanted):
+    link = links.parse(params)
+    assert any(p.startswith(wanted) for p in link.problems), link.problems
+    ModelConfig(**{k: v for k, v in link.values.items() if k in {f.name for f in fields(ModelConfig)}})
+
+
+# ------------------------------------------------------------------------------------------- the Train page
+def open_link(params: dict) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_opening_a_link_fills_the_form_and_starts_nothing(tiny_idx, started_jobs):
+    at = open_link({"preset": "keras-784-32", "epochs": "5", "hidden": "64"})
+    assert at.selectbox(key="train.preset").value == "keras-784-32"
+    assert at.number_input(key="train.epochs").value == 5
+    assert at.number_input(key="train.hidden").value == 64
+    assert at.number_input(key="train.batch").value == 128                # the rest is the preset's
+    assert any("differs from this preset" in t for t in texts(at.caption))
+    assert not at.warning and not at.error and started_jobs == []
+    assert dict(at.query_params) == {"preset": "keras-784-32", "hidden": "64", "epochs": "5"} or \
+        {k: at.query_params[k] for k in at.query_params} == {"preset": "keras-784-32", "hidden": "64", "epochs": "5"}
+    assert any(c.value.endswith("?preset=keras-784-32&hidden=64&epochs=5") for c in at.code)
+
+
+def test_the_url_follows_the_form(tiny_idx):
+    at = open_app()
+    assert at.query_params["preset"] == "pytorch-784-200" and "epochs" not in at.query_params
+    at.number_input(key="train.epochs").set_value(3).run()
+    assert at.query_params["epochs"] == "3"
+    at.selectbox(key="train.preset").set_value("stacked-2d").run()
+    assert at.query_params["preset"] == "stacked-2d" and "epochs" not in at.query_params
+    assert any(c.value.endswith("?preset=stacked-2d") for c in at.code)
+
+
+def test_a_link_with_bad_parameters_names_them_and_applies_the_rest(tiny_idx, started_jobs):
+    at = open_link({"preset": "keras-784-32", "epochs": "lots", "lr": "0.01", "colour": "blue"})
+    warning = " ".join(texts(at.warning))
+    assert "Part of this link could not be used" in warning
+    assert "`epochs=lots`" in warning and "`colour`" in warning
+    assert at.number_input(key="train.lr").value == pytest.approx(0.01)
+    assert at.number_input(key="train.epochs").value == 20                 # the preset's
+    assert "colour" not in at.query_params and started_jobs == []
+    at.number_input(key="train.epochs").set_value(4).run()                 # once the form changes, it goes
+    assert not any("could not be used" in t for t in texts(at.warning))
+
+
+def test_a_finished_run_offers_its_link(tiny_idx, started_jobs):
+    at = custom_form(open_app(), hidden=8, epochs=1, batch=40)
+    at.button(key="train.btn_start").click().run()
+    assert wait_for_end(at).startswith("finished")
+    run_links = [c.value for c in at.code if "hidden=8" in c.value]
+    assert run_links and all("preset=custom" in v and "epochs=1" in v and "batch_size=40" in v for v in run_links)
+    params = dict(p.split("=") for p in run_links[-1].split("?", 1)[1].split("&"))
+    again = open_link(params)
+    assert again.number_input(key="train.hidden").value == 8 and again.number_input(key="train.epochs").value == 1
