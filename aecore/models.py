@@ -81,6 +81,13 @@ class ModelConfig:
         return from_dict(cls, d)
 
     @property
+    def code_range(self) -> tuple[float, float] | None:
+        """The interval every code number lies in (eval mode), or None when the code is unbounded (ReLU, linear)."""
+        if self.family == "deep" and self.linear_code:
+            return None
+        return {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}.get(self.activation)
+
+    @property
     def code_shape(self) -> tuple[int, ...]:
         if self.family == "conv":
             side = SIDE >> len(self.channels)

@@ -9,6 +9,8 @@ from pages import shared
 shared.require_frame()
 K = "latent."
 RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0]
+GRID_STEP = 0.25                                                  # the stacked tutorial's grid step
+OUTSIDE_POINTS = ((-1.5, -1.5), (1.5, 1.5), (10.0, 10.0), (-100.0, 100.0))   # its codes outside tanh's range
 
 st.title("Explore the latent space")
 am = shared.page_model()
@@ -43,20 +45,37 @@ else:
 
 # ------------------------------------------------------------------------------------------------ decoder grid
 st.subheader("What the decoder draws across the plane")
+bounds = cfg.code_range if code_dim == 2 else None   # a tanh or sigmoid code: every code lies in this square
 c1, c2 = st.columns(2)
-# Default: the range that holds most test codes (2.5 standard deviations of the wider axis).
-spread = 2.5 * float(xy.std(0).max()) if codes is not None else 1.5
-default = min(RANGES, key=lambda r: abs(r - spread))
+if bounds:
+    # The stacked tutorial's grid: the whole code square in steps of 0.25 (9 x 9 codes for a tanh code).
+    centre, half = (bounds[0] + bounds[1]) / 2, (bounds[1] - bounds[0]) / 2
+    origin = np.full(2, centre)
+    default, default_n = half, int(round(2 * half / GRID_STEP)) + 1
+else:
+    # The range that holds most test codes (2.5 standard deviations of the wider axis).
+    spread = 2.5 * float(xy.std(0).max()) if codes is not None else 1.5
+    default, default_n = min(RANGES, key=lambda r: abs(r - spread)), 10
 span = c1.select_slider("Range (± around the centre)", RANGES, value=default, key=K + "range",
                         help="The stacked tutorial also tries points far outside the data: ±1.5, 10, 100.")
-n = c2.slider("Grid size", 4, 20, 10, key=K + "grid")
+n = c2.slider("Grid size", 4, 20, default_n, key=K + "grid")
 if codes is not None and code_dim == 2:
     lo_x, lo_y = xy.min(0)
     hi_x, hi_y = xy.max(0)
-    st.caption(f"The test codes span x ∈ [{lo_x:.2f}, {hi_x:.2f}], y ∈ [{lo_y:.2f}, {hi_y:.2f}].")
+    st.caption(f"The test codes span x ∈ [{lo_x:.2f}, {hi_x:.2f}], y ∈ [{lo_y:.2f}, {hi_y:.2f}]"
+               + (f"; this code is bounded to [{bounds[0]:g}, {bounds[1]:g}] on each axis." if bounds else "."))
 images = viz.decode_plane(am.model, origin, axes, -span, span, n)
-st.image(viz.grid(images, nrow=n, zoom=2), caption=f"{n}×{n} codes from {-span:g} to {span:g} on each axis "
-                                                   f"(top row: y = {span:g})")
+ticks = np.linspace(-span, span, n) + (origin[0] if code_dim == 2 else 0.0)
+step = f" in steps of {ticks[1] - ticks[0]:g}" if n > 1 else ""
+st.image(viz.grid(images, nrow=n, zoom=2),
+         caption=f"{n}×{n} codes from {ticks[0]:g} to {ticks[-1]:g} on each axis{step} (top row: y = {ticks[-1]:g})")
+
+if bounds:
+    st.markdown("**Codes outside the range**: the encoder never produces them, but the decoder still draws "
+                "something. The stacked tutorial tries these four points.")
+    outside = np.array(OUTSIDE_POINTS, dtype=np.float64)
+    for col, point, image in zip(st.columns(len(outside)), OUTSIDE_POINTS, viz.decode_codes(am.model, outside)):
+        col.image(viz.zoom(image, 3), caption=f"({point[0]:g}, {point[1]:g})")
 
 # ------------------------------------------------------------------------------------------------ code strips
 st.subheader("Codes of a few digits")

@@ -290,7 +290,10 @@ def test_latent_2d_model_without_data_still_draws_the_plane(no_data):
     goto(at, "pages/latent.py")
     assert any(ENV_VAR in t for t in texts(at.error))
     assert not at.get("plotly_chart")
-    assert len(at.get("image")) == 1               # the decoder grid
+    # Its tanh code is bounded: the tutorial's 9 x 9 grid over -1..1, then its four points outside that square.
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions == ["9×9 codes from -1 to 1 on each axis in steps of 0.25 (top row: y = 1)",
+                        "(-1.5, -1.5)", "(1.5, 1.5)", "(10, 10)", "(-100, 100)"]
     assert any("Needs the test images" in t for t in texts(at.info))
 
 

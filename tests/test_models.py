@@ -237,6 +237,24 @@ def test_bounded_code_without_linear_code():
     assert model.encode(torch.rand(4, 1, 28, 28)).max().item() <= 1.0
 
 
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"family": "deep", "hidden": (64, 2), "activation": "tanh"}, (-1.0, 1.0)),
+    ({"family": "deep", "hidden": (64, 2), "activation": "tanh", "linear_code": True}, None),
+    ({"family": "shallow", "hidden": (16,), "activation": "sigmoid"}, (0.0, 1.0)),
+    ({"family": "shallow", "hidden": (16,), "activation": "relu"}, None),
+    ({"family": "conv", "channels": (4,), "activation": "tanh"}, (-1.0, 1.0)),
+])
+def test_code_range_holds_every_code(kwargs, expected):
+    cfg = ModelConfig(**kwargs)
+    assert cfg.code_range == expected
+    if expected is not None:      # push every pre-activation far out: the codes still stay inside the range
+        model = build(cfg, seed=0)
+        for p in model.encoder.parameters():
+            p.data.mul_(50.0)
+        codes = model.encode(torch.rand(8, 1, 28, 28) * 4 - 2)
+        assert expected[0] <= codes.min().item() and codes.max().item() <= expected[1]
+
+
 def test_linear_code_ignored_for_shallow_family():
     model = build(ModelConfig(hidden=(16,), linear_code=True), seed=0)
     assert isinstance(model.encoder[-1], nn.ReLU)

@@ -82,7 +82,7 @@ def test_conv_digit0_preset():
 def test_stacked_2d_preset():
     pre = presets.get("stacked-2d")
     m, t = pre.model, pre.train
-    assert (m.family, m.hidden, m.activation, m.linear_code) == ("deep", (256, 128, 64, 2), "tanh", True)
+    assert (m.family, m.hidden, m.activation, m.linear_code) == ("deep", (256, 128, 64, 2), "tanh", False)
     assert (m.output, m.loss) == ("sigmoid", "mse")
     assert t.lr_milestones == (10, 40) and t.lr_gamma == 0.5
     assert (t.batch_size, t.epochs) == (64, 20)
