@@ -12,6 +12,7 @@ pages = [
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
     st.Page("pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
 ]
 nav = st.navigation(pages)
 try:

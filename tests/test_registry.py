@@ -1,5 +1,5 @@
 """The run registry without Streamlit: ids, the caps and the FIFO queue, one run per visitor, grace stops,
-retention, stopping a queued run, thread safety, and the settings that configure it."""
+retention, stopping a queued run, series of runs (studies), thread safety, and the settings that configure it."""
 from __future__ import annotations
 
 import sys
@@ -288,6 +288,148 @@ def test_many_concurrent_starts_respect_the_cap_and_the_one_run_rule(fake, data)
     assert sum(j.state == "running" for j in fake) == 3
 
 
+# ---------------------------------------------------------------------------------------------- series
+def series_states(reg, series_id):
+    return [v.state for v in reg.series(series_id)]
+
+
+def test_a_series_trains_one_run_at_a_time(fake, data):
+    reg = make(max_runs=2)
+    sid = reg.submit_series([spec("a"), spec("b"), spec("c")], data, "alice")
+    views = reg.series(sid)
+    assert [v.spec.name for v in views] == ["a", "b", "c"] and {v.series for v in views} == {sid}
+    assert series_states(reg, sid) == ["running", "queued", "queued"]
+    assert [j.state for j in fake] == ["running", "ready", "ready"]      # a free slot stays free for others
+    # Waiting runs have no place in the queue yet: they say how many runs of the series are ahead.
+    assert [(v.position, v.series_ahead) for v in views[1:]] == [(None, 1), (None, 2)]
+    assert 0 < views[1].starts_in_s < views[2].starts_in_s
+    bob = reg.submit(spec("bob"), data, "bob")
+    assert reg.view(bob).state == "running"
+    fake[0].end()                                          # the next run starts when the one before it ends
+    assert series_states(reg, sid) == ["finished", "running", "queued"]
+    assert reg.series(sid)[2].series_ahead == 1
+    fake[1].end("failed")                                  # a failed run is an outcome: the series goes on
+    assert series_states(reg, sid) == ["finished", "failed", "running"]
+    fake[2].end()
+    assert series_states(reg, sid) == ["finished", "failed", "finished"]
+    assert reg.counts() == {"running": 1, "queued": 0, "ended": 3, "kept": 4}
+
+
+def test_the_next_run_of_a_series_joins_the_end_of_the_queue(fake, data):
+    """A study shares the slots: each of its runs queues behind the visitors who came while the previous ran."""
+    reg = make(max_runs=1)
+    sid = reg.submit_series([spec("a"), spec("b")], data, "alice")
+    bob, carol = reg.submit(spec("bob"), data, "bob"), reg.submit(spec("carol"), data, "carol")
+    assert [reg.view(bob).position, reg.view(carol).position] == [1, 2]
+    fake[0].end()
+    assert reg.view(bob).state == "running"
+    b = reg.series(sid)[1]
+    assert (b.state, b.position, b.series_ahead) == ("queued", 2, None)
+    assert reg.view(carol).position == 1
+    fake[2].end()                                          # bob's run
+    fake[3].end()                                          # carol's run
+    assert series_states(reg, sid) == ["finished", "running"]
+
+
+def test_stopping_any_run_of_a_series_stops_the_rest(fake, data):
+    reg = make(max_runs=2)
+    sid = reg.submit_series([spec("a"), spec("b"), spec("c")], data, "alice")
+    fake[0].end()
+    running = reg.series(sid)[1]
+    reg.stop(running.id)                                   # the page's Stop button
+    views = reg.series(sid)
+    assert [v.state for v in views] == ["finished", "stopped", "stopped"]
+    assert [v.stop_reason for v in views] == [None, None, "its series was stopped at b"]
+    assert fake[2].state == "stopped"                      # never started
+    assert reg.counts()["running"] == 0
+    # A Stop that arrives just after the run it names has ended still stops the series.
+    sid = reg.submit_series([spec("d"), spec("e")], data, "alice")
+    first = reg.series(sid)[0]
+    fake[3].end()
+    reg.stop(first.id)
+    assert series_states(reg, sid) == ["finished", "stopped"]
+    assert fake[4].state == "stopped"
+
+
+def test_a_visitor_with_a_series_in_progress_cannot_start_more(fake, data):
+    reg = make(max_runs=4)
+    sid = reg.submit_series([spec("a"), spec("b")], data, "alice")
+    with pytest.raises(RunRefused, match=r"already have a series of 2 runs in progress \(0 ended, next: a\)"):
+        reg.submit(spec(), data, "alice")
+    fake[0].end()
+    with pytest.raises(RunRefused, match=r"series of 2 runs in progress \(1 ended, next: b\)"):
+        reg.submit_series([spec("c")], data, "alice")
+    fake[1].end()
+    single = reg.submit(spec("single"), data, "alice")     # the series has ended
+    with pytest.raises(RunRefused, match="already have a run in progress"):
+        reg.submit_series([spec("c")], data, "alice")
+    reg.stop(single)
+    assert reg.submit_series([spec("c")], data, "alice")
+
+
+def test_watching_one_run_watches_the_series_and_a_grace_stop_stops_it_all(fake, data):
+    clock = Clock()
+    reg = make(clock, max_runs=1, grace_s=120)
+    sid = reg.submit_series([spec("a"), spec("b"), spec("c")], data, "alice")
+    runs = reg.series(sid)
+    reg.heartbeat(runs[0].id, "alice-tab")                 # the page watches the run that trains
+    clock.now += 500
+    reg.sweep()
+    assert series_states(reg, sid) == ["running", "queued", "queued"]
+    reg.unwatch("alice-tab")                               # the tab closed
+    clock.now += 121
+    reg.sweep()
+    views = reg.series(sid)
+    assert [v.state for v in views] == ["stopped"] * 3
+    assert all(v.stop_reason == "nobody watched it for 120 s" for v in views)
+
+
+def test_a_series_is_found_again_by_its_id(fake, data):
+    reg = make(max_runs=2)
+    sid = reg.submit_series([spec("a"), spec("b")], data, "alice")
+    assert len(sid) >= 22 and sid not in {v.id for v in reg.series(sid)}
+    assert reg.series("no-such-series") is None and reg.attach_series("no-such-series", "x") is None
+    views = reg.attach_series(sid, "alice-reloaded")       # a reload: a new session opens ?study=<id>
+    assert [v.id for v in views] == [v.id for v in reg.series(sid)]
+    assert [v.spec.name for v in reg.runs_of("alice-reloaded")] == ["a", "b"]
+    with pytest.raises(RunRefused, match="series of 2 runs in progress"):
+        reg.submit(spec(), data, "alice-reloaded")         # the series is its one piece of work too
+
+
+def test_a_series_is_kept_as_a_whole(fake, data):
+    clock = Clock()
+    reg = make(clock, max_runs=1, retention_s=1800, grace_s=10_000, max_kept=3)
+    sid = reg.submit_series([spec("a"), spec("b")], data, "alice")
+    fake[0].end()
+    clock.now += 2000                                      # "a" ended long ago, but its series is active
+    for i in range(4):                                     # other visitors' runs come and go
+        reg.submit(spec(f"o{i}"), data, f"o{i}")
+        fake[-1].end()
+    reg.sweep()
+    assert series_states(reg, sid) == ["finished", "running"]
+    fake[1].end()
+    clock.now += 1000
+    reg.sweep()
+    assert series_states(reg, sid) == ["finished", "finished"]   # retention counts from the series' end
+    clock.now += 801
+    reg.sweep()
+    assert reg.series(sid) is None
+
+
+def test_series_refusals_are_named(fake, data):
+    reg = make(limits=HOSTED_LIMITS, profile="hosted", max_queued=3)
+    with pytest.raises(ValueError, match="at least one run"):
+        reg.submit_series([], data, "a")
+    other = RunSpec("other", spec().model, DataConfig(classes=(0,)), spec().train)
+    with pytest.raises(ValueError, match="same data"):
+        reg.submit_series([spec(), other], data, "a")
+    with pytest.raises(RunRefused, match=r"run 2 \(big\): .*at most 20 epochs \(asked for 50\)"):
+        reg.submit_series([spec(), spec("big", epochs=50)], data, "a")
+    with pytest.raises(RunRefused, match=r"queue is full \(0 runs waiting, at most 3\)"):
+        reg.submit_series([spec()] * 4, data, "a")
+    assert reg.counts()["kept"] == 0 and fake == []
+
+
 # ---------------------------------------------------------------------------------------------- real training
 def wait_state(reg, run_id, wanted, timeout=WAIT):
     deadline = time.monotonic() + timeout
@@ -342,6 +484,21 @@ def test_real_run_pause_resume_stop_and_shutdown(data, backend):
     assert reg.view(a).state == "stopped" and reg.view(b).state == "stopped"
     assert reg.view(a).model is not None              # a stopped run keeps what it learned
     assert reg.view(b).stop_reason == "the server shut down"
+
+
+@BACKENDS
+def test_real_series_trains_its_runs_in_turn(data, backend):
+    reg = RunRegistry(RegistryConfig(max_runs=2, backend=backend), sweep_every=None)
+    try:
+        sid = reg.submit_series([spec("a", epochs=2), spec("b", epochs=1), spec("c", epochs=1)], data, "v1")
+        ids = [v.id for v in reg.series(sid)]
+        views = [wait_state(reg, i, ("finished",)) for i in ids]
+        assert [v.snapshot.last.step for v in views] == [20, 10, 10]
+        assert all(v.model is not None and v.snapshot.result["figures"]["test_loss"] > 0 for v in views)
+        runs = [reg._runs[i] for i in ids]
+        assert runs[0].ended <= runs[1].started and runs[1].ended <= runs[2].started   # never two at once
+    finally:
+        reg.shutdown(wait=WAIT)
 
 
 def test_sweeper_thread_stops_an_unwatched_run(data):

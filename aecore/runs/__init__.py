@@ -1,6 +1,7 @@
 """The run service: every training on a server goes through one `RunRegistry`.
 
-- `registry`: run ids, the caps and the FIFO queue, grace stops for unwatched runs, retention of ended ones.
+- `registry`: run ids, the caps and the FIFO queue, series of runs trained in turn (a study's), grace stops
+  for unwatched runs, retention of ended ones.
 - `job`: the thread backend, one `TrainingJob` per run (the registry starts it; pages never do).
 - `settings`: `RegistryConfig` from AELAB_* settings, and the hosted profile's `Limits` per visitor.
 

@@ -5,12 +5,19 @@ watch and drive the run (the Train page keeps it in the URL, so a reload or anot
 registry admits at most `max_runs` CPU trainings and `max_gpu_runs` GPU trainings at once; the others wait in
 one FIFO queue and start by themselves when a slot of their kind frees. A page that shows a run registers its
 session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the session closes (`unwatch`); a
-run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long to reattach), and an ended run is dropped `retention_s` after it ended and was
-last seen, or earlier when the registry holds more than `max_kept` runs (oldest ended first).
+run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long to reattach), and an ended
+run is dropped `retention_s` after it ended and was last seen, or earlier when the registry holds more than
+`max_kept` runs (oldest ended first).
+
+A series (`submit_series`: a study's runs) trains its runs one after another: each joins the end of the queue
+when the one before it ends, so a study holds at most one slot and shares the slots fairly with single runs, and
+no thread of its own drives it. Its runs are watched, stopped and kept as one: watching one watches them all,
+stopping one stops the rest, and none is dropped while the series is active or before the whole series is due.
 """
 from __future__ import annotations
 
 import heapq
+import itertools
 import secrets
 import sys
 import threading
@@ -35,7 +42,8 @@ class RunRefused(ValueError):
 @dataclass(frozen=True)
 class RunView:
     """What a page shows of one run: its state (the job's, or "queued"), its snapshot and, once it has ended,
-    its model. `position` (1 = next) and `starts_in_s` are set while it is queued."""
+    its model. `position` (1 = next) and `starts_in_s` are set while it is queued; a run of a series that waits
+    for the runs before it (`series_ahead` of them, not yet ended) has no position yet, only `starts_in_s`."""
     id: str
     spec: RunSpec
     state: str
@@ -46,6 +54,8 @@ class RunView:
     model: object | None = None            # aecore.models.Autoencoder once the run has ended with weights
     meta: dict | None = None
     checkpoint_bytes: bytes | None = None
+    series: str | None = None              # the id of the series it belongs to
+    series_ahead: int | None = None        # runs of its series before it that have not ended, while it waits
 
     @property
     def active(self) -> bool:
@@ -67,9 +77,11 @@ class _Run:
     ended: float | None = None
     stop_reason: str | None = None
     estimate_s: float = 0.0             # expected training time, for queue estimates
+    ticket: int | None = None           # place in the FIFO queue; None while a series run waits for its turn
+    series: str | None = None
 
     @property
-    def queued(self) -> bool:
+    def queued(self) -> bool:           # in the queue, or a series run waiting for the runs before it
         return self.started is None and self.ended is None
 
     @property
@@ -88,6 +100,7 @@ class RunRegistry:
         self._lock = threading.RLock()       # re-entered when a job ends synchronously inside a registry call
         self._runs: dict[str, _Run] = {}     # insertion order = submission order = the FIFO queue's order
         self._rate: dict[str, float] = {}    # family -> last measured samples/s, for queue estimates
+        self._tickets = itertools.count()    # queue order: a series run joins the queue when its turn comes
         self._closed = threading.Event()
         self._sweeper = None
         if sweep_every:
@@ -99,29 +112,62 @@ class RunRegistry:
     def submit(self, spec: RunSpec, data: Data, visitor: str) -> str:
         """Queue a run for `visitor` and start it at once if a slot is free; returns its id.
 
-        Raises RunRefused when the spec breaks the profile's limits, the visitor already has a run queued or
-        running, or the queue is full; ValueError (from the job) for a device this machine lacks."""
-        problem = self.config.limits.problem(spec, count_params(build(spec.model, seed=0)))
-        if problem:
-            raise RunRefused(problem)
+        Raises RunRefused when the spec breaks the profile's limits, the visitor already has a run (or a
+        series) queued or running, or the queue is full; ValueError (from the job) for a device this machine
+        lacks."""
+        return self._submit([spec], data, visitor, series=None)[0]
+
+    def submit_series(self, specs, data: Data, visitor: str) -> str:
+        """Queue `specs` as one series for `visitor`: they train one after another on `data`, each joining the
+        queue when the one before it ends. Returns the series id (random, like a run id); `series(id)` lists
+        its runs. Refused as `submit` is, for any of its runs; ValueError for an empty series or specs that
+        ask for different data (they all train on `data`)."""
+        specs = list(specs)
+        if not specs:
+            raise ValueError("a series needs at least one run")
+        if len({s.data for s in specs}) > 1:
+            raise ValueError("the runs of a series train on the same data; their data configs differ")
+        series_id = secrets.token_urlsafe(16)
+        self._submit(specs, data, visitor, series=series_id)
+        return series_id
+
+    def _submit(self, specs: list[RunSpec], data: Data, visitor: str, series: str | None) -> list[str]:
+        for i, spec in enumerate(specs):
+            problem = self.config.limits.problem(spec, count_params(build(spec.model, seed=0)))
+            if problem:
+                raise RunRefused(problem if series is None else f"run {i + 1} ({spec.name}): {problem}")
         with self._lock:
             mine = [r for r in self._runs.values() if visitor in r.owners and r.ended is None]
             if mine:
-                raise RunRefused(f"you already have a run {'queued' if mine[0].queued else 'in progress'} "
-                                 f"({mine[0].spec.name}); stop it or let it end before starting another")
-            if sum(r.queued for r in self._runs.values()) >= self.config.max_queued:
-                raise RunRefused(f"the queue is full ({self.config.max_queued} runs waiting); try again in a "
-                                 f"few minutes")
-            run_id = secrets.token_urlsafe(16)          # 128 random bits: knowing it is the key to the run
+                raise RunRefused(self._busy_message(mine[0]))
+            waiting = sum(r.queued for r in self._runs.values())
+            if waiting + len(specs) > self.config.max_queued:
+                raise RunRefused(f"the queue is full ({waiting} runs waiting, at most {self.config.max_queued}); "
+                                 f"try again in a few minutes")
             backend = ProcessJob if self.config.backend == "processes" else TrainingJob
-            job = backend(spec, data, threads=self.config.threads_per_run, on_end=lambda: self._ended(run_id))
-            now = self._clock()
-            run = _Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor}, submitted=now,
-                       seen=now, estimate_s=self._estimate(spec, data))
-            self._runs[run_id] = run
+            now, ids, runs = self._clock(), [], []
+            for spec in specs:                          # every job first: a bad device refuses the whole series
+                run_id = secrets.token_urlsafe(16)      # 128 random bits: knowing it is the key to the run
+                job = backend(spec, data, threads=self.config.threads_per_run,
+                              on_end=lambda run_id=run_id: self._ended(run_id))
+                runs.append(_Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor},
+                                 submitted=now, seen=now, estimate_s=self._estimate(spec, data), series=series))
+                ids.append(run_id)
+            runs[0].ticket = next(self._tickets)        # the others take theirs when the run before them ends
+            for run in runs:
+                self._runs[run.id] = run
             self._schedule()
             self._trim()
-            return run_id
+            return ids
+
+    def _busy_message(self, run: _Run) -> str:
+        if run.series is None:
+            return (f"you already have a run {'queued' if run.queued else 'in progress'} ({run.spec.name}); stop it "
+                    f"or let it end before starting another")
+        runs = self._series_runs(run.series)
+        done = sum(r.ended is not None for r in runs)
+        return (f"you already have a series of {len(runs)} runs in progress ({done} ended, next: {run.spec.name}); "
+                f"stop it or let it end before starting another")
 
     def _estimate(self, spec: RunSpec, data: Data) -> float:
         rate = self._rate.get(spec.model.family) or DEFAULT_SAMPLES_PER_S
@@ -135,12 +181,14 @@ class RunRegistry:
             if run is None:
                 return None
             snap = run.job.snapshot()
-            position = starts_in = None
-            if run.queued:
+            position = starts_in = ahead = None
+            if run.queued and run.ticket is not None:
                 position, starts_in = self._queue_place(run)
+            elif run.queued:
+                ahead, starts_in = self._series_wait(run)
             job = run.job
             return RunView(run.id, run.spec, "queued" if run.queued else snap.state, snap, position, starts_in,
-                           run.stop_reason, job.model, job.meta, job.checkpoint_bytes)
+                           run.stop_reason, job.model, job.meta, job.checkpoint_bytes, run.series, ahead)
 
     def attach(self, run_id: str, visitor: str) -> RunView | None:
         """A visitor opened the run's link: it becomes one of the run's visitors (its list shows it)."""
@@ -152,15 +200,33 @@ class RunRegistry:
             run.seen = self._clock()
         return self.view(run_id)
 
+    def series(self, series_id: str) -> list[RunView] | None:
+        """The runs of a series in their order, as they are now; None when no run of it is held (an unknown id,
+        or the whole series dropped)."""
+        with self._lock:
+            ids = [r.id for r in self._series_runs(series_id)]
+        views = [v for v in map(self.view, ids) if v is not None]
+        return views or None
+
+    def attach_series(self, series_id: str, visitor: str) -> list[RunView] | None:
+        """A visitor opened the series' link: it becomes one of the visitors of each of its runs."""
+        with self._lock:
+            runs = self._series_runs(series_id)
+            for run in runs:
+                run.owners.add(visitor)
+                run.seen = self._clock()
+        return self.series(series_id) if runs else None
+
     def heartbeat(self, run_id: str, watcher: str | None = None) -> bool:
         """Someone is looking at the run now; a `watcher` (a session) counts as watching until `unwatch`.
-        False if the run is unknown."""
+        Watching a run of a series watches the whole series. False if the run is unknown."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                run.seen = self._clock()
-                if watcher is not None:
-                    run.watchers.add(watcher)
+                for r in self._series_runs(run.series) if run.series else [run]:
+                    r.seen = self._clock()
+                    if watcher is not None:
+                        r.watchers.add(watcher)
             return run is not None
 
     def unwatch(self, watcher: str) -> None:
@@ -192,17 +258,25 @@ class RunRegistry:
         self._job(run_id).resume()
 
     def stop(self, run_id: str, reason: str | None = None) -> None:
-        """Stop a running or paused run before its next step; a queued one leaves the queue at once."""
+        """Stop a running or paused run before its next step; a queued one leaves the queue at once. Given any
+        run of a series (even one that has just ended), every run of the series that has not ended stops: the
+        run named gets `reason`, the others `reason` too or, without one, a reason that names the run."""
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None or run.ended is not None:
+            if run is None:
                 return
-            run.stop_reason = run.stop_reason or reason
-            if run.queued:
-                run.job.stop()                 # never started: its state becomes "stopped" now
-                run.ended = self._clock()
-                return
-        run.job.stop()                         # the worker notices before its next step, then calls _ended
+            targets = [r for r in (self._series_runs(run.series) if run.series else [run]) if r.ended is None]
+            running = []
+            for r in targets:
+                if r.stop_reason is None:
+                    r.stop_reason = reason if reason or r is run else f"its series was stopped at {run.spec.name}"
+                if r.queued:
+                    r.job.stop()               # never started: its state becomes "stopped" now
+                    r.ended = self._clock()
+                else:
+                    running.append(r)
+        for r in running:
+            r.job.stop()                       # the worker notices before its next step, then calls _ended
 
     def _job(self, run_id: str) -> TrainingJob:
         with self._lock:
@@ -220,8 +294,8 @@ class RunRegistry:
                 if r.running:
                     busy[r.gpu] += 1
             caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}
-            for r in list(self._runs.values()):
-                if r.queued and busy[r.gpu] < caps[r.gpu]:
+            for r in self._queue():
+                if busy[r.gpu] < caps[r.gpu]:
                     r.started = self._clock()
                     busy[r.gpu] += 1
                     r.job.start()
@@ -236,27 +310,52 @@ class RunRegistry:
             last = run.job.snapshot().last
             if last is not None and last.elapsed > 0:
                 self._rate[run.spec.model.family] = last.samples / last.elapsed
+            if run.series is not None:         # the next run of its series joins the queue now
+                following = [r for r in self._series_runs(run.series) if r.queued and r.ticket is None]
+                if following:
+                    following[0].ticket = next(self._tickets)
             self._schedule()
+
+    def _queue(self) -> list[_Run]:
+        """The runs in the queue, first in line first (series runs still waiting for their turn are not)."""
+        return sorted((r for r in self._runs.values() if r.queued and r.ticket is not None), key=lambda r: r.ticket)
+
+    def _series_runs(self, series_id: str | None) -> list[_Run]:
+        """A series' runs in their order (submitted together, so in the registry's insertion order)."""
+        return [r for r in self._runs.values() if r.series == series_id] if series_id else []
+
+    def _remaining(self, run: _Run) -> float:
+        """Estimated seconds until a running run ends: its own ETA once it has one, else the estimate."""
+        eta = run.job.snapshot().eta_s
+        return eta if eta is not None else max(0.0, run.estimate_s - (self._clock() - run.started))
 
     def _queue_place(self, run: _Run) -> tuple[int, float]:
         """1-based place among the queued runs of its kind, and an estimate of seconds until it starts: each
         slot frees when its run's estimated remaining time is up, and the runs ahead take their estimates."""
         same = [r for r in self._runs.values() if r.gpu == run.gpu]
-        free_at = []
-        for r in same:
-            if r.running:
-                eta = r.job.snapshot().eta_s
-                if eta is None:
-                    eta = max(0.0, r.estimate_s - (self._clock() - r.started))
-                free_at.append(eta)
+        free_at = [self._remaining(r) for r in same if r.running]
         cap = self.config.max_gpu_runs if run.gpu else self.config.max_runs
         free_at += [0.0] * max(0, cap - len(free_at))
         heapq.heapify(free_at)
-        ahead = [r for r in same if r.queued]
+        ahead = [r for r in self._queue() if r.gpu == run.gpu]
         position = ahead.index(run) + 1
         for r in ahead[:position - 1]:
             heapq.heapreplace(free_at, free_at[0] + r.estimate_s)
         return position, free_at[0] if free_at else float("inf")
+
+    def _series_wait(self, run: _Run) -> tuple[int, float]:
+        """For a series run waiting for its turn: how many runs of its series are ahead of it and not ended,
+        and the seconds until they will have (at the earliest: it then still joins the queue)."""
+        runs = self._series_runs(run.series)
+        ahead = [r for r in runs[:runs.index(run)] if r.ended is None]
+        if not ahead:
+            return 0, 0.0
+        head, wait = ahead[0], 0.0
+        if head.running:
+            wait = self._remaining(head)
+        elif head.ticket is not None:
+            wait = self._queue_place(head)[1] + head.estimate_s
+        return len(ahead), wait + sum(r.estimate_s for r in ahead[1:])
 
     # ------------------------------------------------------------------------------------------ housekeeping
     def sweep(self) -> None:
@@ -269,18 +368,33 @@ class RunRegistry:
                          if r.ended is None and not r.watchers and now - r.seen > cfg.grace_s]
             for run_id in unwatched:
                 self.stop(run_id, reason=f"nobody watched it for {cfg.grace_s:g} s")
-            for run_id in [r.id for r in self._runs.values()
-                           if r.ended is not None and now - max(r.ended, r.seen) > cfg.retention_s]:
-                del self._runs[run_id]
+            for run in list(self._runs.values()):
+                kept_since = self._kept_since(run)
+                if kept_since is not None and now - kept_since > cfg.retention_s:
+                    del self._runs[run.id]
             self._trim()
 
+    def _kept_since(self, run: _Run) -> float | None:
+        """When the retention time of an ended run starts: the later of its end and its last heartbeat; for a
+        series, the latest over all its runs, so that it is dropped as a whole. None while it (or its series) is
+        active."""
+        runs = self._series_runs(run.series) if run.series else [run]
+        if any(r.ended is None for r in runs):
+            return None
+        return max(max(r.ended, r.seen) for r in runs)
+
     def _trim(self) -> None:
-        """Keep at most max_kept runs: drop the ended ones, oldest ended first (active runs always stay)."""
+        """Keep at most max_kept runs: drop the ended ones, oldest ended first, a series with its last run
+        (active runs, and the ended runs of an active series, always stay)."""
         with self._lock:
             excess = len(self._runs) - self.config.max_kept
             if excess > 0:
-                ended = sorted((r for r in self._runs.values() if r.ended is not None), key=lambda r: r.ended)
-                for r in ended[:excess]:
+                ended = []
+                for r in self._runs.values():
+                    runs = self._series_runs(r.series) if r.series else [r]
+                    if all(x.ended is not None for x in runs):
+                        ended.append((max(x.ended for x in runs), r.ended, r))   # a series goes with its last
+                for *_, r in sorted(ended, key=lambda e: e[:2])[:excess]:
                     del self._runs[r.id]
 
     def _sweep_loop(self, every: float) -> None:
