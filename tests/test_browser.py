@@ -202,6 +202,8 @@ def train_switch_pages_and_draw(page, server, measurements):
     expect(page.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
     wait_idle(page)
     assert epochs.input_value() == "2"
+    # The URL holds the form: the preset's name and only what differs from it.
+    page.wait_for_url(re.compile(r"\?preset=pytorch-784-200&epochs=2$"), timeout=30_000)
     start.click()
     expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"epoch \d+/2\b"), timeout=TRAIN_S * 1000)
     run_id = run_id_of(page)
@@ -340,6 +342,17 @@ def train_switch_pages_and_draw(page, server, measurements):
     assert float(threshold.inner_text()) < float(before)
     wait_idle(page)
     screenshot(page, "anomalies")
+
+    # -- Compare: the run just trained beside a shipped model, their curves on one chart
+    goto(page, "Compare", "Compare runs")
+    page.get_by_role("heading", name="Settings that differ").wait_for(timeout=60_000)
+    page.get_by_role("heading", name="First-layer filters").wait_for(timeout=60_000)
+    expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
+    legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    measurements["compare_legend"] = legend
+    assert any(t.startswith("custom run 1") for t in legend), legend
+    wait_idle(page)
+    screenshot(page, "compare")
 
     measurements["test_wall_s"] = round(time.monotonic() - t_start, 1)
 
