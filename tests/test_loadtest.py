@@ -28,7 +28,7 @@ def test_small_load_run(tmp_path, capsys):
 
     out = tmp_path / "loadtest.json"
     code = loadtest.main(["--sessions", "3", "--start", "2", "--max-runs", "1", "--epochs", "2", "--grace", "5",
-                          "--timeout", "170", "--chromium", chromium_path(), "--out", str(out)])
+                          "--timeout", "300", "--chromium", chromium_path(), "--out", str(out)])
     result = json.loads(out.read_text())
     print(capsys.readouterr().out)
     assert code == 0 and "error" not in result, result.get("error")
