@@ -6,7 +6,6 @@ import streamlit as st
 
 from aecore import anomaly, viz
 from aecore.data import CLASS_NAMES, DATASETS, DataError
-from aecore.runs import RunRefused
 from pages import shared
 
 shared.require_frame()
@@ -88,14 +87,11 @@ if source == "train one":
     busy = run is not None and run.active
     if st.button("Train detector", icon=":material/play_arrow:", type="primary", disabled=busy or not normal,
                  key=K + "btn_start"):
-        try:
+        def start() -> str:
             spec = anomaly.run_spec(recipe, dataset, tuple(sorted(normal)), int(epochs))
-            run_id = shared.run_registry().submit(spec, shared.data_for(spec.data), shared.visitor())
-        except DataError as e:
-            shared.data_error_box(str(e))
-        except (RunRefused, ValueError) as e:
-            st.error(f"**Not started.** {e}", icon=":material/block:")
-        else:
+            return shared.run_registry().submit(spec, shared.data_for(spec.data), shared.visitor())
+        run_id = shared.submit(start)
+        if run_id:
             st.session_state[K + "run_id"] = run_id
             st.query_params["run"] = run_id
             st.rerun()

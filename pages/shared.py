@@ -16,7 +16,7 @@ import streamlit as st
 
 from aecore import anomaly, checkpoint, fetch
 from aecore.data import DATASETS, DataConfig, DataError, load_split, split
-from aecore.runs import RegistryConfig, RunRegistry
+from aecore.runs import RegistryConfig, RunRefused, RunRegistry
 from aecore.models import count_params
 from aecore.train import resolve_device
 
@@ -329,6 +329,20 @@ def _download_panel(dataset: str, polling: bool) -> None:
         if st.button(f"Download {dataset}", icon=":material/download:", key=f"app.download.{dataset}"):
             dl.start()
             st.rerun()
+
+
+def submit(start) -> str | None:
+    """Call `start()` (which loads the data and submits to the run registry) and return its id; when it cannot
+    start, say why in the page and return None: missing data, a refusal by the server, or a bad setting."""
+    try:
+        return start()
+    except DataError as e:
+        data_error_box(str(e))
+    except RunRefused as e:
+        st.error(f"**Not started.** {e}", icon=":material/block:")
+    except ValueError as e:
+        st.error(f"**Cannot start.** {e}", icon=":material/warning:")
+    return None
 
 
 def data_error_box(message: str) -> None:

@@ -9,7 +9,6 @@ import streamlit as st
 
 from aecore import presets, studies, viz
 from aecore.data import DataError
-from aecore.runs import RunRefused
 from pages import shared
 
 shared.require_frame()
@@ -72,16 +71,8 @@ st.caption(f"{len(study.specs)} runs, trained one after another: {', '.join(stud
 
 b1, b2, _ = st.columns([1, 1, 4])
 if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=busy, key=K + "btn_start"):
-    try:
-        data = shared.data_for(study.data)
-        new_id = registry.submit_series(study.specs, data, me)
-    except DataError as e:
-        shared.data_error_box(str(e))
-    except RunRefused as e:
-        st.error(f"**Not started.** {e}", icon=":material/block:")
-    except ValueError as e:
-        st.error(f"**Cannot start.** {e}", icon=":material/warning:")
-    else:
+    new_id = shared.submit(lambda: registry.submit_series(study.specs, shared.data_for(study.data), me))
+    if new_id:
         st.session_state[SERIES] = new_id
         st.query_params["study"] = new_id
         st.rerun()      # draw the buttons for the running study

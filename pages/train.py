@@ -9,8 +9,8 @@ import numpy as np
 import streamlit as st
 
 from aecore import checkpoint, links, presets, viz
-from aecore.data import DATASETS, DataConfig, DataError
-from aecore.runs import RunRefused, RunSpec
+from aecore.data import DATASETS, DataConfig
+from aecore.runs import RunSpec
 from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
 from aecore.train import TrainConfig, available_devices
@@ -233,18 +233,10 @@ with right:
 b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 4])
 if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=busy or config_error is not None,
              key=K + "btn_start"):
-    try:
-        data = shared.data_for(data_cfg)
-        spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
-                       preset=preset.name if preset else None)
-        run_id = registry.submit(spec, data, me)
-    except DataError as e:
-        shared.data_error_box(str(e))
-    except RunRefused as e:
-        st.error(f"**Not started.** {e}", icon=":material/block:")
-    except ValueError as e:
-        st.error(f"**Cannot start.** {e}", icon=":material/warning:")
-    else:
+    spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
+                   preset=preset.name if preset else None)
+    run_id = shared.submit(lambda: registry.submit(spec, shared.data_for(data_cfg), me))
+    if run_id:
         st.session_state[shared.RUN_ID] = run_id
         st.query_params["run"] = run_id
         st.rerun()   # draw the buttons for the new run (they were drawn above for the idle form)
