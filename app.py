@@ -13,6 +13,7 @@ pages = [
     st.Page("pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
+    st.Page("pages/pretrain.py", title="Few labels", icon=":material/label:"),
 ]
 nav = st.navigation(pages)
 try:

@@ -18,9 +18,12 @@ from aecore.models import ModelConfig, build, count_params
 from aecore.train import Control, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device, results
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would print the whole usage too)
-        print(f"aecore.train: error: {message}", file=sys.stderr)
+class OneLineParser(argparse.ArgumentParser):
+    """Every AE Lab command line's parser: a bad option is one line, 'aecore.train: error: ...', and exit 2
+    (argparse would print the whole usage too)."""
+
+    def error(self, message):
+        print(f"{self.prog.split()[-1]}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -32,7 +35,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m aecore.train", description="Train an AE Lab autoencoder.")
+    p = OneLineParser(prog="python -m aecore.train", description="Train an AE Lab autoencoder.")
     p.add_argument("--preset", help="a tutorial preset (see --list-presets); other options override it")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data)")

@@ -40,7 +40,7 @@ from pages import shared  # noqa: E402
 TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
           "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit",
           "pages/anomalies.py": "Find anomalies", "pages/compare.py": "Compare runs",
-          "pages/studies.py": "Studies"}
+          "pages/studies.py": "Studies", "pages/pretrain.py": "Pretraining with few labels"}
 DEFAULT_MODEL = "shipped:pytorch-784-200"
 WAIT = 120.0
 

@@ -1,0 +1,440 @@
+"""Few-label classification: an autoencoder-pretrained encoder against the same network from random weights.
+
+A denoising autoencoder learns from every training image without its label (the project's own `fit` loop). Its
+encoder plus a linear softmax head is then trained on N labelled images, N/10 of each digit drawn by seed: the
+"pretrained" arm. The "random" arm is the same encoder and head built from random weights and trained on the same
+N images by the same procedure (steps, batch, shifts, head warm-up). Each row reports test accuracy, mean and
+sample standard deviation over the seeds. N equal to the whole training set takes every image as it is (MNIST's
+digits are not balanced: 5,421 fives, 6,742 ones), so there the seeds differ only in weights and batch order.
+
+    python -m aecore.pretrain [--labels 100,300,1000,60000] [--seeds 3] [--data-dir D] [--out FILE.json]
+                              [--encoder AE.safetensors] [--cache-dir D] [--no-cache] [--quick] [--threads N]
+                              [--device D]
+
+stdout: one JSON object per N; progress goes to stderr. Bad options exit 2, missing data exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aecore import checkpoint
+from aecore.cli import OneLineParser
+from aecore.data import Data, DataConfig, DataError, cache_dir, load, to_float
+from aecore.models import Autoencoder, ModelConfig, build, from_dict, inference
+from aecore.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device
+
+FORMAT = "aecore-pretrain/1"
+RESULTS = Path(__file__).resolve().parents[1] / "models" / "pretrain" / "results.json"
+DEFAULT_LABELS = (100, 300, 1000, 60_000)
+CLASSES = 10
+ROW_KEYS = ("labels", "pretrained_mean", "pretrained_std", "random_mean", "random_std")
+# Published test accuracies at 100 labels to read the table against (error rates from Rasmus et al. 2015, Table 1).
+REFERENCES = (("MLP on the 100 labels alone (Rasmus et al. 2015)", 1 - 0.2580),
+              ("Manifold tangent classifier (Rifai et al. 2011)", 1 - 0.1203))
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Every choice of the experiment, for both arms; written into the results."""
+    hidden: tuple[int, ...] = (512, 256, 16)  # encoder 784-512-256-16: a narrow code keeps what tells digits apart
+    batch_norm: bool = True           # batch norm in the autoencoder: it trains faster and codes cluster better
+    ae_epochs: int = 15               # autoencoder passes over the 60,000 unlabelled images
+    ae_batch: int = 256               # large batches keep an epoch near 10 s on two CPU cores
+    ae_lr: float = 1e-3               # Adam's usual rate; the autoencoder loss is stable with it
+    noise: str = "mask"               # denoising: the code must hold the digit's shape, not single pixels
+    noise_level: float = 0.5          # half the pixels masked: stronger corruption gave better few-label codes
+    head_steps: int = 100             # the head alone first (encoder frozen), so fine-tuning starts from a sane head
+    steps: int = 400                  # optimiser steps on the labelled images, whatever N is
+    batch: int = 256                  # labelled images per step (all of them when N is smaller)
+    lr: float = 1e-3                  # one Adam rate for every layer in both arms: only the start differs
+    shift: int = 2                    # labelled images move by up to this many pixels each step, in both arms
+    weight_decay: float = 0.0         # AdamW decay; none was needed at these step counts
+    seed: int = 0                     # the autoencoder's weights and batch order
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        rules = [("hidden", len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden), "one or more sizes >= 1"),
+                 ("ae_epochs", self.ae_epochs >= 1, ">= 1"), ("ae_batch", self.ae_batch >= 1, ">= 1"),
+                 ("head_steps", self.head_steps >= 0, ">= 0"), ("steps", self.steps >= 1, ">= 1"),
+                 ("batch", self.batch >= 1, ">= 1"), ("lr", self.lr > 0, "> 0"),
+                 ("shift", 0 <= self.shift <= 8, "from 0 to 8"),
+                 ("weight_decay", self.weight_decay >= 0, ">= 0")]
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ValueError(f"PretrainConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+        self.ae_model(), self.ae_train()   # their own checks name any bad value
+
+    def ae_model(self) -> ModelConfig:
+        return ModelConfig(family="deep", hidden=self.hidden, batch_norm=self.batch_norm, activation="relu",
+                           output="sigmoid", loss="bce")
+
+    def ae_train(self, device: str = "cpu") -> TrainConfig:
+        return TrainConfig(epochs=self.ae_epochs, batch_size=self.ae_batch, lr=self.ae_lr, noise=self.noise,
+                           noise_level=self.noise_level, seed=self.seed, device=device, log_every=50)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PretrainConfig":
+        return from_dict(cls, d)
+
+
+# A smoke configuration: the whole pipeline in seconds, for tests and `--quick`; its figures mean little.
+QUICK = PretrainConfig(ae_epochs=1, head_steps=10, steps=40)
+
+
+# ---------------------------------------------------------------------------------------------- labelled draw
+def draw_labelled(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of N labelled images: N/10 of each digit, drawn without replacement by `seed`, digit by digit.
+
+    N equal to the number of images takes them all (in order). Raises ValueError for an N that is not a
+    positive multiple of 10, or that asks for more images of a digit than there are.
+    """
+    total = len(labels)
+    if n == total:
+        return torch.arange(total)
+    if n <= 0 or n % CLASSES:
+        raise ValueError(f"the number of labels must be a positive multiple of {CLASSES} (N/{CLASSES} per digit) "
+                         f"or all {total:,} training images; got {n}")
+    per = n // CLASSES
+    counts = torch.bincount(labels, minlength=CLASSES)
+    short = [c for c in range(CLASSES) if counts[c] < per]
+    if short:
+        raise ValueError(f"{n} labels need {per:,} images of each digit, but digit {short[0]} has only "
+                         f"{int(counts[short[0]]):,} training images; use at most "
+                         f"{CLASSES * int(counts.min()):,} or all {total:,}")
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(CLASSES):
+        where = torch.nonzero(labels == c).flatten()
+        picks.append(where[torch.randperm(len(where), generator=g)[:per]].sort().values)
+    return torch.cat(picks)   # (N,) digit 0's first, then digit 1's, ...
+
+
+def shift(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Move each image of a batch (B, 1, 28, 28) by its own random offset of up to k pixels each way; the
+    uncovered edge is black."""
+    if k == 0:
+        return x
+    b, side = len(x), x.shape[-1]
+    padded = F.pad(x[:, 0], (k, k, k, k))                                    # (B, 28 + 2k, 28 + 2k)
+    dy, dx = (torch.randint(0, 2 * k + 1, (b,), generator=generator) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(side))[:, :, None]                     # (B, 28, 1)
+    cols = (dx[:, None] + torch.arange(side))[:, None, :]                     # (B, 1, 28)
+    return padded[torch.arange(b)[:, None, None], rows, cols].unsqueeze(1)   # (B, 1, 28, 28)
+
+
+# ---------------------------------------------------------------------------------------------- the classifier
+class Classifier(nn.Module):
+    """An autoencoder's encoder and a linear softmax head: images (B, 1, 28, 28) -> logits (B, 10)."""
+
+    def __init__(self, encoder: nn.Sequential, code: int, seed: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = nn.Linear(code, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x.reshape(len(x), -1)))   # (B, 784) -> (B, code) -> (B, 10)
+
+
+def classifier(cfg: PretrainConfig, seed: int, autoencoder: Autoencoder | None = None) -> Classifier:
+    """The pretrained arm (a copy of `autoencoder`'s encoder) or, without one, the random arm: the same encoder
+    built from random weights. The head is random in both, from the same seed."""
+    if autoencoder is None:
+        encoder = build(cfg.ae_model(), seed=10_000 + seed).encoder
+    else:
+        if autoencoder.config.family != "deep" or autoencoder.config.hidden != cfg.hidden:
+            raise ValueError(f"the autoencoder's encoder ({autoencoder.config.family}, {autoencoder.config.hidden})"
+                             f" is not the configured one (deep, {cfg.hidden})")
+        encoder = copy.deepcopy(autoencoder.encoder).cpu()
+    return Classifier(encoder, cfg.hidden[-1], seed)
+
+
+def fine_tune(net: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: PretrainConfig,
+              seed: int) -> Classifier:
+    """Train `net` in place on uint8 images (N, 28, 28) and their labels: `head_steps` on the head alone with
+    the encoder frozen (eval mode), then `steps` on every layer. Both arms go through exactly this."""
+    device = next(net.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    n, bs = len(labels), min(cfg.batch, len(labels))
+    order, at = torch.randperm(n, generator=g), 0
+
+    def batch():
+        nonlocal order, at
+        if bs == n:
+            idx = torch.arange(n)
+        else:
+            if at + bs > n:
+                order, at = torch.randperm(n, generator=g), 0
+            idx, at = order[at:at + bs], at + bs
+        x = shift(to_float(images[idx]), cfg.shift, g)
+        return x.to(device), labels[idx].to(device)
+
+    def train(params: list[dict], steps: int):
+        opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        for _ in range(steps):
+            x, y = batch()
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(f"the classifier's loss became {loss.item()}; try a lower learning rate")
+
+    net.train()
+    if cfg.head_steps:
+        net.encoder.eval().requires_grad_(False)
+        train([{"params": net.head.parameters(), "lr": cfg.lr}], cfg.head_steps)
+        net.encoder.train().requires_grad_(True)
+    train([{"params": net.parameters(), "lr": cfg.lr}], cfg.steps)
+    return net
+
+
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
+    """Fraction of uint8 images (N, 28, 28) whose most likely class is their label, in eval mode."""
+    device = next(net.parameters()).device
+    right = 0
+    with inference(net):
+        for i in range(0, len(labels), batch_size):
+            logits = net(to_float(images[i:i + batch_size].to(device)))
+            right += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
+    return right / max(len(labels), 1)
+
+
+# ---------------------------------------------------------------------------------------------- pretraining
+def _ae_key(cfg: PretrainConfig, data: Data) -> str:
+    """Names a cached autoencoder by what made it: its part of the config and the training images themselves."""
+    h = hashlib.sha256(json.dumps([cfg.ae_model().to_dict(), cfg.ae_train().to_dict()]).encode())
+    h.update(data.train.images.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def pretrain(data: Data, cfg: PretrainConfig, cache: Path | None = None, device: str = "cpu",
+             log: Callable[[str], None] = lambda s: None) -> tuple[Autoencoder, dict]:
+    """The denoising autoencoder on every training image, labels unused; from `cache` when it holds one made by
+    the same config from the same images. Returns (model on the CPU, {"source", "seconds", "test_loss"})."""
+    path = cache / f"ae-{_ae_key(cfg, data)}.safetensors" if cache else None
+    if path is not None and path.is_file():
+        model, meta = checkpoint.load(path)
+        log(f"autoencoder from the cache: {path}")
+        return model, {"source": str(path), "seconds": meta["pretrain"]["seconds"],
+                       "test_loss": meta["pretrain"]["test_loss"]}
+    model = build(cfg.ae_model(), seed=cfg.seed)
+    t = time.perf_counter()
+    for m in fit(model, data, cfg.ae_train(device)):
+        if m.epoch_end:
+            log(f"autoencoder epoch {m.epoch}/{cfg.ae_epochs}: loss {m.epoch_loss:.4f} ({m.elapsed:.0f} s)")
+    seconds = time.perf_counter() - t
+    model.cpu().eval()
+    info = {"source": "trained", "seconds": round(seconds, 1), "test_loss": round(evaluate(model, data.test.images), 5)}
+    if path is not None:
+        checkpoint.save(path, model, {"name": "pretrain-autoencoder", "train": cfg.ae_train(device),
+                                      "data": DataConfig(), "pretrain": info})
+    return model, info
+
+
+def load_autoencoder(path, cfg: PretrainConfig) -> tuple[Autoencoder, dict]:
+    """An autoencoder checkpoint to use as the pretrained encoder; its encoder must be the configured one."""
+    model, meta = checkpoint.load(path)
+    if model.config.family != "deep" or model.config.hidden != cfg.hidden:
+        raise ValueError(f"{path}: a {model.config.family} autoencoder with sizes {model.config.hidden}; the "
+                         f"experiment needs the deep family with sizes {cfg.hidden}")
+    return model, {"source": str(path), "seconds": None, "test_loss": None}
+
+
+# ---------------------------------------------------------------------------------------------- the table
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def table(data: Data, autoencoder: Autoencoder, cfg: PretrainConfig, labels=DEFAULT_LABELS, seeds: int = 3,
+          device: str = "cpu", log: Callable[[str], None] = lambda s: None) -> Iterator[dict]:
+    """One row per N: both arms trained on the same N images per seed (seeds 0 .. seeds-1), test accuracy."""
+    for n in labels:
+        draw_labelled(data.train.labels, n, 0)   # a bad N fails before any training
+    for n in labels:
+        t = time.perf_counter()
+        accs = {"pretrained": [], "random": []}
+        for seed in range(seeds):
+            idx = draw_labelled(data.train.labels, n, seed)
+            images, targets = data.train.images[idx], data.train.labels[idx]
+            for arm, ae in (("pretrained", autoencoder), ("random", None)):
+                net = classifier(cfg, seed, ae).to(device)
+                fine_tune(net, images, targets, cfg, seed)
+                accs[arm].append(round(accuracy(net, data.test.images, data.test.labels), 4))
+            log(f"N={n} seed {seed}: pretrained {accs['pretrained'][-1]:.4f}, random {accs['random'][-1]:.4f}")
+        (pm, ps), (rm, rs) = _mean_std(accs["pretrained"]), _mean_std(accs["random"])
+        yield {"labels": n, "pretrained_mean": round(pm, 4), "pretrained_std": round(ps, 4),
+               "random_mean": round(rm, 4), "random_std": round(rs, 4), "seeds": seeds,
+               "pretrained": accs["pretrained"], "random": accs["random"],
+               "seconds": round(time.perf_counter() - t, 1)}
+
+
+# ---------------------------------------------------------------------------------------------- stored results
+class ResultsError(ValueError):
+    """The results file is missing or not one this module wrote; the message says which and how to make it."""
+
+
+def load_results(path=RESULTS) -> dict:
+    """The table written by `--out`, checked: format, config, and rows with accuracies in [0, 1]."""
+    path = Path(path)
+    fix = f"make it with: python -m aecore.pretrain --out {path}"
+    try:
+        res = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"no results yet: {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path} is not readable JSON ({e}); {fix}") from None
+    if not isinstance(res, dict) or res.get("format") != FORMAT:
+        raise ResultsError(f"{path} is not a pretraining results file (format {FORMAT!r}); {fix}")
+    try:
+        res["config"] = PretrainConfig.from_dict(res["config"])
+        rows = res["rows"]
+        ok = isinstance(rows, list) and rows and all(
+            isinstance(r, dict) and isinstance(r.get("labels"), int)
+            and all(isinstance(r.get(k), (int, float)) and 0 <= r[k] <= 1 for k in ROW_KEYS[1:]) for r in rows)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResultsError(f"{path}: malformed ({e}); {fix}") from None
+    if not ok:
+        raise ResultsError(f"{path}: the rows are malformed (each needs {', '.join(ROW_KEYS)}, accuracies in "
+                           f"[0, 1]); {fix}")
+    return res
+
+
+def accuracy_figure(rows: list[dict]) -> go.Figure:
+    """Test accuracy against the number of labels (log scale), both arms with ± one std, and the references."""
+    n = [r["labels"] for r in rows]
+    fig = go.Figure()
+    for arm, name, colour in (("pretrained", "pretrained encoder", "#1f77b4"), ("random", "random init", "#d62728")):
+        fig.add_scatter(x=n, y=[100 * r[f"{arm}_mean"] for r in rows], name=name, mode="lines+markers",
+                        line={"color": colour},
+                        error_y={"type": "data", "array": [100 * r[f"{arm}_std"] for r in rows], "visible": True})
+    for (label, acc), dash in zip(REFERENCES, ("dot", "dash")):
+        fig.add_hline(y=100 * acc, line_dash=dash, line_color="gray", annotation_text=f"{label}: {acc:.1%}",
+                      annotation_position="bottom right")
+    fig.update_layout(xaxis={"type": "log", "title": "labelled training images (N)", "tickvals": n},
+                      yaxis={"title": "test accuracy (%)"}, height=420, margin={"t": 30},
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers of labels, got {text!r}") from None
+    if not values or any(v <= 0 or v % CLASSES for v in values):
+        raise argparse.ArgumentTypeError(f"each number of labels must be a positive multiple of {CLASSES}, "
+                                         f"got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m aecore.pretrain", description=__doc__.splitlines()[0])
+    p.add_argument("--labels", type=_labels, default=DEFAULT_LABELS,
+                   help="numbers of labelled images, multiples of 10 (default 100,300,1000,60000)")
+    p.add_argument("--seeds", type=_positive, default=3, help="labelled draws per N (default 3)")
+    p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data, the cache)")
+    p.add_argument("--out", help="write the whole table (config, rows, per-seed accuracies, timing) to this JSON")
+    p.add_argument("--encoder", help="an autoencoder checkpoint to use instead of pretraining one")
+    p.add_argument("--cache-dir", help="where the pretrained autoencoder is kept for the next run "
+                                       "(default: AE Lab's cache, pretrain/)")
+    p.add_argument("--no-cache", action="store_true", help="pretrain afresh and keep nothing")
+    p.add_argument("--quick", action="store_true", help="a smoke configuration (1 epoch, 50 steps): seconds")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="CPU threads for torch (default 1: on a busy two-core machine more threads wait on each "
+                        "other and small batches run many times slower)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    cfg = QUICK if args.quick else PretrainConfig()
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as e:
+        p.error(str(e))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(p, args, cfg, device, argv)
+    finally:
+        torch.set_num_threads(previous)   # main() may be called in-process (tests): leave torch as it was
+
+
+def _run(p: argparse.ArgumentParser, args, cfg: PretrainConfig, device: str, argv) -> int:
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    try:
+        data = load(DataConfig(), args.data_dir)
+    except DataError as e:
+        print(f"aecore.pretrain: {e}", file=sys.stderr)
+        return 1
+    try:
+        for n in args.labels:
+            draw_labelled(data.train.labels, n, 0)
+        if args.encoder:
+            ae, ae_info = load_autoencoder(args.encoder, cfg)
+        else:
+            cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else cache_dir() / "pretrain"
+            ae, ae_info = pretrain(data, cfg, cache, device, log)
+        rows = []
+        for row in table(data, ae, cfg, args.labels, args.seeds, device, log):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    except (ValueError, checkpoint.CheckpointError) as e:
+        p.error(str(e))
+    except TrainingDiverged as e:
+        print(f"aecore.pretrain: {e}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - t0
+    log(f"done in {seconds:.0f} s")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = "python -m aecore.pretrain" + "".join(
+            f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+        out.write_text(json.dumps({
+            "format": FORMAT, "config": cfg.to_dict(), "quick": args.quick, "rows": rows,
+            "autoencoder": ae_info, "seconds": round(seconds, 1), "train_images": len(data.train),
+            "test_images": len(data.test), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "torch": torch.__version__, "device": device, "threads": args.threads, "command": command},
+            indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
