@@ -1,6 +1,7 @@
 """AE Lab: the frame. Page config, the shared sidebar (active model, this visitor's run), and navigation."""
 import streamlit as st
 
+from aecore.runs import RayUnavailable
 from pages import shared
 
 st.set_page_config(page_title="AE Lab", page_icon=":material/science:", layout="wide")
@@ -18,7 +19,7 @@ pages = [
 nav = st.navigation(pages)
 try:
     shared.run_registry()               # the server's run service, configured by AELAB_* settings
-except ValueError as e:
+except (ValueError, RayUnavailable) as e:
     st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
     st.stop()
 st.session_state["app.framed"] = True   # pages check this (see shared.require_frame)
@@ -34,7 +35,8 @@ def run_badge(polling: bool) -> None:
             st.rerun()   # it ended while this page showed: the whole app collects its model and stops polling
         return
     shared.watch(run.id)
-    where = f"number {run.position} in line" if run.state == "queued" else f"{run.snapshot.progress:.0%}"
+    where = {"queued": f"number {run.position} in line" if run.position else "waiting for the cluster's resources"
+             }.get(run.state, f"{run.snapshot.progress:.0%}")
     st.info(f"Training **{run.spec.name}**: {run.state}, {where}", icon=":material/hourglass_top:")
 
 

@@ -284,8 +284,16 @@ def about(seconds: float | None) -> str:
 
 
 def queue_text(run) -> str:
-    """A queued run's place, in the words every page uses: 'queued · number k in line · starts in …'."""
+    """A queued run's place, in the words every page uses: 'queued · number k in line · starts in …', or, on a
+    Ray cluster (whose scheduler keeps the queue), what the run waits for and what the cluster has free."""
     registry = run_registry()
+    cluster = registry.cluster_resources()
+    if cluster is not None and run.position is None:
+        gpu = run.snapshot.device.startswith("cuda")
+        return (f"queued · waits for the Ray cluster's resources ({registry.config.threads_per_run} CPU"
+                f"{' and 1 GPU' if gpu else ''}) · {cluster['free_cpus']:g} of {cluster['cpus']:g} CPUs free"
+                + (f", {cluster['free_gpus']:g} of {cluster['gpus']:g} GPUs free" if cluster["gpus"] else "")
+                + f" on {cluster['nodes']} node{'s' if cluster['nodes'] != 1 else ''}")
     cfg, counts = registry.config, registry.counts()
     slots = cfg.max_gpu_runs if run.snapshot.device.startswith("cuda") else cfg.max_runs
     return (f"queued · number {run.position} in line · starts in {about(run.starts_in_s)} (estimated) · "

@@ -91,7 +91,7 @@ def run_state(v) -> str:
         return (f"waits for {v.series_ahead} {runs} of this study · starts in {shared.about(v.starts_in_s)} "
                 f"at the earliest")
     if v.state == "queued":
-        return f"queued · number {v.position} in line · starts in {shared.about(v.starts_in_s)} (estimated)"
+        return shared.queue_text(v)
     m = v.snapshot.last
     if v.state in ("running", "paused"):
         return f"{v.state} · epoch {m.epoch}/{v.spec.train.epochs}" if m else f"{v.state} · preparing"

@@ -664,6 +664,20 @@ def test_a_second_visitor_sees_neither_the_run_nor_the_model(tiny_idx, started_j
     assert not second.get("expander") or not any("Your runs" in e.proto.label for e in second.get("expander"))
 
 
+def test_ray_without_ray_installed_says_how_to_install_it(tiny_idx, monkeypatch):
+    from aecore.runs import cluster
+    monkeypatch.setitem(sys.modules, "ray", None)        # as where Ray is not installed
+    monkeypatch.setattr(cluster, "_CLUSTER", None)
+    monkeypatch.delenv("AELAB_RUN_BACKEND")
+    monkeypatch.setenv("AELAB_RAY_ADDRESS", "local")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception
+    [message] = [t for t in texts(at.error) if "misconfigured" in t]
+    assert "AELAB_RAY_ADDRESS asks for Ray, but Ray is not installed" in message
+    assert message.endswith("Install it with: pip install -r requirements-ray.txt")
+
+
 def test_a_bad_setting_is_named(tiny_idx, monkeypatch):
     monkeypatch.setenv("AELAB_MAX_RUNS", "many")
     at = AppTest.from_file(str(APP), default_timeout=60)

@@ -44,6 +44,7 @@ class Clock:
 class FakeJob:
     """Stands in for TrainingJob: starts when told, ends when the test says so, records what it was asked."""
     instances: list["FakeJob"] = []
+    guards_itself, stop_reason = False, None
 
     def __init__(self, spec, data, threads=1, on_end=None):
         self.spec, self.on_end = spec, on_end
@@ -63,7 +64,7 @@ class FakeJob:
         if self.state == "paused":
             self.state = "running"
 
-    def stop(self):
+    def stop(self, reason=None):
         if self.state == "ready":
             self.state = "stopped"
         elif self.state in ("running", "paused"):
@@ -530,12 +531,34 @@ def test_settings_from_environment_or_secrets():
     ("AELAB_MAX_RUNS", "two", "AELAB_MAX_RUNS must be an integer >= 1, got 'two'"),
     ("AELAB_RUN_GRACE_S", "-5", "AELAB_RUN_GRACE_S must be a number >= 0.1"),
     ("AELAB_PROFILE", "cloud", "AELAB_PROFILE must be one of ('local', 'hosted')"),
-    ("AELAB_RUN_BACKEND", "gpu", "AELAB_RUN_BACKEND must be one of ('processes', 'threads')"),
+    ("AELAB_RUN_BACKEND", "gpu", "AELAB_RUN_BACKEND must be one of ('processes', 'threads', 'ray')"),
 ])
 def test_bad_settings_are_named(key, value, message):
     with pytest.raises(ValueError) as e:
         RegistryConfig.from_settings({key: value})
     assert message in str(e.value)
+
+
+def test_ray_is_chosen_by_its_address():
+    assert RegistryConfig.from_settings({"AELAB_RAY_ADDRESS": "local"}).backend == "ray"
+    cfg = RegistryConfig.from_settings({"AELAB_RAY_ADDRESS": "10.0.0.5:6379", "AELAB_RUN_BACKEND": "ray"})
+    assert (cfg.backend, cfg.ray_address) == ("ray", "10.0.0.5:6379")
+    assert RegistryConfig.from_settings({"AELAB_RUN_BACKEND": "ray"}).ray_address == "local"
+    with pytest.raises(ValueError, match="AELAB_RAY_ADDRESS='auto' asks for the ray backend but AELAB_RUN_BACKEND "
+                                         "is 'threads'"):
+        RegistryConfig.from_settings({"AELAB_RAY_ADDRESS": "auto", "AELAB_RUN_BACKEND": "threads"})
+
+
+def test_ray_asked_for_without_ray_installed_names_the_install_command(monkeypatch):
+    """Without Ray (here made unimportable; in CI's CPU environment it is not installed) the registry refuses to
+    start with one message that says how to install it; the other backends work as before."""
+    from aecore.runs import RayUnavailable, cluster
+    monkeypatch.setitem(sys.modules, "ray", None)        # `import ray` raises ImportError
+    monkeypatch.setattr(cluster, "_CLUSTER", None)
+    with pytest.raises(RayUnavailable) as e:
+        RunRegistry(RegistryConfig.from_settings({"AELAB_RAY_ADDRESS": "local"}), sweep_every=None)
+    assert "Ray is not installed" in str(e.value) and "pip install -r requirements-ray.txt" in str(e.value)
+    RunRegistry(RegistryConfig(backend="threads"), sweep_every=None).shutdown()
 
 
 def test_the_registry_shortens_the_interpreter_switch_interval():

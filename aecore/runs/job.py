@@ -69,15 +69,18 @@ class Snapshot:
 class TrainingJob:
     """One run: build the model, train it on `data` in a daemon thread, keep the result."""
 
-    def __init__(self, spec: RunSpec, data: Data, threads: int = 1, on_end: Callable[[], None] | None = None):
+    guards_itself = False    # True for a backend whose runs apply the grace time themselves (Ray's)
+
+    def __init__(self, spec: RunSpec, data: Data | None, threads: int = 1, on_end: Callable[[], None] | None = None):
         self.spec = spec
         self.threads = threads   # intra-op threads for this run (see _work)
         self.data: Data | None = data   # released when the run ends: only the model and figures are kept
         self.on_end = on_end     # called by the worker thread once the run has ended (the registry's scheduler)
-        self.device = str(resolve_device(spec.train.device))   # fails here, before any thread, if invalid
+        self.device = self._resolve(spec)   # fails here, before any thread, if invalid
         self.model: Autoencoder | None = None    # set when the run ends (finished, stopped or diverged)
         self.meta: dict | None = None             # what the checkpoint stores beside the weights
         self.checkpoint_bytes: bytes | None = None
+        self.stop_reason: str | None = None       # why it was stopped, when a backend records it (Ray's)
         self._control = Control()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -86,8 +89,14 @@ class TrainingJob:
         self._timeline: list[tuple[int, np.ndarray]] = []
         self._error: str | None = None
         self._result: dict | None = None
-        self._probe = _fixed_digits(data, N_TIMELINE)   # (8, 28, 28) uint8
-        self._originals = self._probe.numpy() / 255.0     # the same digits in [0, 1], for every snapshot
+        # The fixed test digits (8, 28, 28) uint8, and in [0, 1] for every snapshot. A job without data (one that
+        # mirrors a run trained elsewhere) gets them from where the run trains.
+        self._probe = _fixed_digits(data, N_TIMELINE) if data is not None else None
+        self._originals = self._probe.numpy() / 255.0 if data is not None else np.zeros((0, 28, 28))
+
+    def _resolve(self, spec: RunSpec) -> str:
+        """The device the run trains on; ValueError for one this machine lacks."""
+        return str(resolve_device(spec.train.device))
 
     # ---------------------------------------------------------------- control, from any thread
     def start(self) -> None:
@@ -110,8 +119,9 @@ class TrainingJob:
                 self._control.resume()
                 self._state = "running"
 
-    def stop(self) -> None:
-        """Stop a running or paused run before its next step; a run that never started ends as stopped."""
+    def stop(self, reason: str | None = None) -> None:
+        """Stop a running or paused run before its next step; a run that never started ends as stopped. (The
+        registry keeps the `reason`; a backend whose runs outlive one server keeps it with the run.)"""
         self._control.stop()
         with self._lock:
             if self._state == "ready":

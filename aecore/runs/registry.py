@@ -27,6 +27,7 @@ from typing import Callable
 
 from aecore.data import Data
 from aecore.models import build, count_params
+from aecore.runs import cluster
 from aecore.runs.job import RunSpec, Snapshot, TrainingJob
 from aecore.runs.process import ProcessJob
 from aecore.runs.settings import RegistryConfig
@@ -102,6 +103,9 @@ class RunRegistry:
         self._rate: dict[str, float] = {}    # family -> last measured samples/s, for queue estimates
         self._tickets = itertools.count()    # queue order: a series run joins the queue when its turn comes
         self._closed = threading.Event()
+        # With the ray backend, runs train on a Ray cluster whose resources are the cap and the queue; a run
+        # another server started is found there by its id (attach). Raises RayUnavailable when Ray is missing.
+        self._cluster = cluster.connect(self.config.ray_address) if self.config.backend == "ray" else None
         self._sweeper = None
         if sweep_every:
             self._sweeper = threading.Thread(target=self._sweep_loop, args=(sweep_every,), name="runs-sweeper",
@@ -144,12 +148,10 @@ class RunRegistry:
             if waiting + len(specs) > self.config.max_queued:
                 raise RunRefused(f"the queue is full ({waiting} runs waiting, at most {self.config.max_queued}); "
                                  f"try again in a few minutes")
-            backend = ProcessJob if self.config.backend == "processes" else TrainingJob
             now, ids, runs = self._clock(), [], []
             for spec in specs:                          # every job first: a bad device refuses the whole series
                 run_id = secrets.token_urlsafe(16)      # 128 random bits: knowing it is the key to the run
-                job = backend(spec, data, threads=self.config.threads_per_run,
-                              on_end=lambda run_id=run_id: self._ended(run_id))
+                job = self._job_for(run_id, spec, data, series)
                 runs.append(_Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor},
                                  submitted=now, seen=now, estimate_s=self._estimate(spec, data), series=series))
                 ids.append(run_id)
@@ -159,6 +161,14 @@ class RunRegistry:
             self._schedule()
             self._trim()
             return ids
+
+    def _job_for(self, run_id: str, spec: RunSpec, data: Data, series: str | None) -> TrainingJob:
+        cfg, on_end = self.config, lambda: self._ended(run_id)
+        if cfg.backend == "ray":
+            return cluster.RayJob(spec, data, cfg.threads_per_run, on_end, run_id=run_id, cluster=self._cluster,
+                                  series=series, grace_s=cfg.grace_s, retention_s=cfg.retention_s)
+        backend = ProcessJob if cfg.backend == "processes" else TrainingJob
+        return backend(spec, data, threads=cfg.threads_per_run, on_end=on_end)
 
     def _busy_message(self, run: _Run) -> str:
         if run.series is None:
@@ -188,17 +198,33 @@ class RunRegistry:
                 ahead, starts_in = self._series_wait(run)
             job = run.job
             return RunView(run.id, run.spec, "queued" if run.queued else snap.state, snap, position, starts_in,
-                           run.stop_reason, job.model, job.meta, job.checkpoint_bytes, run.series, ahead)
+                           run.stop_reason or job.stop_reason, job.model, job.meta, job.checkpoint_bytes, run.series,
+                           ahead)
 
     def attach(self, run_id: str, visitor: str) -> RunView | None:
         """A visitor opened the run's link: it becomes one of the run's visitors (its list shows it)."""
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.get(run_id) or self._from_cluster(run_id)
             if run is None:
                 return None
             run.owners.add(visitor)
             run.seen = self._clock()
         return self.view(run_id)
+
+    def _from_cluster(self, run_id: str) -> _Run | None:
+        """With the ray backend, a run another server started: mirrored here from its actor. Holds the lock."""
+        if self._cluster is None or not run_id:
+            return None
+        job = cluster.RayJob.attach(run_id, self._cluster, self.config.threads_per_run,
+                                    on_end=lambda: self._ended(run_id))
+        if job is None:
+            return None
+        now = self._clock()
+        run = _Run(run_id, job.spec, job, gpu=job.device.startswith("cuda"), owners=set(), submitted=now, seen=now,
+                   started=now, series=job.series)
+        self._runs[run_id] = run
+        self._trim()
+        return run
 
     def series(self, series_id: str) -> list[RunView] | None:
         """The runs of a series in their order, as they are now; None when no run of it is held (an unknown id,
@@ -212,6 +238,8 @@ class RunRegistry:
         """A visitor opened the series' link: it becomes one of the visitors of each of its runs."""
         with self._lock:
             runs = self._series_runs(series_id)
+            if not runs and self._cluster is not None:        # started by another server of the cluster
+                runs = [r for r in map(self._from_cluster, self._cluster.series(series_id)) if r is not None]
             for run in runs:
                 run.owners.add(visitor)
                 run.seen = self._clock()
@@ -244,6 +272,10 @@ class RunRegistry:
             ids = [r.id for r in self._runs.values() if visitor in r.owners]
         return [v for v in map(self.view, ids) if v is not None]
 
+    def cluster_resources(self) -> dict | None:
+        """With the ray backend, the cluster's CPUs and GPUs (in all, free now) and nodes; else None."""
+        return self._cluster.resources() if self._cluster is not None else None
+
     def counts(self) -> dict:
         with self._lock:
             runs = list(self._runs.values())
@@ -271,12 +303,12 @@ class RunRegistry:
                 if r.stop_reason is None:
                     r.stop_reason = reason if reason or r is run else f"its series was stopped at {run.spec.name}"
                 if r.queued:
-                    r.job.stop()               # never started: its state becomes "stopped" now
+                    r.job.stop(r.stop_reason)  # never started: its state becomes "stopped" now
                     r.ended = self._clock()
                 else:
                     running.append(r)
         for r in running:
-            r.job.stop()                       # the worker notices before its next step, then calls _ended
+            r.job.stop(r.stop_reason)          # the worker notices before its next step, then calls _ended
 
     def _job(self, run_id: str) -> TrainingJob:
         with self._lock:
@@ -294,6 +326,8 @@ class RunRegistry:
                 if r.running:
                     busy[r.gpu] += 1
             caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}
+            if self._cluster is not None:      # the cluster's scheduler is the cap: its actors wait for resources
+                caps = {False: sys.maxsize, True: sys.maxsize}
             for r in self._queue():
                 if busy[r.gpu] < caps[r.gpu]:
                     r.started = self._clock()
@@ -364,8 +398,11 @@ class RunRegistry:
         now = self._clock()
         cfg = self.config
         with self._lock:
-            unwatched = [r.id for r in self._runs.values()
-                         if r.ended is None and not r.watchers and now - r.seen > cfg.grace_s]
+            for r in self._runs.values():
+                if r.job.guards_itself:        # it stops itself; every server tells it whether it is watched
+                    r.job.watched = bool(r.watchers) or now - r.seen <= cfg.grace_s
+            unwatched = [r.id for r in self._runs.values() if r.ended is None and not r.watchers
+                         and not r.job.guards_itself and now - r.seen > cfg.grace_s]
             for run_id in unwatched:
                 self.stop(run_id, reason=f"nobody watched it for {cfg.grace_s:g} s")
             for run in list(self._runs.values()):
@@ -402,10 +439,11 @@ class RunRegistry:
             self.sweep()
 
     def shutdown(self, wait: float = 0.0) -> None:
-        """Stop every run and the sweeper (server shutdown, tests); with `wait`, join the workers."""
+        """Stop every run and the sweeper (server shutdown, tests); with `wait`, join the workers. Runs on a
+        Ray cluster are left to go on: other servers may show them, and unwatched they stop themselves."""
         self._closed.set()
         with self._lock:
-            runs = list(self._runs.values())
+            runs = [r for r in self._runs.values() if not r.job.guards_itself]
         for r in runs:
             self.stop(r.id, reason="the server shut down")
         if wait:

@@ -10,7 +10,11 @@ secrets, or both merged by the caller); a bad value raises ValueError naming the
 | AELAB_RUN_GRACE_S     | 120                           | an unwatched run is stopped after this many seconds  |
 | AELAB_RUN_RETENTION_S | 1800                          | an ended run (and its model) is kept this long       |
 | AELAB_MAX_KEPT_RUNS   | 32                            | runs held at once; the oldest ended go first         |
-| AELAB_RUN_BACKEND     | processes                     | processes: a process per run; threads: in-process    |
+| AELAB_RUN_BACKEND     | processes                     | processes: a process per run; threads: in-process;   |
+|                       |                               | ray: a Ray actor per run (see AELAB_RAY_ADDRESS)     |
+| AELAB_RAY_ADDRESS     | unset                         | train on Ray (aecore.runs.cluster): local, auto, or  |
+|                       |                               | a cluster's head host:port; the cluster's resources  |
+|                       |                               | are then the cap and the queue                       |
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Mapping
 import torch
 
 PROFILES = ("local", "hosted")
-BACKENDS = ("processes", "threads")
+BACKENDS = ("processes", "threads", "ray")
 
 
 def cpu_slots() -> int:
@@ -70,7 +74,9 @@ class RegistryConfig:
     max_kept: int = 32              # bounded memory: runs held at once (each ended one keeps its model)
     max_queued: int = 100           # a longer queue refuses new runs
     threads_per_run: int = 1        # intra-op threads; more make runs on shared cores spin-wait (see job.py)
-    backend: str = "processes"      # a process per run (aecore.runs.process), or threads in the server's process
+    backend: str = "processes"      # a process per run (aecore.runs.process), threads in the server's process,
+                                    # or a Ray actor per run (aecore.runs.cluster)
+    ray_address: str = "local"      # with the ray backend: local, auto, or a cluster head's host:port
     # Training threads share the interpreter with the UI. Every torch op releases the GIL and takes it back; with
     # Python's default 5 ms switch interval a busy UI thread holds it that long each time. Measured (one
     # pytorch-784-200 run beside one busy Python thread, 2 cores): 433 samples/s at 5 ms, 1,858 at 1 ms,
@@ -84,7 +90,8 @@ class RegistryConfig:
                  ("grace_s", self.grace_s > 0), ("retention_s", self.retention_s >= 0),
                  ("max_kept", self.max_kept >= 1), ("max_queued", self.max_queued >= 0),
                  ("threads_per_run", self.threads_per_run >= 1), ("profile", self.profile in PROFILES),
-                 ("switch_interval_s", 0 < self.switch_interval_s <= 0.1), ("backend", self.backend in BACKENDS)]
+                 ("switch_interval_s", 0 < self.switch_interval_s <= 0.1), ("backend", self.backend in BACKENDS),
+                 ("ray_address", bool(self.ray_address.strip()))]
         for name, ok in rules:
             if not ok:
                 raise ValueError(f"RegistryConfig.{name} is out of range: {getattr(self, name)!r}")
@@ -105,9 +112,14 @@ class RegistryConfig:
                                  f"got {value!r}")
             return n
 
-        backend = str(settings.get("AELAB_RUN_BACKEND") or "processes").strip().lower()
-        if backend not in BACKENDS:
+        asked = str(settings.get("AELAB_RUN_BACKEND") or "").strip().lower()
+        address = str(settings.get("AELAB_RAY_ADDRESS") or "").strip()
+        if asked and asked not in BACKENDS:
             raise ValueError(f"AELAB_RUN_BACKEND must be one of {BACKENDS}, got {settings.get('AELAB_RUN_BACKEND')!r}")
+        if address and asked not in ("", "ray"):
+            raise ValueError(f"AELAB_RAY_ADDRESS={address!r} asks for the ray backend but AELAB_RUN_BACKEND is "
+                             f"{asked!r}; unset one of them")
+        backend = "ray" if address else (asked or "processes")
         profile = str(settings.get("AELAB_PROFILE") or "local").strip().lower()
         if profile not in PROFILES:
             raise ValueError(f"AELAB_PROFILE must be one of {PROFILES}, got {settings.get('AELAB_PROFILE')!r}")
@@ -118,4 +130,4 @@ class RegistryConfig:
                   "max_kept": number("AELAB_MAX_KEPT_RUNS", int, 1)}
         values = {k: v for k, v in values.items() if v is not None}
         limits = HOSTED_LIMITS if profile == "hosted" else Limits()
-        return cls(profile=profile, limits=limits, backend=backend, **values)
+        return cls(profile=profile, limits=limits, backend=backend, ray_address=address or "local", **values)

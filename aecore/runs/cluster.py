@@ -1,0 +1,483 @@
+"""The Ray backend: each run trains in a named Ray actor, so a class's runs spread over a cluster's machines.
+
+Chosen by `AELAB_RAY_ADDRESS` (`local`: a Ray instance started by this server on this machine; `auto`: the cluster
+started on this machine with `ray start`; `host:port`: a cluster's head). Ray is optional: without it installed,
+asking for it raises `RayUnavailable` with the install command.
+
+- A run is the actor `RunActor`, named by the run id in the namespace `aelab`. Inside it a thread-backend
+  `TrainingJob` trains with the same `fit` and keeps the same snapshots; the actor answers polls, pause, resume
+  and stop, and hands over the checkpoint bytes when the run has ended.
+- It asks for `threads_per_run` CPUs, plus one GPU when the run asks for cuda (or for auto and the cluster has
+  GPUs). The cluster's scheduler is then the cap and the queue: an actor waiting for resources is a "queued" run.
+- `RayJob` is the server's side of one run: a `TrainingJob` whose worker thread polls the actor (only what is
+  new since the last poll) and mirrors it, so pages read snapshots without a call to the cluster.
+- The catalogue `RunDirectory` (one small actor, no CPU) knows every run's spec and each series' runs, so that
+  another app server pointed at the same cluster reattaches to a run by its id, even one still queued there.
+- A run watches over itself: each server that shows it says so on every poll; unwatched for the grace time, the
+  actor stops its run, and once ended and unwatched for the retention time it removes itself. No server has to
+  outlive its runs, and a reload that lands on another server keeps them going.
+- The images go into Ray's object store once per data set and server; each node fetches them once, and every
+  actor on that node reads the same copy.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aecore import checkpoint
+from aecore.data import Data, Split
+from aecore.runs.job import RunSpec, Snapshot, TrainingJob
+
+NAMESPACE = "aelab"
+INSTALL = "pip install -r requirements-ray.txt"
+POLL_S = 0.25            # how often a server asks a running actor what is new
+STATES = ("queued", "running", "paused", "finished", "stopped", "failed")
+ENDED = ("finished", "stopped", "failed")
+
+
+class RayUnavailable(RuntimeError):
+    """Ray was asked for and cannot be used: not installed, or the cluster cannot be reached."""
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise RayUnavailable(f"AELAB_RAY_ADDRESS asks for Ray, but Ray is not installed in this environment "
+                             f"({e}). Install it with: {INSTALL}") from None
+    return ray
+
+
+# ---------------------------------------------------------------------------------------------- the connection
+class Cluster:
+    """This process's connection to Ray (one per process, as Ray allows). `connect(address)` makes or reuses it."""
+
+    def __init__(self, ray, address: str):
+        self.ray, self.address = ray, address
+        self._data: dict[int, tuple[Data, object]] = {}      # id(Data) -> (the Data, its ObjectRef)
+        self._lock = threading.Lock()
+        self._actor_cls = ray.remote(RunActor)
+        self._directory = None
+
+    def directory(self):
+        """The catalogue actor, created by the first server that needs it (no CPU: it never waits in line)."""
+        if self._directory is None:
+            self._directory = self.ray.remote(RunDirectory).options(
+                name="directory", namespace=NAMESPACE, lifetime="detached", num_cpus=0,
+                get_if_exists=True).remote()
+        return self._directory
+
+    def resources(self) -> dict:
+        """The cluster's CPUs and GPUs, in all and free now."""
+        total, free = self.ray.cluster_resources(), self.ray.available_resources()
+        return {"cpus": total.get("CPU", 0.0), "gpus": total.get("GPU", 0.0), "free_cpus": free.get("CPU", 0.0),
+                "free_gpus": free.get("GPU", 0.0), "nodes": sum(k.startswith("node:") and k != "node:__internal_head__"
+                                                                 for k in total)}
+
+    def gpus_for(self, device: str) -> int:
+        """A run's GPUs: one for cuda (refused when the cluster has none), one for auto on a cluster with GPUs."""
+        has_gpu = self.ray.cluster_resources().get("GPU", 0) > 0
+        if device == "cuda" and not has_gpu:
+            raise ValueError("device 'cuda' was asked for but this Ray cluster has no GPU; use 'auto' or 'cpu'")
+        return int(has_gpu and device in ("auto", "cuda"))
+
+    def put(self, data: Data):
+        """The data set's images in the object store, once per Data object (pages share one per data set)."""
+        with self._lock:
+            held = self._data.get(id(data))
+            if held is None or held[0] is not data:
+                arrays = tuple(None if s is None else (s.images.numpy(), s.labels.numpy())
+                               for s in (data.train, data.val, data.test))
+                held = self._data[id(data)] = (data, self.ray.put(arrays))
+                while len(self._data) > 4:                # a few data sets at most; the oldest go first
+                    self._data.pop(next(iter(self._data)))
+            return held[1]
+
+    def add(self, run_id: str, spec: RunSpec, series: str | None) -> None:
+        """Enter a queued run in the catalogue, so that other servers can find it by its id."""
+        self.ray.get(self.directory().add.remote(run_id, spec, series))
+
+    def start(self, run_id: str, spec: RunSpec, data: Data, threads: int, gpus: int, grace_s: float,
+              retention_s: float):
+        """Create the run's actor (it waits in the cluster's queue until its resources are free); None when
+        another server has stopped the run meanwhile (`cancelled` says why)."""
+        return self._actor_cls.options(
+            name=run_id, namespace=NAMESPACE, lifetime="detached", num_cpus=threads, num_gpus=gpus,
+            max_concurrency=4, max_restarts=0,
+        ).remote(run_id, spec, self.put(data), threads, grace_s, retention_s)
+
+    def cancelled(self, run_id: str) -> str | None:
+        return self.ray.get(self.directory().claim.remote(run_id))
+
+    def cancel(self, run_id: str, reason: str | None) -> None:
+        self.ray.get(self.directory().cancel.remote(run_id, reason))
+
+    def final(self, run_id: str):
+        """(final state, checkpoint bytes) of an ended run, or None."""
+        return self.ray.get(self.directory().final.remote(run_id))
+
+    def find(self, run_id: str):
+        """(spec, series id) of a run on the cluster, or None when it is not there (never was, or expired)."""
+        return self.ray.get(self.directory().find.remote(run_id))
+
+    def actor(self, run_id: str):
+        """The run's actor, or None while it does not exist (queued by its server, or expired)."""
+        try:
+            return self.ray.get_actor(run_id, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def series(self, series_id: str) -> list[str]:
+        return self.ray.get(self.directory().series.remote(series_id))
+
+
+_CLUSTER: Cluster | None = None
+_CONNECT_LOCK = threading.Lock()
+
+
+def init_options() -> dict:
+    """`ray.init` options every AE Lab driver uses: the namespace, and the aecore package shipped to the workers
+    (so a cluster's nodes need AE Lab's requirements, not a copy of AE Lab)."""
+    return {"namespace": NAMESPACE, "log_to_driver": False,
+            "runtime_env": {"py_modules": [str(Path(__file__).resolve().parents[1])],
+                            "excludes": ["__pycache__"]}}
+
+
+def disconnect() -> None:
+    """Forget this process's connection (tests; Ray itself stays as it is)."""
+    global _CLUSTER
+    with _CONNECT_LOCK:
+        _CLUSTER = None
+
+
+def connect(address: str) -> Cluster:
+    """Connect this process to Ray at `address` (`local`, `auto` or a head's `host:port`), once.
+
+    A process already connected (a test's `ray.init`) is reused as it is. Ray's local instance is started from a
+    thread that lives as long as the process: Ray's processes end with the thread that started them, and a
+    Streamlit server runs each script in a thread that ends."""
+    global _CLUSTER
+    with _CONNECT_LOCK:
+        if _CLUSTER is not None:
+            return _CLUSTER
+        ray = import_ray()
+        if not ray.is_initialized():
+            outcome: dict = {}
+            started = threading.Event()
+
+            def hold():
+                try:
+                    if address == "local":
+                        ray.init(include_dashboard=False, **init_options())
+                    else:
+                        ray.init(address=address, **init_options())
+                except Exception as e:     # unreachable cluster, bad address
+                    outcome["error"] = e
+                started.set()
+                if "error" not in outcome:
+                    threading.Event().wait()   # keep the thread (and so Ray's processes) alive
+
+            threading.Thread(target=hold, name="aelab-ray", daemon=True).start()
+            started.wait()
+            if "error" in outcome:
+                e = outcome["error"]
+                raise RayUnavailable(f"could not connect to Ray at AELAB_RAY_ADDRESS={address!r}: "
+                                     f"{type(e).__name__}: {e}") from e
+        _CLUSTER = Cluster(ray, address)
+        return _CLUSTER
+
+
+# ---------------------------------------------------------------------------------------------- on the cluster
+class RunDirectory:
+    """The cluster's catalogue of runs: id -> (spec, series), entered when a server queues them (a series' later
+    runs before their actors exist), and each ended run's final state and checkpoint, handed over by its actor
+    before it exits (so that its resources free at once). An ended run is forgotten once nobody has asked for it
+    for its retention time."""
+
+    def __init__(self):
+        self._runs: dict[str, tuple[RunSpec, str | None]] = {}
+        self._cancelled: dict[str, str] = {}      # run id -> why it was stopped before its actor existed
+        self._finals: dict[str, list] = {}         # run id -> [final state, checkpoint bytes, retention_s, last asked]
+
+    def finish(self, run_id: str, final: dict, blob: bytes | None, retention_s: float) -> None:
+        self._finals[run_id] = [final, blob, retention_s, time.monotonic()]
+        self._expire()
+
+    def final(self, run_id: str):
+        """(final state, checkpoint bytes) of an ended run, or None while it has not ended (or after it expired)."""
+        self._expire()
+        entry = self._finals.get(run_id)
+        if entry is None:
+            return None
+        entry[3] = time.monotonic()
+        return entry[0], entry[1]
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for run_id in [r for r, e in self._finals.items() if now - e[3] > e[2]]:
+            self.remove(run_id)
+
+    def add(self, run_id: str, spec: RunSpec, series: str | None) -> None:
+        self._runs[run_id] = (spec, series)
+
+    def find(self, run_id: str):
+        """(spec, series id) of a run, or None."""
+        self._expire()
+        return self._runs.get(run_id)
+
+    def series(self, series_id: str) -> list[str]:
+        return [r for r, (_, s) in self._runs.items() if s == series_id]
+
+    def cancel(self, run_id: str, reason: str | None) -> None:
+        """A server stopped a run whose actor does not exist yet: the server that queued it will not start it."""
+        if run_id in self._runs:
+            self._cancelled.setdefault(run_id, reason or "stopped before it started")
+
+    def claim(self, run_id: str) -> str | None:
+        """Called before a run's actor is made: None to go ahead, or why the run was stopped meanwhile."""
+        return self._cancelled.get(run_id)
+
+    def remove(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self._cancelled.pop(run_id, None)
+        self._finals.pop(run_id, None)
+
+
+class RunActor:
+    """One run on the cluster: a thread-backend TrainingJob, started as soon as the actor has its resources. When
+    the run ends, the actor hands its final state and checkpoint to the directory and exits, freeing them."""
+
+    def __init__(self, run_id: str, spec: RunSpec, arrays, threads: int, grace_s: float, retention_s: float):
+        import ray
+        self._ray, self.run_id = ray, run_id
+        with warnings.catch_warnings():    # the object store's arrays are read-only; training never writes them
+            warnings.simplefilter("ignore", UserWarning)
+            splits = [None if a is None else Split(torch.from_numpy(a[0]), torch.from_numpy(a[1])) for a in arrays]
+        self.grace_s, self.retention_s = grace_s, retention_s
+        self.seen = time.monotonic()
+        self.stop_reason: str | None = None
+        self.job = TrainingJob(spec, Data(*splits), threads=threads, on_end=self._finish)
+        self.job.start()
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def poll(self, n_records: int, n_frames: int, watched: bool) -> dict:
+        """What is new since the caller's last poll (it has `n_records` records and `n_frames` frames)."""
+        if watched:
+            self.seen = time.monotonic()
+        return _state(self.job.snapshot(), self.stop_reason, n_records, n_frames)
+
+    def pause(self) -> None:
+        self.job.pause()
+
+    def resume(self) -> None:
+        self.job.resume()
+
+    def stop(self, reason: str | None = None) -> None:
+        if self.stop_reason is None and self.job.active:
+            self.stop_reason = reason
+        self.job.stop()
+
+    def _finish(self) -> None:
+        """The run has ended (the job's thread calls this): hand everything to the directory, then exit."""
+        job, ray = self.job, self._ray
+        blob = job.checkpoint_bytes
+        if blob is None and job.model is not None:     # a diverged run's last good weights
+            blob = checkpoint.to_bytes(job.model, job.meta)
+        directory = ray.get_actor("directory", namespace=NAMESPACE)
+        ray.get(directory.finish.remote(self.run_id, _state(job.snapshot(), self.stop_reason), blob,
+                                        self.retention_s))
+        time.sleep(POLL_S * 2)                         # polls on their way get an answer
+        ray.kill(ray.get_runtime_context().current_actor)
+
+    def _watch(self) -> None:
+        """Stop the run when no server has shown it for the grace time."""
+        while self.job.active:
+            time.sleep(1.0)
+            if self.job.active and time.monotonic() - self.seen > self.grace_s:
+                self.stop(f"nobody watched it for {self.grace_s:g} s")
+
+
+def _state(snap: Snapshot, stop_reason: str | None, n_records: int = 0, n_frames: int = 0) -> dict:
+    """A run's state for a server that holds `n_records` records and `n_frames` frames already."""
+    return {"state": snap.state, "records": snap.records[n_records:], "frames": snap.timeline[n_frames:],
+            "originals": snap.originals if n_records == n_frames == 0 else None, "error": snap.error,
+            "result": snap.result, "device": snap.device, "stop_reason": stop_reason}
+
+
+# ---------------------------------------------------------------------------------------------- on the server
+class RayJob(TrainingJob):
+    """A TrainingJob whose training runs in a Ray actor; same interface, same snapshots. Made by the registry
+    for a new run (`data` given: it creates the actor when the registry starts it), or by `RayJob.attach` for a
+    run another server queued (no data: it finds the actor by the run's id)."""
+
+    guards_itself = True     # the actor applies the grace time itself (servers report `watched`)
+
+    def __init__(self, spec: RunSpec, data: Data | None, threads: int = 1, on_end=None, *, run_id: str,
+                 cluster: Cluster, series: str | None = None, grace_s: float = 120.0, retention_s: float = 1800.0):
+        self.cluster, self.run_id, self.series = cluster, run_id, series
+        self.grace_s, self.retention_s = grace_s, retention_s
+        self._gpus = cluster.gpus_for(spec.train.device)
+        self._actor = None
+        self._wanted: str | None = None   # "paused" or "running" just asked for, until the actor reports it
+        self.watched = True      # set by the registry's sweep: does this server show the run to anyone now
+        self._kill = threading.Event()
+        super().__init__(spec, data, threads, on_end)
+        if data is not None:
+            cluster.add(run_id, spec, series)
+
+    def _resolve(self, spec: RunSpec) -> str:
+        return "cuda" if self._gpus else "cpu"
+
+    @classmethod
+    def attach(cls, run_id: str, cluster: Cluster, threads: int = 1, on_end=None) -> "RayJob | None":
+        """A run another server queued, found on the cluster by its id; None when it is not there."""
+        found = cluster.find(run_id)
+        if found is None:
+            return None
+        spec, series = found
+        job = cls(spec, None, threads, on_end, run_id=run_id, cluster=cluster, series=series)
+        job.start()
+        return job
+
+    # ------------------------------------------------------------------ control: forwarded to the actor
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("this run has started already; a run starts once")
+            self._state = "queued"           # until the actor answers: it waits for its resources
+            self._thread = threading.Thread(target=self._work, name=f"ray-{self.spec.name}", daemon=True)
+            self._thread.start()
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._state == "running":
+                self._state = self._wanted = "paused"   # shown at once; fit pauses before its next step
+                self._actor.pause.remote()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._state == "paused":
+                self._state = self._wanted = "running"
+                self._actor.resume.remote()
+
+    def stop(self, reason: str | None = None) -> None:
+        with self._lock:
+            if self._state == "ready":                    # a series run not yet queued: it never will be
+                self._state, self.data = "stopped", None
+                self.stop_reason = self.stop_reason or reason
+                self.cluster.cancel(self.run_id, reason)
+            elif self._state == "queued":                 # waiting for resources: its actor goes at once
+                self.stop_reason = self.stop_reason or reason
+                self._kill.set()
+            elif self._state not in ENDED:
+                self._actor.stop.remote(reason)
+
+    # ------------------------------------------------------------------ the relay thread
+    def _work(self) -> None:
+        ray = self.cluster.ray
+        try:
+            if not self._find_or_create():
+                return
+            n_records = n_frames = 0
+            while True:
+                ref = self._actor.poll.remote(n_records, n_frames, self.watched)
+                while not ray.wait([ref], timeout=0.5)[0]:   # a queued actor answers once it has started
+                    if self._kill.is_set():
+                        return self._cancel()
+                try:
+                    new = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    new = {"state": "ended"}                # it has handed over and exited between two polls
+                if new["state"] in ENDED or new["state"] == "ended":
+                    return self._collect(n_records, n_frames)
+                n_records += len(new["records"])
+                n_frames += len(new["frames"])
+                self._apply(new)
+                if self._kill.is_set():
+                    return self._cancel()
+                time.sleep(POLL_S)
+        except Exception as e:               # the actor died (its node went away), or the cluster is unreachable
+            with self._lock:
+                self._error, self._state = f"the run's Ray actor was lost: {type(e).__name__}: {e}", "failed"
+        finally:
+            self._ended()
+
+    def _find_or_create(self) -> bool:
+        """Create the actor (a run this server queued) or find it (a run another server queued, maybe ended).
+        False when there is nothing to poll: the run was stopped before it started, or it has ended."""
+        while self._actor is None:
+            reason = self.cluster.cancelled(self.run_id)
+            if reason is not None or self._kill.is_set():
+                if self._kill.is_set():
+                    self.cluster.cancel(self.run_id, self.stop_reason)
+                with self._lock:
+                    self._state, self.data = "stopped", None
+                    self.stop_reason = self.stop_reason or reason
+                return False
+            if self.data is not None:
+                self._actor = self.cluster.start(self.run_id, self.spec, self.data, self.threads, self._gpus,
+                                                 self.grace_s, self.retention_s)
+                self.data = None             # the object store holds the images now
+            else:
+                self._actor = self.cluster.actor(self.run_id)
+                if self._actor is None:
+                    if self.cluster.final(self.run_id) is not None or self.cluster.find(self.run_id) is None:
+                        self._collect(0, 0)   # it has ended (or expired)
+                        return False
+                    time.sleep(0.5)          # its server has not started it yet
+        return True
+
+    def _apply(self, new: dict) -> None:
+        with self._lock:
+            state = new["state"]
+            if self._wanted is not None and state in ("running", "paused") and state != self._wanted:
+                state = self._wanted         # asked for a moment ago: the actor has not seen it yet
+            else:
+                self._wanted = None
+            self._state = state
+            self._records.extend(new["records"])
+            self._timeline.extend(new["frames"])
+            if new["originals"] is not None:
+                self._originals = new["originals"]
+            self._error, self._result, self.device = new["error"], new["result"], new["device"]
+            self.stop_reason = new["stop_reason"] or self.stop_reason
+
+    def _collect(self, n_records: int, n_frames: int) -> None:
+        """The ended run's final state and weights, from the directory (the actor has exited); the checkpoint
+        bytes are loaded here by the safe loader."""
+        final, deadline = None, time.monotonic() + 30
+        while final is None and time.monotonic() < deadline:
+            final = self.cluster.final(self.run_id)   # handed over a moment after the run ends
+            if final is None:
+                if self.cluster.find(self.run_id) is None:
+                    break                              # forgotten: expired, or removed
+                time.sleep(0.1)
+        if final is None:
+            with self._lock:
+                self._error, self._state = "the run is no longer on the cluster", "failed"
+            return
+        state, blob = final
+        state["records"], state["frames"] = state["records"][n_records:], state["frames"][n_frames:]
+        if n_records or n_frames:
+            state["originals"] = None
+        self._wanted = None
+        self._apply(state)
+        with self._lock:
+            if blob is not None:
+                self.model, self.meta = checkpoint.load(blob)
+                self.model.eval()
+                if state["state"] != "failed":
+                    self.checkpoint_bytes = blob
+
+    def _cancel(self) -> None:
+        """Stop a run still waiting for resources: remove its actor (it never trained)."""
+        ray = self.cluster.ray
+        ray.kill(self._actor)
+        ray.get(self.cluster.directory().remove.remote(self.run_id))
+        with self._lock:
+            self._state = "stopped"
