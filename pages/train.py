@@ -271,8 +271,10 @@ def live_view():
     status = STATUS[run.state]
     if run.state == "queued":
         st.progress(0.0, text=shared.queue_text(run))
-        st.caption("This server trains a limited number of runs at once; yours starts by itself when a slot "
-                   "frees. Keep this tab open (any page): a run nobody watches is stopped after "
+        where = ("The Ray cluster trains as many runs at once as it has free CPUs and GPUs; yours starts by "
+                 "itself when they free" if registry.cluster_resources() is not None else
+                 "This server trains a limited number of runs at once; yours starts by itself when a slot frees")
+        st.caption(f"{where}. Keep this tab open (any page): a run nobody watches is stopped after "
                    f"{registry.config.grace_s:g} s. **Stop** takes it out of the queue.")
         return            # nothing trained yet: no chart to draw
     if m:
