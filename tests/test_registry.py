@@ -549,6 +549,32 @@ def test_ray_is_chosen_by_its_address():
         RegistryConfig.from_settings({"AELAB_RAY_ADDRESS": "auto", "AELAB_RUN_BACKEND": "threads"})
 
 
+class _FakeRay:
+    """What `Cluster` reads of Ray to size a run: the cluster's resources."""
+    def __init__(self, gpus):
+        self.gpus = gpus
+
+    def remote(self, cls):
+        return cls
+
+    def cluster_resources(self):
+        return {"CPU": 8.0, "GPU": float(self.gpus), "node:10.0.0.1": 1.0, "node:10.0.0.2": 1.0,
+                "node:__internal_head__": 1.0}
+
+    def available_resources(self):
+        return {"CPU": 3.0, "GPU": float(self.gpus)}
+
+
+def test_a_ray_run_asks_for_a_gpu_when_it_trains_on_cuda():
+    from aecore.runs.cluster import Cluster
+    with_gpus, without = Cluster(_FakeRay(gpus=2), "x"), Cluster(_FakeRay(gpus=0), "x")
+    assert [with_gpus.gpus_for(d) for d in ("auto", "cuda", "cpu")] == [1, 1, 0]
+    assert [without.gpus_for(d) for d in ("auto", "cpu")] == [0, 0]
+    with pytest.raises(ValueError, match="device 'cuda' was asked for but this Ray cluster has no GPU"):
+        without.gpus_for("cuda")
+    assert with_gpus.resources() == {"cpus": 8.0, "gpus": 2.0, "free_cpus": 3.0, "free_gpus": 2.0, "nodes": 2}
+
+
 def test_ray_asked_for_without_ray_installed_names_the_install_command(monkeypatch):
     """Without Ray (here made unimportable; in CI's CPU environment it is not installed) the registry refuses to
     start with one message that says how to install it; the other backends work as before."""
