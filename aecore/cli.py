@@ -27,6 +27,17 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, else one clear line."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
@@ -121,7 +132,7 @@ def main(argv=None) -> int:
         print(f"\naecore.train: {e}", file=sys.stderr)
         return 1
     model.cpu()
-    res = results(model, data, history)
+    res = results(model, data, history, binarize=train_cfg.binarize)
     spec = RunSpec(name=name, model=model_cfg, data=data_cfg, train=train_cfg, preset=args.preset)
     checkpoint.save(out, model, spec.meta(str(device), **res))
     final = {"final": True, "name": name, **res["figures"], "seconds": round(previous.elapsed, 2),

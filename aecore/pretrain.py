@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecore import checkpoint
-from aecore.cli import OneLineParser
+from aecore.cli import OneLineParser, positive_int
 from aecore.data import Data, DataConfig, DataError, cache_dir, load, to_float
 from aecore.models import Autoencoder, ModelConfig, build, from_dict, inference
 from aecore.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device
@@ -350,21 +350,11 @@ def _labels(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m aecore.pretrain", description=__doc__.splitlines()[0])
     p.add_argument("--labels", type=_labels, default=DEFAULT_LABELS,
                    help="numbers of labelled images, multiples of 10 (default 100,300,1000,60000)")
-    p.add_argument("--seeds", type=_positive, default=3, help="labelled draws per N (default 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="labelled draws per N (default 3)")
     p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data, the cache)")
     p.add_argument("--out", help="write the whole table (config, rows, per-seed accuracies, timing) to this JSON")
     p.add_argument("--encoder", help="an autoencoder checkpoint to use instead of pretraining one")
@@ -372,7 +362,7 @@ def parser() -> argparse.ArgumentParser:
                                        "(default: AE Lab's cache, pretrain/)")
     p.add_argument("--no-cache", action="store_true", help="pretrain afresh and keep nothing")
     p.add_argument("--quick", action="store_true", help="a smoke configuration (1 epoch, 50 steps): seconds")
-    p.add_argument("--threads", type=_positive, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads for torch (default 1: on a busy two-core machine more threads wait on each "
                         "other and small batches run many times slower)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")

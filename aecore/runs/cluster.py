@@ -11,8 +11,9 @@ asking for it raises `RayUnavailable` with the install command.
   GPUs). The cluster's scheduler is then the cap and the queue: an actor waiting for resources is a "queued" run.
 - `RayJob` is the server's side of one run: a `TrainingJob` whose worker thread polls the actor (only what is
   new since the last poll) and mirrors it, so pages read snapshots without a call to the cluster.
-- The catalogue `RunDirectory` (one small actor, no CPU) knows every run's spec and each series' runs, so that
-  another app server pointed at the same cluster reattaches to a run by its id, even one still queued there.
+- The catalogue `RunDirectory` (aecore.runs.directory: one small actor, no CPU, no torch) knows every run's spec
+  and each series' runs, so that another app server pointed at the same cluster reattaches to a run by its id,
+  even one still queued there; an ended run's actor hands it its final state and checkpoint, and exits.
 - A run watches over itself: each server that shows it says so on every poll; unwatched for the grace time, the
   actor stops its run, and once ended and unwatched for the retention time it removes itself. No server has to
   outlive its runs, and a reload that lands on another server keeps them going.
@@ -21,6 +22,7 @@ asking for it raises `RayUnavailable` with the install command.
 """
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 import warnings
@@ -31,6 +33,7 @@ import torch
 
 from aecore import checkpoint
 from aecore.data import Data, Split
+from aecore.runs.directory import RunDirectory
 from aecore.runs.job import RunSpec, Snapshot, TrainingJob
 
 NAMESPACE = "aelab"
@@ -62,14 +65,13 @@ class Cluster:
         self._data: dict[int, tuple[Data, object]] = {}      # id(Data) -> (the Data, its ObjectRef)
         self._lock = threading.Lock()
         self._actor_cls = ray.remote(RunActor)
-        self._directory = None
+        # The catalogue actor, made by the first server of the cluster (no CPU: it never waits in line); found
+        # here at once, so that no later call waits for it to start.
+        self._directory = ray.remote(RunDirectory).options(
+            name="directory", namespace=NAMESPACE, lifetime="detached", num_cpus=0, get_if_exists=True).remote()
+        ray.get(self._directory.find.remote(""))
 
     def directory(self):
-        """The catalogue actor, created by the first server that needs it (no CPU: it never waits in line)."""
-        if self._directory is None:
-            self._directory = self.ray.remote(RunDirectory).options(
-                name="directory", namespace=NAMESPACE, lifetime="detached", num_cpus=0,
-                get_if_exists=True).remote()
         return self._directory
 
     def resources(self) -> dict:
@@ -99,8 +101,9 @@ class Cluster:
             return held[1]
 
     def add(self, run_id: str, spec: RunSpec, series: str | None) -> None:
-        """Enter a queued run in the catalogue, so that other servers can find it by its id."""
-        self.ray.get(self.directory().add.remote(run_id, spec, series))
+        """Enter a queued run in the catalogue, so that other servers can find it by its id. Not waited for: one
+        caller's calls reach the catalogue in order, so this server's next question finds the run there."""
+        self.directory().add.remote(run_id, pickle.dumps(spec), series)
 
     def start(self, run_id: str, spec: RunSpec, data: Data, threads: int, gpus: int, grace_s: float,
               retention_s: float):
@@ -119,11 +122,13 @@ class Cluster:
 
     def final(self, run_id: str):
         """(final state, checkpoint bytes) of an ended run, or None."""
-        return self.ray.get(self.directory().final.remote(run_id))
+        found = self.ray.get(self.directory().final.remote(run_id))
+        return None if found is None else (pickle.loads(found[0]), found[1])
 
     def find(self, run_id: str):
         """(spec, series id) of a run on the cluster, or None when it is not there (never was, or expired)."""
-        return self.ray.get(self.directory().find.remote(run_id))
+        found = self.ray.get(self.directory().find.remote(run_id))
+        return None if found is None else (pickle.loads(found[0]), found[1])
 
     def actor(self, run_id: str):
         """The run's actor, or None while it does not exist (queued by its server, or expired)."""
@@ -193,61 +198,6 @@ def connect(address: str) -> Cluster:
 
 
 # ---------------------------------------------------------------------------------------------- on the cluster
-class RunDirectory:
-    """The cluster's catalogue of runs: id -> (spec, series), entered when a server queues them (a series' later
-    runs before their actors exist), and each ended run's final state and checkpoint, handed over by its actor
-    before it exits (so that its resources free at once). An ended run is forgotten once nobody has asked for it
-    for its retention time."""
-
-    def __init__(self):
-        self._runs: dict[str, tuple[RunSpec, str | None]] = {}
-        self._cancelled: dict[str, str] = {}      # run id -> why it was stopped before its actor existed
-        self._finals: dict[str, list] = {}         # run id -> [final state, checkpoint bytes, retention_s, last asked]
-
-    def finish(self, run_id: str, final: dict, blob: bytes | None, retention_s: float) -> None:
-        self._finals[run_id] = [final, blob, retention_s, time.monotonic()]
-        self._expire()
-
-    def final(self, run_id: str):
-        """(final state, checkpoint bytes) of an ended run, or None while it has not ended (or after it expired)."""
-        self._expire()
-        entry = self._finals.get(run_id)
-        if entry is None:
-            return None
-        entry[3] = time.monotonic()
-        return entry[0], entry[1]
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for run_id in [r for r, e in self._finals.items() if now - e[3] > e[2]]:
-            self.remove(run_id)
-
-    def add(self, run_id: str, spec: RunSpec, series: str | None) -> None:
-        self._runs[run_id] = (spec, series)
-
-    def find(self, run_id: str):
-        """(spec, series id) of a run, or None."""
-        self._expire()
-        return self._runs.get(run_id)
-
-    def series(self, series_id: str) -> list[str]:
-        return [r for r, (_, s) in self._runs.items() if s == series_id]
-
-    def cancel(self, run_id: str, reason: str | None) -> None:
-        """A server stopped a run whose actor does not exist yet: the server that queued it will not start it."""
-        if run_id in self._runs:
-            self._cancelled.setdefault(run_id, reason or "stopped before it started")
-
-    def claim(self, run_id: str) -> str | None:
-        """Called before a run's actor is made: None to go ahead, or why the run was stopped meanwhile."""
-        return self._cancelled.get(run_id)
-
-    def remove(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
-        self._cancelled.pop(run_id, None)
-        self._finals.pop(run_id, None)
-
-
 class RunActor:
     """One run on the cluster: a thread-backend TrainingJob, started as soon as the actor has its resources. When
     the run ends, the actor hands its final state and checkpoint to the directory and exits, freeing them."""
@@ -289,8 +239,8 @@ class RunActor:
         if blob is None and job.model is not None:     # a diverged run's last good weights
             blob = checkpoint.to_bytes(job.model, job.meta)
         directory = ray.get_actor("directory", namespace=NAMESPACE)
-        ray.get(directory.finish.remote(self.run_id, _state(job.snapshot(), self.stop_reason), blob,
-                                        self.retention_s))
+        final = pickle.dumps(_state(job.snapshot(), self.stop_reason))
+        ray.get(directory.finish.remote(self.run_id, final, blob, self.retention_s))
         time.sleep(POLL_S * 2)                         # polls on their way get an answer
         ray.kill(ray.get_runtime_context().current_actor)
 
