@@ -15,7 +15,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from aecore.data import DataConfig
-from aecore.models import Autoencoder, ModelConfig, from_dict
+from aecore.models import Autoencoder, build, ModelConfig, from_dict
 from aecore.train import TrainConfig
 
 FORMAT = "aecore-checkpoint/1"
@@ -80,7 +80,7 @@ def load(source) -> tuple[Autoencoder, dict]:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own SafetensorError for malformed bodies
         raise CheckpointError(f"{name}: corrupt tensor data ({e})") from None
-    model = Autoencoder(meta["model"])
+    model = build(meta["model"])
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
@@ -129,4 +129,4 @@ def _header(blob: bytes, name: str) -> dict:
 
 
 def _sizes(cfg: ModelConfig) -> str:
-    return str(list(cfg.channels if cfg.family == "conv" else cfg.hidden))
+    return str(list(cfg.channels if cfg.convolutional else cfg.hidden))

@@ -14,8 +14,9 @@ from pathlib import Path
 from aecore import checkpoint, presets
 from aecore.data import DataConfig, DataError, load
 from aecore.runs.job import RunSpec
-from aecore.models import ModelConfig, build, count_params
-from aecore.train import Control, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device, results
+from aecore.models import FAMILIES, ModelConfig, build, count_params
+from aecore.train import (OPTIMIZERS, Control, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
+                          results)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
                         "else ~/.cache/aelab)")
     p.add_argument("--out", help="checkpoint path (default runs/<name>.safetensors)")
     m = p.add_argument_group("model (override a preset, or build a custom model)")
-    m.add_argument("--family", choices=("shallow", "deep", "conv"))
+    m.add_argument("--family", choices=FAMILIES)
     m.add_argument("--hidden", type=_ints, help="MLP sizes, e.g. 200 or 256,128,64,2")
     m.add_argument("--channels", type=_ints, help="conv channels, e.g. 16,4")
     m.add_argument("--activation", choices=("relu", "sigmoid", "tanh"))
@@ -66,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--dropout", type=float)
     m.add_argument("--dropout-where", choices=("hidden", "hidden+output"))
     m.add_argument("--init", choices=("torch", "keras", "chainer"))
+    m.add_argument("--sparsity", type=float, help="shallow: weight of the L1 penalty on the code")
+    m.add_argument("--latent", type=int, help="vae, conv-vae: the code size")
+    m.add_argument("--beta", type=float, help="vae, conv-vae: weight of the KL term")
+    m.add_argument("--kl-warmup", type=int, help="vae, conv-vae: epochs over which the KL weight rises to beta")
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=("mnist", "fashion-mnist"))
     d.add_argument("--val-fraction", type=float)
@@ -81,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--noise-level", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw each batch's pixels as Bernoulli(intensity)")
     return p
 
 
@@ -100,11 +108,11 @@ def main(argv=None) -> int:
         pre = presets.get(args.preset) if args.preset else None
         model_cfg = _override(pre.model if pre else ModelConfig(), args,
                               ("family", "hidden", "channels", "activation", "linear_code", "output", "loss",
-                               "dropout", "dropout_where", "init"))
+                               "dropout", "dropout_where", "init", "sparsity", "latent", "beta", "kl_warmup"))
         data_cfg = _override(pre.data if pre else DataConfig(), args, ("dataset", "val_fraction", "classes"))
         train_cfg = _override(pre.train if pre else TrainConfig(), args,
                               ("epochs", "batch_size", "lr", "adam_eps", "lr_milestones", "lr_gamma", "noise",
-                               "noise_level", "seed", "device"))
+                               "noise_level", "seed", "device", "optimizer", "binarize"))
         device = resolve_device(train_cfg.device)
     except ValueError as e:
         p.error(str(e))

@@ -125,9 +125,7 @@ def default_picks(entries: list[Entry], reference: str | None = None) -> list[st
 # ------------------------------------------------------------------------------------------- tables
 def sizes(cfg: ModelConfig) -> str:
     """Layer sizes in words, as the sidebar shows them: '784-200-784' or '1→16→4 channels, code 4×7×7'."""
-    if cfg.family == "conv":
-        return "1→" + "→".join(map(str, cfg.channels)) + " channels, code " + "×".join(map(str, cfg.code_shape))
-    return "-".join(map(str, [784, *cfg.hidden, *cfg.hidden[-2::-1], 784]))
+    return cfg.sizes_text
 
 
 def training_seconds(entry: Entry) -> float | None:
@@ -207,8 +205,11 @@ def _unused(section: str, name: str, v: dict) -> bool:
     """Settings the model never reads: comparing them would show differences that change nothing."""
     if section == "model":
         family = v.get("family")
-        return ((name == "hidden" and family == "conv") or (name == "channels" and family != "conv")
-                or (name == "linear_code" and family != "deep") or (name == "dropout_where" and not v.get("dropout")))
+        variational = family in ("vae", "conv-vae")
+        return ((name == "hidden" and family == "conv") or (name == "channels" and family not in ("conv", "conv-vae"))
+                or (name == "linear_code" and family != "deep") or (name == "dropout_where" and not v.get("dropout"))
+                or (name == "sparsity" and not v.get("sparsity"))
+                or (name in ("latent", "beta", "kl_warmup") and not variational))
     if section == "train":
         return ((name == "noise_level" and v.get("noise") == "none")
                 or (name == "lr_gamma" and not v.get("lr_milestones")))
@@ -283,14 +284,14 @@ def reconstructions(entries: list[Entry], images) -> list[np.ndarray]:
 def filter_count(entry: Entry) -> int:
     """How many first-layer filters it has: units of the first linear layer, or kernels of the first conv."""
     cfg = entry.config
-    return cfg.channels[0] if cfg.family == "conv" else cfg.hidden[0]
+    return cfg.channels[0] if cfg.convolutional else cfg.hidden[0]
 
 
 def first_layer_filters(entry: Entry, count: int) -> np.ndarray:
     """The first `count` first-layer filters, each scaled to [0, 1] on its own: MLP weights as 28×28 tiles
     (count, 28, 28), or conv kernels (count, k, k)."""
     n = max(0, min(count, filter_count(entry)))
-    tiles = viz.conv_kernels(entry.model)[:n] if entry.config.family == "conv" else viz.encoder_filters(entry.model, n)
+    tiles = viz.conv_kernels(entry.model)[:n] if entry.config.convolutional else viz.encoder_filters(entry.model, n)
     return tiles.numpy()
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from aecore import presets
 from aecore.data import DATASETS, NOISE_KINDS, DataConfig
 from aecore.models import ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig
-from aecore.train import TrainConfig
+from aecore.train import OPTIMIZERS, TrainConfig
 
 PRESET = "preset"            # the query parameter naming the preset
 CUSTOM = "custom"            # a configuration built by hand: its differences are counted from DEFAULT_PRESET
@@ -58,6 +58,10 @@ FIELDS: dict[str, Field] = {
     "dropout": Field(ModelConfig, "float", 0.0, 0.9),
     "dropout_where": Field(ModelConfig, "choice", choices=DROPOUT_PLACES),
     "init": Field(ModelConfig, "choice", choices=INITS),
+    "sparsity": Field(ModelConfig, "float", 0.0, 10.0),
+    "latent": Field(ModelConfig, "int", 1, 512),
+    "beta": Field(ModelConfig, "float", 0.0, 100.0),
+    "kl_warmup": Field(ModelConfig, "int", 0, 1000),
     "noise": Field(TrainConfig, "choice", choices=NOISE_KINDS),
     "noise_level": Field(TrainConfig, "float", 0.0, 1.0),
     "lr": Field(TrainConfig, "float", 1e-6, 10.0),
@@ -66,6 +70,8 @@ FIELDS: dict[str, Field] = {
     "epochs": Field(TrainConfig, "int", 1, 200),
     "lr_milestones": Field(TrainConfig, "ints", 1, None),
     "seed": Field(TrainConfig, "int", 0, 2**31 - 1),
+    "optimizer": Field(TrainConfig, "choice", choices=OPTIMIZERS),
+    "binarize": Field(TrainConfig, "bool"),
 }
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 

@@ -1,4 +1,7 @@
-"""The three autoencoder families behind one contract: encode, decode, forward, loss.
+"""The autoencoder families behind one contract: encode, decode, forward, loss.
+
+shallow (784-h-784, optionally sparse: an L1 penalty on the code), deep (a mirrored MLP) and conv are plain
+autoencoders (`Autoencoder`, here); vae and conv-vae are variational (`aecore.vae`).
 
 Images travel as float tensors (B, 1, 28, 28) in [0, 1]. `forward` returns an `Output` holding the code `z`,
 the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever of those its objective needs
@@ -15,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FAMILIES = ("shallow", "deep", "conv")
+FAMILIES = ("shallow", "deep", "conv", "vae", "conv-vae")
+VARIATIONAL = ("vae", "conv-vae")
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 OUTPUTS = ("sigmoid", "identity")
 LOSSES = ("bce", "mse")
@@ -38,6 +42,10 @@ class ModelConfig:
     dropout_where: str = "hidden"       # hidden, or hidden+output as the Chainer cases do
     init: str = "torch"                 # torch default, keras (Glorot-uniform, zero bias), chainer (N(0, 1/fan_in))
     batch_norm: bool = False            # batch normalisation before each hidden activation (one-class recipes)
+    sparsity: float = 0.0               # shallow only: weight of the L1 penalty on the code (per image, summed)
+    latent: int = 2                     # vae, conv-vae: the code size (hidden holds the layers before it)
+    beta: float = 1.0                   # vae, conv-vae: weight of the KL term
+    kl_warmup: int = 0                  # vae, conv-vae: epochs over which the KL weight rises from 0 to beta
 
     def __post_init__(self):
         def check(ok, field, allowed, value):
@@ -55,7 +63,22 @@ class ModelConfig:
         check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         check(not (self.loss == "bce" and self.output == "identity"), "loss",
               "'mse' when output is 'identity' (BCE needs outputs in [0, 1])", self.loss)
-        if self.family == "shallow":
+        check(0.0 <= self.sparsity <= 10.0, "sparsity", "in [0, 10]", self.sparsity)
+        check(self.sparsity == 0.0 or self.family == "shallow", "sparsity", "0 outside the shallow family",
+              self.sparsity)
+        if self.family in VARIATIONAL:
+            check(1 <= self.latent <= 512, "latent", "an integer from 1 to 512", self.latent)
+            check(0.0 <= self.beta <= 100.0, "beta", "in [0, 100]", self.beta)
+            check(0 <= self.kl_warmup <= 1000, "kl_warmup", "an integer from 0 to 1000 (epochs)", self.kl_warmup)
+            check(self.output == "sigmoid", "output", "'sigmoid' for a variational autoencoder", self.output)
+            check(self.dropout == 0.0 and not self.batch_norm, "dropout",
+                  "0 (and batch_norm off) for a variational autoencoder", self.dropout)
+            check(len(self.hidden) <= 8 and all(1 <= h <= 4096 for h in self.hidden), "hidden",
+                  "0 to 8 sizes, each from 1 to 4096, for a variational autoencoder", self.hidden)
+            if self.family == "conv-vae":
+                check(1 <= len(self.channels) <= 2 and all(1 <= c <= 256 for c in self.channels), "channels",
+                      "1 or 2 channel counts from 1 to 256 (stride-2 stages: 28 -> 14 -> 7)", self.channels)
+        elif self.family == "shallow":
             check(len(self.hidden) == 1 and 2 <= self.hidden[0] <= 2000, "hidden",
                   "one size from 2 to 2000 for the shallow family", self.hidden)
         elif self.family == "deep":
@@ -81,14 +104,38 @@ class ModelConfig:
         return from_dict(cls, d)
 
     @property
+    def variational(self) -> bool:
+        return self.family in VARIATIONAL
+
+    @property
+    def convolutional(self) -> bool:
+        """Its first layer is a convolution (its filters are kernels, not 28×28 tiles)."""
+        return self.family in ("conv", "conv-vae")
+
+    @property
+    def sizes_text(self) -> str:
+        """Layer sizes in words: '784-200-784', '1→16→4 channels, code 4×7×7', '784-256-2-256-784, Gaussian code'."""
+        if self.family == "conv":
+            return "1→" + "→".join(map(str, self.channels)) + " channels, code " + "×".join(map(str, self.code_shape))
+        if self.family == "conv-vae":
+            return ("1→" + "→".join(map(str, self.channels)) + " channels (stride 2), dense "
+                    + "-".join(map(str, self.hidden)) + f", Gaussian code of {self.latent}")
+        if self.variational:
+            return "-".join(map(str, [784, *self.hidden, self.latent, *self.hidden[::-1], 784])) + ", Gaussian code"
+        return "-".join(map(str, [784, *self.hidden, *self.hidden[-2::-1], 784]))
+
+    @property
     def code_range(self) -> tuple[float, float] | None:
-        """The interval every code number lies in (eval mode), or None when the code is unbounded (ReLU, linear)."""
-        if self.family == "deep" and self.linear_code:
+        """The interval every code number lies in (eval mode), or None when the code is unbounded (ReLU, linear,
+        a VAE's posterior mean)."""
+        if (self.family == "deep" and self.linear_code) or self.variational:
             return None
         return {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}.get(self.activation)
 
     @property
     def code_shape(self) -> tuple[int, ...]:
+        if self.variational:
+            return (self.latent,)
         if self.family == "conv":
             side = SIDE >> len(self.channels)
             return (self.channels[-1], side, side)
@@ -111,6 +158,8 @@ class Output:
     z: torch.Tensor      # code: (B, h) for MLPs, (B, C, 7, 7) for the default conv model
     raw: torch.Tensor    # decoder output before the output activation, (B, 1, 28, 28)
     output: str          # the config's output activation
+    mu: torch.Tensor | None = None       # a VAE's posterior mean and log-variance, (B, latent)
+    logvar: torch.Tensor | None = None
 
     @cached_property
     def x_hat(self) -> torch.Tensor:
@@ -144,15 +193,32 @@ class Autoencoder(nn.Module):
         return Output(z=z, raw=raw, output=self.config.output)
 
     def loss(self, target: torch.Tensor, out: Output) -> torch.Tensor:
-        """Mean per-pixel loss against the clean `target` (B, 1, 28, 28)."""
+        """The training objective against the clean `target` (B, 1, 28, 28): for a plain autoencoder the mean
+        per-pixel BCE or MSE (plus the sparsity penalty when the config asks for one)."""
+        return self.combine(self.loss_terms(target, out))
+
+    def loss_terms(self, target: torch.Tensor, out: Output) -> dict[str, torch.Tensor]:
+        """The loss's named parts (batch means); `combine` weighs them into the loss. Training reports each."""
         target = target.view_as(out.raw)
         if self.config.loss == "bce":
-            return F.binary_cross_entropy_with_logits(out.raw, target)
-        return F.mse_loss(out.x_hat, target)
+            recon = F.binary_cross_entropy_with_logits(out.raw, target)
+        else:
+            recon = F.mse_loss(out.x_hat, target)
+        if not self.config.sparsity:
+            return {"reconstruction": recon}
+        return {"reconstruction": recon, "code L1": out.z.abs().sum(dim=1).mean()}
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        if len(terms) == 1:
+            return terms["reconstruction"]
+        return terms["reconstruction"] + self.config.sparsity * terms["code L1"]
+
+    def at_epoch(self, epochs_done: float) -> None:
+        """Told before every training step how far training has come (a VAE's KL warm-up uses it)."""
 
     @property
     def _input_shape(self):
-        return (1, SIDE, SIDE) if self.config.family == "conv" else (SIDE * SIDE,)
+        return (1, SIDE, SIDE) if self.config.convolutional else (SIDE * SIDE,)
 
 
 def _stack(cfg: ModelConfig, sizes: list[int], layer, plain_last: bool, encoder: bool, pool=None) -> nn.Sequential:
@@ -227,11 +293,15 @@ def inference(model: nn.Module):
 
 def build(config: ModelConfig, seed: int | None = None) -> Autoencoder:
     """A fresh model; with a seed, the same weights every time without touching the global RNG state."""
+    if config.variational:
+        from aecore.vae import VariationalAutoencoder as cls
+    else:
+        cls = Autoencoder
     if seed is None:
-        return Autoencoder(config)
+        return cls(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Autoencoder(config)
+        return cls(config)
 
 
 def summary(model: Autoencoder) -> list[dict]:

@@ -19,19 +19,24 @@ from aecore.models import Autoencoder, from_dict, inference
 from aecore.scoring import error_quantiles, reconstruction_error
 
 
+OPTIMIZERS = ("adam", "rmsprop")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained; stored as JSON in every checkpoint."""
     epochs: int = 10
     batch_size: int = 124
     lr: float = 1e-3
-    adam_eps: float = 1e-8               # Keras's Adam uses 1e-7
+    adam_eps: float = 1e-8               # the optimiser's epsilon; Keras's Adam and RMSprop use 1e-7
     lr_milestones: tuple[int, ...] = ()  # after each of these epochs the learning rate is multiplied by lr_gamma
     lr_gamma: float = 0.5
     noise: str = "none"                  # none, mask (zero a ratio of pixels) or gaussian (add sigma * N(0, 1))
     noise_level: float = 0.0             # the masking ratio or the Gaussian sigma, in [0, 1]
     seed: int = 0
     device: str = "auto"                 # auto picks CUDA when present
+    optimizer: str = "adam"              # adam, or rmsprop (Keras's: rho 0.9, the same eps) as the Keras VAE uses
+    binarize: bool = False               # dynamic binarisation: each batch's pixels drawn as Bernoulli(intensity)
     log_every: int = 20                  # steps per metrics record; also how often the NaN guard looks
 
     def __post_init__(self):
@@ -47,6 +52,8 @@ class TrainConfig:
             ("noise_level", 0 <= self.noise_level <= 1, "in [0, 1]"),
             ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
             ("log_every", 1 <= self.log_every, "an integer >= 1"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("binarize", isinstance(self.binarize, bool), "true or false"),
         ]
         for name, ok, allowed in rules:
             if not ok:
@@ -73,6 +80,10 @@ class Metrics:
     elapsed: float                 # seconds spent training so far, pauses excluded
     lr: float
     total_steps: int               # steps the whole run will take
+    # the loss's parts, mean since the previous record, for models whose loss has several (a VAE's
+    # reconstruction and KL, a sparse autoencoder's code penalty): ((name, value), ...); empty otherwise
+    terms: tuple[tuple[str, float], ...] = ()
+    epoch_terms: tuple[tuple[str, float], ...] = ()   # the same over the whole epoch, on epoch-end records only
 
 
 class TrainingDiverged(RuntimeError):
@@ -128,13 +139,17 @@ def available_devices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> float:
-    """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode."""
+def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000, binarize: bool = False) -> float:
+    """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode. With
+    `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
     device = next(model.parameters()).device
     total = torch.zeros((), device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
     with inference(model):
         for i in range(0, len(images), batch_size):
             x = to_float(images[i:i + batch_size].to(device))
+            if binarize:
+                x = torch.bernoulli(x, generator=gen)
             total += model.loss(x, model(x)) * len(x)
     return total.item() / max(len(images), 1)
 
@@ -156,7 +171,10 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     steps_per_epoch = math.ceil(n / bs)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)   # shuffling and noise
     torch.manual_seed(cfg.seed)                                  # dropout draws from the global generator
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+    if cfg.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.9, eps=cfg.adam_eps)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
 
     good = _snapshot(model)
     step = samples = 0
@@ -165,14 +183,24 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
         perm = torch.randperm(n, device=device, generator=gen)
         epoch_sum = torch.zeros((), device=device)
         window_sum, window_n, window_samples, window_busy = torch.zeros((), device=device), 0, 0, 0.0
+        window_terms: dict[str, torch.Tensor] = {}
+        epoch_terms: dict[str, torch.Tensor] = {}
         t = time.perf_counter()
         for i in range(0, n, bs):
             t += control.wait_while_paused()   # paused time does not count as training time
             if control.stopped:
                 return
+            model.at_epoch(epoch - 1 + i / n)
             x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
+            if cfg.binarize:                                     # a new binary image each time (Burda et al.)
+                x = torch.bernoulli(x, generator=gen)
             out = model(add_noise(x, cfg.noise, cfg.noise_level, gen))
-            loss = model.loss(x, out)
+            terms = model.loss_terms(x, out)
+            loss = model.combine(terms)
+            if len(terms) > 1:
+                for name, value in terms.items():
+                    window_terms[name] = window_terms.get(name, 0.0) + value.detach()
+                    epoch_terms[name] = epoch_terms.get(name, 0.0) + value.detach() * len(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -199,18 +227,21 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
                         if m == epoch:
                             for g in opt.param_groups:
                                 g["lr"] *= cfg.lr_gamma
-                    val = evaluate(model, held_out) if len(held_out) else None
+                    val = evaluate(model, held_out, binarize=cfg.binarize) if len(held_out) else None
                     t = time.perf_counter()   # evaluation does not count as training time
                 yield Metrics(step=step, epoch=epoch, samples=samples, train_loss=mean,
                               val_loss=val if last else None,
                               epoch_loss=epoch_sum.item() / n if last else None, epoch_end=last,
                               samples_per_s=window_samples / max(window_busy, 1e-9), elapsed=busy,
-                              lr=opt.param_groups[0]["lr"], total_steps=steps_per_epoch * cfg.epochs)
+                              lr=opt.param_groups[0]["lr"], total_steps=steps_per_epoch * cfg.epochs,
+                              terms=tuple((k, v.item() / window_n) for k, v in window_terms.items()),
+                              epoch_terms=tuple((k, v.item() / n) for k, v in epoch_terms.items()) if last else ())
+                window_terms = {}
                 window_sum.zero_()
                 window_n = window_samples = 0
 
 
-def results(model: Autoencoder, data: Data, history: list[Metrics]) -> dict:
+def results(model: Autoencoder, data: Data, history: list[Metrics], binarize: bool = False) -> dict:
     """What a finished run reports and its checkpoint keeps: figures, per-epoch history, test-error quantiles.
 
     figures: train_loss (last epoch's mean training loss), val_loss (validation split, if any) and
@@ -221,8 +252,9 @@ def results(model: Autoencoder, data: Data, history: list[Metrics]) -> dict:
     last = epochs[-1] if epochs else None
     figures = {
         "train_loss": last.epoch_loss if last else None,
-        "val_loss": evaluate(model, data.val.images) if data.val is not None and len(data.val) else None,
-        "test_loss": evaluate(model, data.test.images) if len(data.test) else None,
+        "val_loss": evaluate(model, data.val.images, binarize=binarize) if data.val is not None and len(data.val)
+        else None,
+        "test_loss": evaluate(model, data.test.images, binarize=binarize) if len(data.test) else None,
     }
     return {
         "figures": figures,
@@ -236,7 +268,7 @@ def epoch_record(m: Metrics, previous: Metrics | None) -> dict:
     """One epoch as the CLI prints it and checkpoints store it."""
     seconds = m.elapsed - (previous.elapsed if previous else 0.0)
     n = m.samples - (previous.samples if previous else 0)
-    return {"epoch": m.epoch, "train_loss": m.epoch_loss, "val_loss": m.val_loss,
+    return {"epoch": m.epoch, "train_loss": m.epoch_loss, "val_loss": m.val_loss, **dict(m.epoch_terms),
             "seconds": round(seconds, 3), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
 
 

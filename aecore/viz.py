@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aecore.data import to_float
-from aecore.models import Autoencoder, inference
+from aecore.models import ACTIVATIONS, Autoencoder, inference
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -84,11 +84,14 @@ def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch
     """Activations of each encoder stage for one image (28, 28): [(name, (C, H, W) scaled per map)]."""
     x = to_float(torch.as_tensor(image).reshape(1, 28, 28)) if image.dtype == np.uint8 else \
         torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, 28, 28)
-    out = []
+    out, layers = [], list(model.encoder)
     with inference(model):
-        for layer in model.encoder:
+        for layer, following in zip(layers, layers[1:] + [None]):
             x = layer(x)
-            if isinstance(layer, nn.MaxPool2d):
+            # a stage ends after its pooling (conv), or after the activation of a strided conv (conv-vae)
+            stage_end = isinstance(layer, nn.MaxPool2d) or (
+                isinstance(layer, tuple(ACTIVATIONS.values())) and not isinstance(following, (nn.MaxPool2d,)))
+            if x.dim() == 4 and stage_end:
                 out.append((f"stage {len(out) + 1}: {x.shape[1]} maps {x.shape[2]}x{x.shape[3]}", scale_each(x[0])))
     return out
 
@@ -176,6 +179,31 @@ def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]],
                              "line": {"dash": "dash", "color": "#aaaaaa"}}]
         layout["annotations"] = [{"xref": "paper", "x": 1, "y": reference, "xanchor": "right", "yanchor": "bottom",
                                   "text": f"{reference_label}: {reference:g}", "showarrow": False}]
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def terms_figure(steps: list[tuple[int, tuple]], steps_per_epoch: float, max_points: int = 400) -> go.Figure:
+    """The loss's parts per step, side by side, each panel on its own scale (a VAE's reconstruction term is ~150
+    nats, its KL ~5). `steps`: (step, ((name, value), ...)) per record, x in epochs."""
+    steps = [(s, dict(t)) for s, t in steps if t]
+    if len(steps) > max_points:
+        stride = -(-len(steps) // max_points)
+        steps = steps[::stride] + [steps[-1]]
+    names = list(steps[0][1]) if steps else []
+    n, gap = max(len(names), 1), 0.08
+    width = (1 - gap * (n - 1)) / n
+    data, layout = [], {"height": 240, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False,
+                        "uirevision": "terms", "annotations": []}
+    for i, name in enumerate(names):
+        suffix = "" if i == 0 else str(i + 1)
+        data.append({"type": "scatter", "mode": "lines", "name": name, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}",
+                     "x": [s / steps_per_epoch for s, _ in steps], "y": [t.get(name) for _, t in steps]})
+        left = i * (width + gap)
+        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}",
+                                    "title": {"text": "epoch"}}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}"}
+        layout["annotations"].append({"xref": "paper", "yref": "paper", "x": left + width / 2, "y": 1.0,
+                                      "xanchor": "center", "yanchor": "bottom", "text": name, "showarrow": False})
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 

@@ -124,7 +124,7 @@ def filters(chosen: list[compare.Entry]) -> None:
     for start in range(0, len(chosen), PER_ROW):
         for col, e in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
             side, picture = derived(e.model, f"filters:{count}", lambda e=e: filter_picture(e, count))
-            what = f"kernels {side}×{side}" if e.config.family == "conv" else "units"
+            what = f"kernels {side}×{side}" if e.config.convolutional else "units"
             col.image(picture, caption=f"{e.name}: {count} of {compare.filter_count(e)} {what}",
                       alt=f"A grid of {count} grey tiles: the first-layer weights of {e.name}.")
 

@@ -15,7 +15,7 @@ cfg = am.config
 st.caption(f"Active model: **{am.name}** ({cfg.family}). Choose another in the sidebar.")
 
 # ------------------------------------------------------------------------------------------------ filters
-if cfg.family == "conv":
+if cfg.convolutional:
     st.subheader("Convolution kernels")
     kernels = viz.conv_kernels(am.model)
     st.image(viz.grid(kernels, nrow=len(kernels), zoom=16, pad=1),
@@ -70,7 +70,7 @@ else:
     st.dataframe({"index": idx, "label": test.labels[idx].tolist(), "error (MSE)": np.round(errors, 5)},
                  hide_index=True, width="content")
 
-    if cfg.family == "conv":
+    if cfg.convolutional:
         st.subheader("Feature maps")
         i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=K + "fmap")
         for name, maps in viz.feature_maps(am.model, test.images[int(i)].numpy()):

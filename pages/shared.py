@@ -262,11 +262,7 @@ def page_model() -> ActiveModel:
 
 def describe(am: ActiveModel) -> dict:
     cfg = am.config
-    if cfg.family == "conv":
-        sizes = "1→" + "→".join(map(str, cfg.channels)) + " channels, code " + "×".join(map(str, cfg.code_shape))
-    else:
-        sizes = "-".join(map(str, [784, *cfg.hidden, *cfg.hidden[-2::-1], 784]))
-    return {"name": am.name, "family": cfg.family, "sizes": sizes, "parameters": f"{count_params(am.model):,}",
+    return {"name": am.name, "family": cfg.family, "sizes": cfg.sizes_text, "parameters": f"{count_params(am.model):,}",
             "source": am.source, "device": describe_device()}
 
 

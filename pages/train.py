@@ -13,13 +13,16 @@ from aecore.data import DATASETS, DataConfig
 from aecore.runs import RunSpec
 from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
-from aecore.train import TrainConfig, available_devices
+from aecore.train import OPTIMIZERS, TrainConfig, available_devices
 from pages import shared
 
 shared.require_frame()
 CUSTOM = links.CUSTOM
 K = "train."   # every session key of this page starts with this
 NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
+FAMILY_LABELS = {"shallow": "shallow MLP", "deep": "deep MLP", "conv": "convolutional", "vae": "VAE (MLP)",
+                 "conv-vae": "VAE (convolutional)"}
+LAYERED = ("deep", "vae", "conv-vae")   # families whose hidden sizes are typed as a list
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -35,7 +38,9 @@ def form_values(v: dict) -> dict:
     return {
         K + "dataset": v["dataset"], K + "val_fraction": v["val_fraction"], K + "classes": list(v["classes"]),
         K + "family": fam, K + "hidden": v["hidden"][0] if fam == "shallow" else 200,
-        K + "layers": ",".join(map(str, v["hidden"])) if fam == "deep" else "256,128,64,2",
+        K + "layers": ",".join(map(str, v["hidden"])) if fam in LAYERED else "256,128,64,2",
+        K + "sparsity": v["sparsity"], K + "latent": v["latent"], K + "beta": v["beta"], K + "kl_warmup": v["kl_warmup"],
+        K + "optimizer": v["optimizer"], K + "binarize": v["binarize"],
         K + "channels": ",".join(map(str, v["channels"])), K + "activation": v["activation"],
         K + "linear_code": v["linear_code"], K + "output": v["output"], K + "loss": v["loss"],
         K + "dropout": v["dropout"], K + "dropout_where": v["dropout_where"], K + "init": v["init"],
@@ -66,17 +71,20 @@ def matches(p: presets.Preset, model: ModelConfig, data: DataConfig, train: Trai
 def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
     s = st.session_state
     family = s[K + "family"]
-    hidden = (int(s[K + "hidden"]),) if family == "shallow" else _ints(s[K + "layers"]) if family == "deep" else (200,)
+    hidden = (int(s[K + "hidden"]),) if family == "shallow" else _ints(s[K + "layers"]) if family in LAYERED \
+        else (200,)
     model = ModelConfig(family=family, hidden=hidden, channels=_ints(s[K + "channels"]),
                         activation=s[K + "activation"], linear_code=bool(s[K + "linear_code"]),
                         output=s[K + "output"], loss=s[K + "loss"], dropout=float(s[K + "dropout"]),
-                        dropout_where=s[K + "dropout_where"], init=s[K + "init"])
+                        dropout_where=s[K + "dropout_where"], init=s[K + "init"],
+                        sparsity=float(s[K + "sparsity"]) if family == "shallow" else 0.0,
+                        latent=int(s[K + "latent"]), beta=float(s[K + "beta"]), kl_warmup=int(s[K + "kl_warmup"]))
     data = DataConfig(dataset=s[K + "dataset"], val_fraction=float(s[K + "val_fraction"]),
                       classes=tuple(s[K + "classes"]))
     train = TrainConfig(epochs=int(s[K + "epochs"]), batch_size=int(s[K + "batch"]), lr=float(s[K + "lr"]),
                         adam_eps=float(s[K + "adam_eps"]), lr_milestones=_ints(s[K + "milestones"]),
                         noise=s[K + "noise"], noise_level=float(s[K + "noise_level"]), seed=int(s[K + "seed"]),
-                        device=s[K + "device"])
+                        device=s[K + "device"], optimizer=s[K + "optimizer"], binarize=bool(s[K + "binarize"]))
     return model, data, train
 
 
@@ -177,18 +185,31 @@ with left:
                   disabled=st.session_state[K + "noise"] == "none")
     with c2:
         st.markdown("**Model**")
-        st.selectbox("Family", FAMILIES, key=K + "family",
-                     format_func={"shallow": "shallow MLP", "deep": "deep MLP", "conv": "convolutional"}.get,
+        st.selectbox("Family", FAMILIES, key=K + "family", format_func=FAMILY_LABELS.get,
                      help="shallow: 784-h-784 · deep: any encoder sizes, mirrored in the decoder · conv: "
-                          "3×3 conv + 2×2 pool per stage, transposed convs back")
+                          "3×3 conv + 2×2 pool per stage, transposed convs back · VAE: the encoder gives a mean "
+                          "and a variance per code number, the code is sampled while training, and the loss adds "
+                          "the KL divergence to N(0, I), so codes drawn from N(0, I) decode to digits")
         fam = st.session_state[K + "family"]
         if fam == "shallow":
             st.number_input("Hidden units", 2, 2000, step=1, key=K + "hidden")
+            st.number_input("Sparsity: L1 weight on the code", 0.0, 10.0, step=1e-5, format="%.5f",
+                            key=K + "sparsity", help="0 = a plain autoencoder. The penalty adds this weight times "
+                                                     "the sum of the code's absolute values, per image.")
         elif fam == "deep":
             st.text_input("Encoder sizes (comma-separated)", key=K + "layers")
             st.checkbox("Linear code layer (no activation)", key=K + "linear_code")
-        else:
+        elif fam == "conv":
             st.text_input("Conv channels (comma-separated)", key=K + "channels")
+        else:
+            if fam == "conv-vae":
+                st.text_input("Conv channels (1 or 2, stride 2)", key=K + "channels")
+            st.text_input("Dense sizes before the code" if fam == "conv-vae" else "Encoder sizes before the code",
+                          key=K + "layers")
+            st.number_input("Latent size", 1, 512, step=1, key=K + "latent")
+            st.number_input("β (weight of the KL term)", 0.0, 100.0, step=0.5, key=K + "beta")
+            st.number_input("KL warm-up (epochs)", 0, 1000, step=1, key=K + "kl_warmup",
+                            help="The KL weight rises from 0 to β over these epochs; 0 = β from the start.")
         st.selectbox("Hidden activation", list(ACTIVATIONS), key=K + "activation")
         st.selectbox("Output", OUTPUTS, key=K + "output")
         st.selectbox("Loss", LOSSES, key=K + "loss", format_func=str.upper)
@@ -197,11 +218,16 @@ with left:
         st.markdown("**Training**")
         st.slider("Dropout rate", 0.0, 0.9, step=0.05, key=K + "dropout")
         st.selectbox("Dropout on", DROPOUT_PLACES, key=K + "dropout_where")
+        st.selectbox("Optimiser", OPTIMIZERS, key=K + "optimizer", format_func={"adam": "Adam",
+                                                                              "rmsprop": "RMSprop"}.get)
         st.number_input("Learning rate", 1e-6, 10.0, format="%.6f", step=1e-4, key=K + "lr")
         st.number_input("Batch size", 1, 4096, step=1, key=K + "batch")
         st.number_input("Epochs", 1, 200, step=1, key=K + "epochs")
         st.text_input("Halve LR after epochs", key=K + "milestones")
         st.number_input("Seed", 0, 2**31 - 1, step=1, key=K + "seed")
+        st.checkbox("Binarise pixels (new draw every batch)", key=K + "binarize",
+                    help="Each pixel becomes 1 with probability equal to its intensity, anew at every batch; "
+                         "held-out images are binarised once. The IWAE paper's dynamically binarised MNIST.")
         st.selectbox("Device", devices, key=K + "device",
                      format_func=lambda d: f"auto ({shared.describe_device()})" if d == "auto" else d)
 
@@ -291,6 +317,9 @@ def live_view():
     fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None)
     chart, recon = st.columns([3, 2])
     chart.plotly_chart(fig, key=K + "chart", width="stretch")
+    if m and m.terms:      # a VAE's reconstruction and KL, a sparse model's code penalty: each on its own scale
+        chart.plotly_chart(viz.terms_figure([(r.step, r.terms) for r in snap.records], per_epoch),
+                           key=K + "terms", width="stretch")
     with recon:
         if snap.timeline:
             epoch, frame = snap.timeline[-1]

@@ -497,6 +497,40 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     assert at.selectbox(key="train.preset").value == "custom"
 
 
+@pytest.mark.parametrize("family, param_count", [("vae", 7_092), ("conv-vae", 4_017)])   # worked out by hand
+def test_a_vae_trains_from_the_train_page_and_is_inspected(tiny_idx, started_jobs, family, param_count):
+    """The VAE fields appear for the VAE families; the live view charts the loss and, beside it, its two terms;
+    the trained VAE is inspected like any model."""
+    at = open_app()
+    at.selectbox(key="train.preset").set_value("custom").run()
+    at.selectbox(key="train.family").set_value(family).run()
+    if family == "conv-vae":
+        at.text_input(key="train.channels").set_value("4,8")
+    at.text_input(key="train.layers").set_value("4")
+    at.number_input(key="train.latent").set_value(2)
+    at.number_input(key="train.beta").set_value(1.5)
+    at.number_input(key="train.epochs").set_value(2)
+    at.number_input(key="train.batch").set_value(20)
+    at.run()
+    assert not at.exception and not at.error
+    assert any(f"Total parameters: **{param_count:,}**" in t for t in texts(at.markdown)), texts(at.markdown)
+    at.button(key="train.btn_start").click().run()
+    spec = started_jobs[0].spec
+    assert (spec.model.family, spec.model.latent, spec.model.beta) == (family, 2, 1.5)
+    assert wait_for_end(at).startswith("finished")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2, "the loss, and its reconstruction and KL terms side by side"
+    import json
+    terms = json.loads(charts[1].proto.spec)
+    assert [t["name"] for t in terms["data"]] == ["reconstruction", "KL"]
+    assert "Gaussian" in sidebar_markdown(at)
+    goto(at, "pages/inspect.py")
+    assert not at.exception
+    headings = texts(at.subheader)
+    assert ("Convolution kernels" if family == "conv-vae" else "Encoder filters") in headings
+    assert "Reconstructions" in headings
+
+
 def wait_for_text(at: AppTest, wanted: str, timeout: float = WAIT) -> str:
     deadline = time.monotonic() + timeout
     while True:

@@ -35,7 +35,27 @@ def conv_params(c1: int, c2: int) -> int:
     return conv1 + conv2 + tconv1 + tconv2
 
 
+def vae_params(hidden: tuple[int, ...], latent: int) -> int:
+    """MLP encoder 784-h1-..-hk, mean and log-variance heads (one Linear to 2 * latent), mirrored decoder."""
+    sizes = [784, *hidden]
+    enc = sum(a * b + b for a, b in zip(sizes, sizes[1:])) + hidden[-1] * 2 * latent + 2 * latent
+    back = [latent, *hidden[::-1], 784]
+    dec = sum(a * b + b for a, b in zip(back, back[1:]))
+    return enc + dec
+
+
+def conv_vae_params(c1: int, c2: int, dense: int, latent: int) -> int:
+    """keras-io: 3x3 stride-2 convs, dense, heads; decoder dense to 7x7xc2, 3x3 transposed convs c2, c1, conv to 1."""
+    enc = (9 * c1 + c1) + (9 * c1 * c2 + c2) + (49 * c2 * dense + dense) + (dense * 2 * latent + 2 * latent)
+    dec = (latent * 49 * c2 + 49 * c2) + (9 * c2 * c2 + c2) + (9 * c2 * c1 + c1) + (9 * c1 + 1)
+    return enc + dec
+
+
 def expected_params(cfg: ModelConfig) -> int:
+    if cfg.family == "vae":
+        return vae_params(cfg.hidden, cfg.latent)
+    if cfg.family == "conv-vae":
+        return conv_vae_params(*cfg.channels, cfg.hidden[0], cfg.latent)
     if cfg.family == "shallow":
         return shallow_params(cfg.hidden[0])
     if cfg.family == "deep":
@@ -44,6 +64,8 @@ def expected_params(cfg: ModelConfig) -> int:
 
 
 def expected_code_shape(cfg: ModelConfig) -> tuple[int, ...]:
+    if cfg.family in ("vae", "conv-vae"):
+        return (5, cfg.latent)
     if cfg.family == "conv":
         return (5, cfg.channels[-1], 7, 7)
     return (5, cfg.hidden[-1])
@@ -58,6 +80,11 @@ KNOWN_COUNTS = {
     "chainer-case7": 157_684,
     "conv-digit0": 1_077,
     "stacked-2d": 485_266,
+    # the references' own summaries: the Keras example 404,244; keras-io encoder 69,076 + decoder 65,089
+    "keras-vae-2d": 404_244,
+    "conv-vae-2d": 134_165,
+    "sparse-784-32": 50_992,
+    "iwae-vae-50": 425_284,
 }
 
 

@@ -19,7 +19,7 @@ def test_every_preset_is_well_formed(name):
 
 def test_preset_names():
     assert list(PRESETS) == ["pytorch-784-200", "keras-784-32"] + [f"chainer-case{i}" for i in range(1, 8)] + \
-        ["conv-digit0", "stacked-2d"]
+        ["conv-digit0", "stacked-2d", "keras-vae-2d", "conv-vae-2d", "sparse-784-32", "iwae-vae-50"]
 
 
 def test_pytorch_preset():

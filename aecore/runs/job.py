@@ -194,7 +194,7 @@ def train_run(spec: RunSpec, data: Data, probe: torch.Tensor, control: Control, 
             if m.epoch_end:
                 emit("frame", m.epoch, reconstruct(model, probe))
         model.cpu()
-        result = results(model, data, records)
+        result = results(model, data, records, binarize=spec.train.binarize)
         meta = spec.meta(device, **result)
         emit("done", result, checkpoint.to_bytes(model, meta), model, meta)
     except TrainingDiverged as e:       # fit restored the last weights with a finite loss
