@@ -51,16 +51,7 @@ def load(source) -> tuple[Autoencoder, dict]:
 
     meta["model"], meta["train"], meta["data"] come back as ModelConfig, TrainConfig, DataConfig.
     """
-    name = "checkpoint"
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        blob = bytes(source)
-    else:
-        name = str(source)
-        try:
-            blob = Path(source).read_bytes()
-        except OSError as e:
-            raise CheckpointError(f"{name}: cannot read ({e.strerror or e})") from None
-    header = _header(blob, name)
+    name, blob, header = read(source, "checkpoint", CheckpointError)
     try:
         meta = json.loads((header.get("__metadata__") or {}).get("aecore", ""))
     except json.JSONDecodeError:
@@ -76,54 +67,74 @@ def load(source) -> tuple[Autoencoder, dict]:
             meta["data"] = from_dict(DataConfig, meta["data"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: invalid configuration: {e}") from None
+    model = build(meta["model"])
+    fill(model, blob, name, f"the config {meta['model'].family} {_sizes(meta['model'])}", CheckpointError)
+    return model.eval(), meta
+
+
+def fill(model: torch.nn.Module, blob: bytes, name: str, what: str, error: type[Exception]) -> None:
+    """Load the tensors of the safetensors `blob` into `model` after checking that they are exactly its tensors
+    (names, shapes, dtypes) and finite; otherwise raise `error` naming the file (`name`), the tensor and `what`
+    the model was built from."""
     try:
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own SafetensorError for malformed bodies
-        raise CheckpointError(f"{name}: corrupt tensor data ({e})") from None
-    model = build(meta["model"])
+        raise error(f"{name}: corrupt tensor data ({e})") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{name}: tensors do not match the model config "
-                              f"(missing {missing[:4]}, unexpected {extra[:4]})")
+        raise error(f"{name}: tensors do not match the model config (missing {missing[:4]}, unexpected {extra[:4]})")
     for key, want in expected.items():
         got = tensors[key]
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise CheckpointError(f"{name}: tensor {key} is {list(got.shape)} {got.dtype}, the config "
-                                  f"{meta['model'].family} {_sizes(meta['model'])} needs {list(want.shape)} "
-                                  f"{want.dtype}")
+            raise error(f"{name}: tensor {key} is {list(got.shape)} {got.dtype}, {what} needs {list(want.shape)} "
+                        f"{want.dtype}")
         if not torch.isfinite(got).all():
-            raise CheckpointError(f"{name}: tensor {key} holds NaN or infinite values")
+            raise error(f"{name}: tensor {key} holds NaN or infinite values")
     model.load_state_dict(tensors)
-    return model.eval(), meta
 
 
-def _header(blob: bytes, name: str) -> dict:
+def read(source, default_name: str, error: type[Exception]) -> tuple[str, bytes, dict]:
+    """A safetensors file from a path or bytes: (its name for messages, its bytes, its JSON header), read by hand
+    so that each kind of wrong file gets its own `error`: unreadable, a pickle, truncated, a corrupt header."""
+    name = default_name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+    else:
+        name = str(source)
+        try:
+            blob = Path(source).read_bytes()
+        except OSError as e:
+            raise error(f"{name}: cannot read ({e.strerror or e})") from None
+    return name, blob, _header(blob, name, error)
+
+
+def _header(blob: bytes, name: str, error: type[Exception] = CheckpointError) -> dict:
     # A safetensors header length (little-endian u64) may itself start with 0x80 or "PK"; only a file that
     # does not look like safetensors (JSON at byte 8) is taken for a pickle / torch.save zip.
     looks_safetensors = len(blob) >= 9 and struct.unpack("<Q", blob[:8])[0] <= MAX_HEADER and blob[8:9] == b"{"
     if not looks_safetensors and (blob[:2] == b"PK" or blob[:1] == b"\x80"):
-        raise CheckpointError(f"{name}: this is a pickle / torch.save file. AE Lab only loads safetensors "
+        raise error(f"{name}: this is a pickle / torch.save file. AE Lab only loads safetensors "
                               f"checkpoints, because unpickling a file can run arbitrary code")
     if len(blob) < 8:
-        raise CheckpointError(f"{name}: {len(blob)} bytes, too short to be a safetensors checkpoint")
+        raise error(f"{name}: {len(blob)} bytes, too short: not a safetensors file")
     (n,) = struct.unpack("<Q", blob[:8])
     if n > MAX_HEADER or blob[8:9] != b"{":
-        raise CheckpointError(f"{name}: not a safetensors file (no JSON header at the start)")
+        raise error(f"{name}: not a safetensors file (no JSON header at the start)")
     if 8 + n > len(blob):
-        raise CheckpointError(f"{name}: truncated: the header needs {n:,} bytes, the file has {len(blob) - 8:,}")
+        raise error(f"{name}: truncated: the header needs {n:,} bytes, the file has {len(blob) - 8:,}")
     try:
         header = json.loads(blob[8:8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{name}: corrupt safetensors header") from None
+        raise error(f"{name}: corrupt safetensors header") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{name}: corrupt safetensors header")
+        raise error(f"{name}: corrupt safetensors header")
     body = len(blob) - 8 - n
     ends = [v["data_offsets"][1] for k, v in header.items()
             if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets", ())) == 2]
     if ends and max(ends) > body:
-        raise CheckpointError(f"{name}: truncated: tensors need {max(ends):,} bytes of data, "
+        raise error(f"{name}: truncated: tensors need {max(ends):,} bytes of data, "
                               f"the file holds {body:,}")
     return header
 
