@@ -10,6 +10,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", default=True),
     st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:"),
     st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
     st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
     st.Page("pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),

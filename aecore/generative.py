@@ -14,6 +14,8 @@ are seeded, and decode at most `max_decoded` images at once.
 The sampling helpers give codes for the Generate page: prior samples and the prior-quantile manifold grid for a
 VAE; a Gaussian fitted to a plain autoencoder's training codes, or a grid over its code range; interpolations.
 Codes are float32 CPU tensors; `decode_images` turns any of them into (n, 28, 28) pictures in [0, 1].
+`sample_images`, `interpolation` and `code_box` put these together for the page, and `judge_images` hands any
+pictures to the digit classifier (`aecore.classifier`) for its verdict.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from aecore import classifier
 from aecore.models import inference
 from aecore.vae import gaussian_kl
 
@@ -200,6 +203,66 @@ def range_grid(low, high, n: int = 15) -> torch.Tensor:
     side = _grid_side(n)
     return _grid(torch.linspace(lo[0], hi[0], side, dtype=torch.float64),
                  torch.linspace(lo[1], hi[1], side, dtype=torch.float64))
+
+
+def encode_images(model, images, batch: int = MAX_BATCH) -> torch.Tensor:
+    """Codes of images (N, 28, 28) or (N, 1, 28, 28), uint8 or floats in [0, 1], flattened: float32 (N, D) on the
+    CPU, in eval mode without gradients (a VAE's codes are its posterior means)."""
+    param = next(model.parameters())
+    x = _as_input(images, param.dtype)
+    if len(x) == 0:
+        raise ValueError("images: no images to encode (got an empty batch)")
+    with inference(model):
+        parts = [model.encode(x[i:i + batch].to(param.device)).flatten(1).float().cpu()
+                 for i in range(0, len(x), batch)]
+    return torch.cat(parts)
+
+
+def code_gaussian(model, images) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fit_gaussian` of the codes of `images`: the naive generator of a plain autoencoder."""
+    return fit_gaussian(encode_images(model, images))
+
+
+def sample_images(model, n: int, seed: int = 0, gaussian=None) -> np.ndarray:
+    """n pictures (n, 28, 28) in [0, 1] drawn from the model as a generator: decoded draws from N(mean, cov) when
+    `gaussian` = (mean, cov) is given (`code_gaussian`), else from the prior N(0, I) of a variational model."""
+    if gaussian is not None:
+        codes = gaussian_samples(*gaussian, n, seed=seed)
+    elif hasattr(model, "latent_dim"):
+        codes = prior_samples(model, n, seed=seed)
+    else:
+        raise ValueError("gaussian: a plain autoencoder has no prior to sample; pass the Gaussian fitted to its "
+                         "codes (code_gaussian)")
+    return decode_images(model, codes)
+
+
+def interpolation(model, image_a, image_b, steps: int = 10, spherical: bool = False):
+    """The codes of two images (28, 28) joined by `steps` codes, straight or along the great circle (`slerp`), and
+    decoded: (codes float32 (steps, D), pictures (steps, 28, 28)). The ends are the two images' reconstructions."""
+    pair = [torch.as_tensor(np.asarray(image)).reshape(28, 28) for image in (image_a, image_b)]
+    ends = encode_images(model, torch.stack(pair))                            # (2, D)
+    path = (slerp if spherical else interpolate)(ends[0], ends[1], steps)
+    return path.numpy(), decode_images(model, path)
+
+
+def code_box(config, codes=None, low: float = 0.01, high: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """The rectangle (low (2,), high (2,)) a plain autoencoder's 2-number manifold grid covers: the code's range
+    when it is bounded (`config.code_range`: tanh, sigmoid), else the `low` to `high` quantiles of `codes` (N, 2)
+    in each dimension (by default the 1st to 99th percentile)."""
+    if config.code_range is not None:
+        return np.full(2, config.code_range[0], dtype=np.float64), np.full(2, config.code_range[1], dtype=np.float64)
+    if codes is None or len(codes) < 2 or np.shape(codes)[1:] != (2,):
+        raise ValueError(f"codes: an unbounded code needs at least 2 codes of 2 numbers to take its range from, "
+                         f"got shape {None if codes is None else np.shape(codes)}")
+    lo, hi = np.quantile(np.asarray(codes, dtype=np.float64), [low, high], axis=0)
+    return lo, np.maximum(hi, lo + 1e-6)   # a dead unit (one value) still gets a grid
+
+
+def judge_images(images, judge_model=None, confident: float = 0.9) -> dict:
+    """`classifier.judge` of pictures (N, 28, 28) in [0, 1] by `judge_model`, by default the shipped digit
+    classifier (its absence raises classifier.ClassifierFileError)."""
+    judge_model = judge_model if judge_model is not None else classifier.digit_classifier()[0]
+    return classifier.judge(classifier.predict_proba(judge_model, images), confident=confident)
 
 
 def _grid(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ if str(ROOT) not in sys.path:       # the pages import `pages.shared` from the r
 from pages import shared  # noqa: E402
 
 TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
-          "pages/latent.py": "Explore the latent space", "pages/draw.py": "Draw a digit",
+          "pages/latent.py": "Explore the latent space", "pages/generate.py": "Generate digits",
+          "pages/draw.py": "Draw a digit",
           "pages/anomalies.py": "Find anomalies", "pages/compare.py": "Compare runs",
           "pages/studies.py": "Studies", "pages/pretrain.py": "Pretraining with few labels"}
 DEFAULT_MODEL = "shipped:pytorch-784-200"
@@ -278,7 +279,8 @@ def test_every_page_renders_without_data(no_data, page):
     assert texts(at.title) == [TITLES[page]]
     assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL   # shipped models do not need data
     assert "**pytorch-784-200**" in sidebar_markdown(at)
-    if page in ("pages/inspect.py", "pages/latent.py", "pages/anomalies.py", "pages/compare.py"):
+    if page in ("pages/inspect.py", "pages/latent.py", "pages/generate.py", "pages/anomalies.py",
+                "pages/compare.py"):
         boxes = [t for t in texts(at.error) if "Data not available" in t]
         assert len(boxes) == 1 and ENV_VAR in boxes[0]
     else:

@@ -1,0 +1,221 @@
+"""Generate: the model as a generator. Samples (a VAE's prior, or a Gaussian fitted to a plain autoencoder's codes)
+judged by the digit classifier against real test digits, the path between two test digits, the decoded 2-D manifold."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from aecore import classifier, generative, viz
+from aecore.data import CLASS_NAMES, DataConfig, DataError
+from pages import shared
+
+shared.require_frame()
+K = "generate."
+# Samples judged per model, and real test digits judged as the reference: the same count for both, because an
+# inception score estimated from few images comes out lower than from many (its p(y) is a sample mean).
+JUDGED = 1000
+FIT_IMAGES = 5000       # training codes a plain autoencoder's Gaussian is fitted to (a conv encoder: ~2 s a model)
+SCATTER_POINTS = 2000   # test codes drawn under the interpolation path
+STEPS, MANIFOLD = 10, 15
+NONE = "none"
+IS_HELP = ("The classifier-based inception score exp(E_x KL(p(y|x) ‖ p(y))): 1 when every image gets the same "
+           "verdict, at most 10 (the number of digits) when each image is read with certainty and the ten digits "
+           "come equally often.")
+
+
+def memo(key: tuple, compute):
+    """This session's results on this page (samples, verdicts, codes), a few at a time."""
+    cache = st.session_state.setdefault(K + "memo", {})
+    if key not in cache:
+        while len(cache) >= 12:
+            cache.pop(next(iter(cache)))
+        cache[key] = compute()
+    return cache[key]
+
+
+def versus(verdict: dict, ref: dict | None, key: str, scale: float, digits: int, unit: str) -> str | None:
+    """The difference to real digits as a metric's delta: '+0.12 vs real digits' (never '-0.00')."""
+    if ref is None:
+        return None
+    return f"{round(scale * (verdict[key] - ref[key]), digits) + 0.0:+.{digits}f}{unit} vs real digits"
+
+
+def dataset_of(am) -> str:
+    return am.meta["data"].dataset if am.meta.get("data") else "mnist"
+
+
+def fit_codes(model, data_cfg: DataConfig):
+    """(mean, cov, codes used, training images) of the Gaussian fitted to a model's training codes."""
+    train = shared.data_for(data_cfg).train
+    used = train.images[:FIT_IMAGES]
+    return (*generative.code_gaussian(model, used), len(used), len(train))
+
+
+@st.cache_resource(show_spinner="Fitting a Gaussian to the training codes…", max_entries=16)
+def shipped_gaussian(name: str, _model, data_cfg: DataConfig):
+    """A shipped model's fitted Gaussian, once per server (read-only)."""
+    return fit_codes(_model, data_cfg)
+
+
+@st.cache_resource(show_spinner="Judging real test digits…", max_entries=4)
+def reference(dataset: str, n: int, _judge, judge_id: int) -> dict:
+    """The classifier's figures for the first n real test digits, once per server and classifier."""
+    return generative.judge_images(shared.raw_split(dataset, "test").images[:n], _judge)
+
+
+def samples(am, seed: int) -> tuple[np.ndarray, str]:
+    """JUDGED pictures from the model as a generator, and what they were drawn from in words; raises DataError
+    when a plain autoencoder's training images are missing."""
+    ident = (am.key, id(am.model), seed)
+    if am.config.variational:
+        images = memo(("prior", *ident), lambda: generative.sample_images(am.model, JUDGED, seed))
+        return images, f"the prior N(0, I) of its {am.config.latent}-number code"
+    data_cfg = am.meta.get("data") or DataConfig()
+    if am.key.startswith("shipped:"):
+        mean, cov, used, total = shipped_gaussian(am.name, am.model, data_cfg)
+    else:
+        mean, cov, used, total = memo(("fit", am.key, id(am.model)), lambda: fit_codes(am.model, data_cfg))
+    images = memo(("gauss", *ident), lambda: generative.sample_images(am.model, JUDGED, seed, gaussian=(mean, cov)))
+    whose = "its" if am.meta.get("data") else f"the {data_cfg.dataset}"   # a checkpoint may not say what it learned
+    which = f"all {used:,} of {whose}" if used == total else f"the first {used:,} of {whose} {total:,}"
+    return images, (f"a Gaussian N(μ, Σ) fitted to the codes of {which} training images ({len(mean):,} numbers a "
+                    f"code{', flattened' if am.config.convolutional else ''}): the naive way to sample an autoencoder")
+
+
+def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict | None) -> None:
+    st.markdown(f"**{am.name}** · `{am.config.family}`")
+    try:
+        images, source = samples(am, seed)
+    except DataError as e:
+        st.info(f"{am.name} is a plain autoencoder: its samples come from a Gaussian fitted to the codes of its "
+                f"training images, which are not on this server ({e}).", icon=":material/info:")
+        return
+    st.image(viz.grid(images[:n * n], nrow=n, zoom=2),
+             caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {source}")
+    if judge_model is None:
+        return
+    if dataset_of(am) != "mnist":
+        st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {dataset_of(am)}.")
+        return
+    j = memo(("judge", am.key, id(am.model), seed, id(judge_model)),
+             lambda: generative.judge_images(images, judge_model))
+    c1, c2 = st.columns(2)
+    c1.metric("Read with confidence ≥ 0.9", f"{j['confident_share']:.1%}",
+              delta=versus(j, ref, "confident_share", 100, 1, " points"))
+    c2.metric("Inception score (max 10)", f"{j['inception_score']:.2f}", help=IS_HELP,
+              delta=versus(j, ref, "inception_score", 1, 2, ""))
+    shares = pd.DataFrame({"samples": j["class_share"]}, index=[str(d) for d in range(10)])
+    if ref is not None:
+        shares["real test digits"] = ref["class_share"]
+    st.bar_chart(shares, stack=False, x_label="digit the classifier reads", y_label="share", height=220)
+    rare = [str(d) for d, share in enumerate(j["class_share"]) if share < 0.05]
+    sure = classifier.sureness(judge_meta)
+    st.caption(f"The classifier judged all {j['n']:,} samples, not only those shown. Digits it reads in under 5 % "
+               f"of them (10 % each if balanced): {', '.join(rare) if rare else 'none'}." + (
+                   f" The classifier is sure (≥ 0.9) of {sure}: a high share alone does not show that samples are "
+                   "digits; read it beside the pictures and the class balance." if sure else ""))
+
+
+st.title("Generate digits")
+am = shared.page_model()
+cfg = am.config
+code_dim = int(np.prod(cfg.code_shape))
+st.caption(f"Active model: **{am.name}**, " + (f"a variational autoencoder with a {code_dim}-number Gaussian code"
+                                               if cfg.variational else
+                                               f"a plain autoencoder with a code of {code_dim} numbers"))
+dataset = dataset_of(am)
+test, problem = shared.test_split(dataset)
+if test is None:
+    shared.data_error_box(problem)
+    shared.data_missing(dataset)
+try:
+    (judge_model, judge_meta), judge_problem = classifier.digit_classifier(), None
+except classifier.ClassifierFileError as e:
+    judge_model, judge_meta, judge_problem = None, {}, str(e)
+
+# ------------------------------------------------------------------------------------------------ samples
+st.subheader("Samples")
+choices = shared.model_choices()
+others = [k for k in choices if k != am.key]
+if cfg.variational:   # the default pairing: a plain autoencoder beside a VAE, whichever of the two is active
+    plain = [k for k in others if k.startswith("shipped:") and not choices[k].config.variational]
+    partner = "shipped:pytorch-784-200" if "shipped:pytorch-784-200" in plain else next(iter(plain), NONE)
+else:
+    partner = next((k for k in others if choices[k].config.variational), NONE)
+options = [NONE, *others]
+if st.session_state.get(K + "compare") not in options:
+    st.session_state.pop(K + "compare", None)
+seed = st.session_state.setdefault(K + "seed", 0)
+c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="bottom")
+n = c1.slider("Samples shown (n × n)", 4, 10, 8, key=K + "n")
+compare = c2.selectbox("Compare with", options, index=options.index(partner), key=K + "compare",
+                       format_func=lambda k: "no second model" if k == NONE else choices[k].name)
+c3.button("New samples", icon=":material/casino:", key=K + "new",
+          on_click=lambda: st.session_state.update({K + "seed": seed + 1}))
+if judge_problem:
+    st.info(f"**The samples are not judged.** {judge_problem}", icon=":material/info:")
+    ref = None
+elif test is None or dataset != "mnist":
+    ref = None
+else:
+    ref = reference(dataset, min(JUDGED, len(test)), judge_model, id(judge_model))
+    st.caption(f"Reference, the same figures for {ref['n']:,} real test digits: {ref['confident_share']:.1%} read with "
+               f"confidence ≥ 0.9, inception score {ref['inception_score']:.2f} (at most 10).")
+shown = [am] if compare == NONE else [am, choices[compare]]
+for column, model in zip(st.columns(len(shown)), shown):
+    with column:
+        show_samples(model, n, seed, judge_model, judge_meta, ref)
+
+# ------------------------------------------------------------------------------------------------ interpolation
+st.subheader("Interpolation")
+if test is None:
+    st.info("Needs the test images (see above).", icon=":material/info:")
+else:
+    labels = test.labels.numpy()
+    first = {d: int(np.flatnonzero(labels == d)[0]) if (labels == d).any() else 0 for d in (1, 7)}
+    c1, c2, c3 = st.columns(3)
+    a = c1.number_input("From test digit #", 0, len(test) - 1, first[1], key=K + "a")
+    b = c2.number_input("To test digit #", 0, len(test) - 1, first[7], key=K + "b")
+    spherical = cfg.variational and c3.radio("Path", ["linear", "spherical"], horizontal=True, key=K + "path",
+                                             help="Spherical (slerp) keeps the codes at typical norms under the "
+                                                  "Gaussian prior") == "spherical"
+    path, strip = generative.interpolation(am.model, test.images[a], test.images[b], STEPS, spherical)
+    names = CLASS_NAMES[dataset]
+    left, middle, right = st.columns([1, 10, 1], vertical_alignment="center")
+    left.image(viz.zoom(test.images[a].numpy() / 255.0, 2), caption=f"#{a}: {names[labels[a]]}")
+    middle.image(viz.grid(strip, nrow=STEPS, zoom=2),
+                 caption=f"{STEPS} codes {'along the great circle' if spherical else 'on the straight line'} from the "
+                         f"code of test digit #{a} to that of #{b}, decoded; the first and last are the two digits' "
+                         "reconstructions")
+    right.image(viz.zoom(test.images[b].numpy() / 255.0, 2), caption=f"#{b}: {names[labels[b]]}")
+    if code_dim == 2:
+        xy = memo(("scatter", am.key, id(am.model), dataset),
+                  lambda: viz.encode_all(am.model, test.images[:SCATTER_POINTS]))
+        fig = viz.latent_scatter(xy, labels[:len(xy)], names,
+                                 f"2-D codes of the first {len(xy):,} test digits, and the interpolation path")
+        fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="path",
+                        line=dict(color="black", width=2), marker=dict(size=8, color="black", symbol="diamond"))
+        st.plotly_chart(fig, key=K + "scatter", width="stretch")
+
+# ------------------------------------------------------------------------------------------------ manifold
+st.subheader("The decoded manifold")
+if code_dim != 2:
+    st.info(f"Drawn for 2-number codes only: {am.name}'s code has {code_dim:,} numbers, so a grid over two of them "
+            "would leave the rest to be chosen arbitrarily.", icon=":material/info:")
+elif cfg.variational:
+    st.image(viz.grid(generative.decode_images(am.model, generative.prior_grid(MANIFOLD)), nrow=MANIFOLD, zoom=2),
+             caption=f"{MANIFOLD}×{MANIFOLD} codes at the prior's quantiles Φ⁻¹(0.05 … 0.95) in each dimension, "
+                     "decoded (the Keras VAE example's figure): z[0] grows to the right, z[1] downwards")
+elif cfg.code_range is None and test is None:
+    st.info("This code is unbounded: the grid spans the 1st to 99th percentile of the test codes, which needs the "
+            "test images (see above).", icon=":material/info:")
+else:
+    codes = None if cfg.code_range else memo(("codes", am.key, id(am.model), dataset),
+                                             lambda: viz.encode_all(am.model, test.images))
+    low, high = generative.code_box(cfg, codes)
+    span = (f"the code's whole range ({cfg.activation})" if cfg.code_range else
+            f"the 1st to 99th percentile of the codes of its {len(codes):,} test digits")
+    grid = generative.range_grid(low, high, MANIFOLD)
+    st.image(viz.grid(generative.decode_images(am.model, grid), nrow=MANIFOLD, zoom=2),
+             caption=f"{MANIFOLD}×{MANIFOLD} codes evenly spaced over z[0] ∈ [{low[0]:.2f}, {high[0]:.2f}], "
+                     f"z[1] ∈ [{low[1]:.2f}, {high[1]:.2f}] ({span}), decoded: z[0] grows to the right, z[1] "
+                     "downwards")
