@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
                         "$AECORE_MNIST_MIRROR / $AECORE_FASHION_MIRROR; cache: $AECORE_CACHE_DIR, "
                         "else ~/.cache/aelab)")
     p.add_argument("--out", help="checkpoint path (default runs/<name>.safetensors)")
+    p.add_argument("--minutes", type=float, help="stop once training has taken this long (pauses and evaluation "
+                                                   "excluded), even mid-epoch; the model is saved as it is then")
     m = p.add_argument_group("model (override a preset, or build a custom model)")
     m.add_argument("--family", choices=FAMILIES)
     m.add_argument("--hidden", type=_ints, help="MLP sizes, e.g. 200 or 256,128,64,2")
@@ -126,10 +128,16 @@ def main(argv=None) -> int:
     model = build(model_cfg, seed=train_cfg.seed)
     print(f"{name}: {count_params(model):,} parameters, {len(data.train):,} training images, on {device}",
           file=sys.stderr)
-    history, previous = [], None
+    history, previous, control = [], None, Control()
+    if args.minutes is not None and args.minutes <= 0:
+        p.error(f"--minutes must be > 0, got {args.minutes:g}")
     try:
-        for m in fit(model, data, train_cfg, Control()):
+        for m in fit(model, data, train_cfg, control):
             history.append(m)
+            if args.minutes is not None and m.elapsed >= args.minutes * 60 and not control.stopped:
+                control.stop()       # fit returns before its next step
+                print(f"\nstopped after {m.elapsed / 60:.1f} min of training: {m.samples / len(data.train):.2f} "
+                      f"passes over the training images", file=sys.stderr)
             print(f"\repoch {m.epoch}/{train_cfg.epochs} step {m.step}/{m.total_steps} "
                   f"loss {m.train_loss:.4f} {m.samples_per_s:,.0f} samples/s", end="", file=sys.stderr)
             if m.epoch_end:
@@ -142,8 +150,10 @@ def main(argv=None) -> int:
     model.cpu()
     res = results(model, data, history, binarize=train_cfg.binarize)
     spec = RunSpec(name=name, model=model_cfg, data=data_cfg, train=train_cfg, preset=args.preset)
-    checkpoint.save(out, model, spec.meta(str(device), **res))
-    final = {"final": True, "name": name, **res["figures"], "seconds": round(previous.elapsed, 2),
+    last = history[-1]
+    passes = round(last.samples / len(data.train), 3)     # fewer than the epochs when --minutes stopped it
+    checkpoint.save(out, model, spec.meta(str(device), passes=passes, **res))
+    final = {"final": True, "name": name, **res["figures"], "seconds": round(last.elapsed, 2), "passes": passes,
              "checkpoint": str(out)}
     if pre:
         measured = res["figures"][pre.figure_metric]

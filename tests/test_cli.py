@@ -132,3 +132,42 @@ def test_default_checkpoint_path_is_under_runs(capsys, mnist_dir, tmp_path):
     final = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert final["checkpoint"] == str(Path("runs", "custom.safetensors"))
     assert (tmp_path / "runs" / "custom.safetensors").is_file()
+
+
+def test_minutes_stops_a_run_mid_way_and_saves_it(capsys, mnist_dir, tmp_path):
+    """--minutes: the run stops once training has taken that long; the model is saved with its passes."""
+    out = tmp_path / "budget.safetensors"
+    code = main(["--data-dir", str(mnist_dir), "--family", "vae", "--hidden", "16", "--latent", "2",
+                 "--epochs", "1000", "--batch-size", "4", "--device", "cpu", "--minutes", "0.001", "--out", str(out)])
+    assert code == 0
+    final = json.loads(capsys.readouterr().out.splitlines()[-1])
+    model, meta = checkpoint.load(out)
+    assert 0 < final["passes"] < 1000 and meta["passes"] == final["passes"]
+    assert meta["train"].epochs == 1000 and model.config.family == "vae"
+
+
+def test_vae_options_reach_the_configs(capsys, mnist_dir, tmp_path):
+    out = tmp_path / "v.safetensors"
+    code = main(["--data-dir", str(mnist_dir), "--family", "vae", "--hidden", "16", "--latent", "3", "--beta", "2",
+                 "--kl-warmup", "1", "--optimizer", "rmsprop", "--binarize", "--epochs", "1", "--device", "cpu",
+                 "--out", str(out)])
+    assert code == 0
+    _, meta = checkpoint.load(out)
+    m, t = meta["model"], meta["train"]
+    assert (m.family, m.latent, m.beta, m.kl_warmup, t.optimizer, t.binarize) == ("vae", 3, 2.0, 1, "rmsprop", True)
+    epochs = [json.loads(line) for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert {"reconstruction", "KL"} <= set(epochs[0])
+
+
+def test_the_likelihood_command_scores_a_vae(capsys, mnist_dir, tmp_path):
+    from aecore import likelihood
+    from aecore.models import build
+    model = build(ModelConfig(family="vae", hidden=(16,), latent=2), seed=0)
+    path = checkpoint.save(tmp_path / "v.safetensors", model, {"name": "v"})
+    assert likelihood.main([str(path), "--k", "20", "--images", "10", "--data-dir", str(mnist_dir)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["images"] == 10 and row["k"] == 20 and not row["binarized"]
+    assert row["elbo"] <= row["log_likelihood"] + 1.0 and row["log_likelihood"] < 0
+    plain = checkpoint.save(tmp_path / "p.safetensors", build(ModelConfig(hidden=(8,)), seed=0), {"name": "p"})
+    assert likelihood.main([str(plain), "--data-dir", str(mnist_dir)]) == 1
+    assert "has no likelihood" in capsys.readouterr().err
