@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aecore.models import ACTIVATIONS, SIDE, Autoencoder, ModelConfig, Output
+from aecore.models import ACTIVATIONS, SIDE, Autoencoder, ModelConfig, Output, _initialise
 
 PIXELS = SIDE * SIDE
 
@@ -42,6 +42,7 @@ class VariationalAutoencoder(Autoencoder):
         nn.Module.__init__(self)
         self.config = config
         self.encoder, self.heads, self.decoder = (_conv if config.family == "conv-vae" else _mlp)(config)
+        _initialise(self, config.init)
         self.kl_weight = config.beta           # lowered during a KL warm-up (at_epoch)
 
     @property

@@ -193,3 +193,14 @@ def test_one_epoch_of_the_keras_vae_on_mnist():
     assert before > 500 and after < 175, (before, after)     # nats per image: 784 coin flips are 543
     recon, kl = dict(records[-1].epoch_terms)["reconstruction"], dict(records[-1].epoch_terms)["KL"]
     assert 2 < kl < 10 and recon > 130
+
+
+def test_the_weight_init_setting_reaches_a_vae():
+    """init='keras' (Glorot-uniform, zero biases) as for the plain families; the keras-io conv VAE's dense layer
+    keeps units alive with it where torch's default loses most of them."""
+    keras = build(replace(CONV_VAE, init="keras"), seed=0)
+    torch_default = build(CONV_VAE, seed=0)
+    assert all((m.bias == 0).all() for m in keras.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    assert not torch.equal(keras.heads.weight, torch_default.heads.weight)
+    fan_in, fan_out = keras.heads.weight.shape[1], keras.heads.weight.shape[0]
+    assert keras.heads.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out))
