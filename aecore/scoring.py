@@ -1,4 +1,5 @@
-"""Per-image reconstruction error and where an error falls in a model's test-set distribution."""
+"""Per-image reconstruction error, where an error falls in a model's test-set distribution, and how sparse a
+model's code is."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,6 +43,30 @@ def percentile(error: float, quantiles: list[float]) -> float:
     if len(q) < 2:
         raise ValueError("need at least two quantiles")
     return float(np.interp(error, q, np.linspace(0, 100, len(q)), left=0.0, right=100.0))
+
+
+def code_sparsity(model: Autoencoder, images, batch_size: int = 1000) -> dict:
+    """How sparse an MLP autoencoder's flat code is on images (N, 28, 28) (uint8 or [0, 1] float), in eval mode:
+    mean_activation, the mean of every code number (the Keras blog's "mean activation of the code");
+    zero_share (units,), for each unit the share of images whose code is exactly 0 there; zero_share_all, that
+    share over all code numbers; dead_units, how many units are 0 for every image; values (N * units,) float32,
+    every code number, for a histogram; images, N. Raises ValueError for a convolutional or variational model
+    (their codes are not one vector of units) and for no images."""
+    cfg = model.config
+    if cfg.convolutional or cfg.variational:
+        raise ValueError(f"model: code_sparsity needs an MLP autoencoder with a flat code, got the {cfg.family} "
+                         f"family")
+    x = _as_float(images)
+    if len(x) == 0:
+        raise ValueError("images: code_sparsity needs at least one image")
+    device = next(model.parameters()).device
+    with inference(model):
+        z = torch.cat([model.encode(x[i:i + batch_size].to(device)).cpu()
+                       for i in range(0, len(x), batch_size)]).numpy()   # (N, units)
+    zero = z == 0
+    return {"mean_activation": float(z.mean(dtype=np.float64)), "zero_share": zero.mean(axis=0),
+            "zero_share_all": float(zero.mean()), "dead_units": int(zero.all(axis=0).sum()),
+            "values": z.reshape(-1).astype(np.float32), "images": len(z)}
 
 
 def _as_float(images) -> torch.Tensor:

@@ -1,15 +1,52 @@
 """Draw: a digit drawn with the mouse (or uploaded) goes through the active model; how well does it come back?
-Whether it is a digit at all is the digit detector's verdict, with how well that verdict holds on a drawing set."""
+Which digit it reads as is the digit classifier's reading, whether it is a digit at all the digit detector's
+verdict, each with how well it holds on a drawing set."""
 import time
 
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas   # only importable inside a running page
 
-from aecore import anomaly, drawset, preprocess, scoring, viz
+from aecore import anomaly, classifier, drawset, preprocess, scoring, viz
 from pages import shared
 
 shared.require_frame()
 K = "draw."
+SURE = 0.9          # below this top probability the reading is called unsure (the classifier's "confident" line)
+RUNNER_UP = 0.10    # a second digit this likely is named too
+KIND_NAMES = {"mnist": "enlarged MNIST test digits", "font digit": "digits typed in fonts",
+              "stroke digit": "digits drawn as pen strokes"}
+
+
+def reading(probs) -> str:
+    """The classifier's reading of one image from its probabilities (10,), in words: the digit, how likely, the
+    runner-up when it is likely enough, and "unsure" when the top probability is below SURE."""
+    order = probs.argsort()[::-1]
+    best, second = int(order[0]), int(order[1])
+    text = f"**{best}** ({100 * probs[best]:.0f} %)"
+    if probs[second] >= RUNNER_UP:
+        text += f" or {second}, {100 * probs[second]:.0f} %"
+    return f"Reads as {text}" if probs[best] >= SURE else f"**unsure:** reads as {text}"
+
+
+def digit_reading(x, column) -> None:
+    """What the shipped digit classifier reads in the 28×28 image (in `column`, under the reconstruction), and
+    how well such readings hold on drawings."""
+    try:
+        judge, meta = classifier.digit_classifier()
+    except classifier.ClassifierFileError:
+        column.info("The digit classifier (models/classifier/) is missing: no reading of which digit this is.",
+                    icon=":material/info:")
+        return
+    column.markdown(reading(classifier.predict_proba(judge, x)[0]))
+    d = meta.get("drawings") or {}
+    acc, n = d.get("accuracy_by_kind") or {}, d.get("count_by_kind") or {}
+    held = ", ".join(f"{a:.1%} of {n.get(k, '?')} {KIND_NAMES.get(k, k + 's')}" for k, a in acc.items())
+    sure = classifier.sureness(meta)
+    st.caption("Read by the digit classifier (`models/classifier/`), not by the active model. "
+               + (f"On drawings like this one, after the same preprocessing, it reads right {held}. " if held else
+                  "Its file holds no figures on drawings. ")
+               + (f"It is sure (≥ {SURE:.0%}) of {sure}: a sure reading does not make a drawing a digit — that "
+                  f"is the detector's verdict below." if sure else ""))
 
 
 def digit_verdict(x, detector) -> None:
@@ -54,9 +91,10 @@ def digit_verdict(x, detector) -> None:
 st.title("Draw a digit")
 am = shared.page_model()
 detector = shared.digit_detector()        # loaded once per server, like the active model
-st.caption(f"Active model: **{am.name}** (the reconstruction); whether it is a digit at all is judged by the "
-           f"digit detector. Draw white on black, as MNIST digits are; it is cropped, scaled to "
-           f"20×20 and centred by its centre of mass in 28×28, like the MNIST originals.")
+st.caption(f"Active model: **{am.name}** (the reconstruction); which digit it reads as is told by the digit "
+           f"classifier, whether it is a digit at all by the digit detector. Draw white on black, as MNIST digits "
+           f"are; it is cropped, scaled to 20×20 and centred by its centre of mass in 28×28, like the MNIST "
+           f"originals.")
 
 left, right = st.columns([1, 2], gap="large")
 with left:
@@ -94,6 +132,7 @@ with right:
     a.image(viz.zoom(x, 6), caption=f"input, 28×28 ({where})")
     b.image(viz.zoom(recon, 6), caption="reconstruction")
     c.image(viz.colorize(viz.error_heatmap(x, recon), 6), caption="squared error per pixel")
+    digit_reading(x, b)
     m1, m2 = st.columns(2)
     m1.metric("Reconstruction error (MSE)", f"{error:.5f}", help=f"of the active model, {am.name}")
     if pct is not None:

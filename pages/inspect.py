@@ -1,5 +1,7 @@
-"""Inspect: the active model's learned filters, reconstructions of chosen digits, and the last run's timeline."""
+"""Inspect: the active model's learned filters, reconstructions of chosen digits, how sparse its code is (beside
+another model's), and the last run's timeline."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from aecore import scoring, viz
@@ -8,6 +10,71 @@ from pages import shared
 
 shared.require_frame()
 K = "inspect."
+SPARSITY_IMAGES = 2000   # test images the code sparsity is measured on
+BINS = 40                # histogram bins, shared by the two models shown
+NONE = "none"            # the comparison selector's "no second model" (model keys start shipped: or session:)
+
+
+def flat_code(m) -> bool:
+    """An MLP model whose code is one vector of units (not a conv model's maps, not a VAE's Gaussian)."""
+    return not m.config.convolutional and not m.config.variational
+
+
+def dataset_of(m) -> str:
+    return m.meta["data"].dataset if m.meta.get("data") else "mnist"
+
+
+def sparsity_column(column, m, s: dict, edges: np.ndarray) -> None:
+    """One model's code sparsity figures: two numbers, the zero share per unit (sorted), the histogram."""
+    units = len(s["zero_share"])
+    column.markdown(f"**{m.name}** · `{m.config.sizes_text}`" + (f" · L1 {m.config.sparsity:g} on the code"
+                                                                 if m.config.sparsity else ""))
+    m1, m2 = column.columns(2)
+    m1.metric("Mean code activation", f"{s['mean_activation']:.2f}",
+              help=f"The mean of all {units} code numbers over the first {s['images']:,} test images.")
+    m2.metric("Exact zeros", f"{s['zero_share_all']:.1%}",
+              help=f"Share of all code numbers that are exactly 0; {s['dead_units']} of {units} units are 0 for "
+                   f"every one of these images.")
+    share = pd.DataFrame({"rank": np.arange(1, units + 1), "share": np.sort(s["zero_share"])[::-1]})
+    column.vega_lite_chart(share, {"mark": {"type": "bar", "tooltip": True}, "encoding": {
+        "x": {"field": "rank", "type": "ordinal", "title": f"its {units} units, most often 0 first",
+              "axis": {"labels": False, "ticks": False}},   # a rank, not a unit's name
+        "y": {"field": "share", "type": "quantitative", "title": "share of images at exactly 0",
+              "scale": {"domain": [0, 1]}}}}, width="stretch", height=200)
+    counts, _ = np.histogram(s["values"], edges)
+    hist = pd.DataFrame({"from": edges[:-1], "to": edges[1:], "count": counts})
+    column.vega_lite_chart(hist, {"mark": {"type": "bar", "tooltip": True}, "encoding": {
+        "x": {"field": "from", "type": "quantitative", "bin": {"binned": True},
+              "title": f"code value ({len(s['values']):,} numbers)"},
+        "x2": {"field": "to"},
+        "y": {"field": "count", "type": "quantitative", "title": "count"}}},
+        width="stretch", height=200)
+
+
+def sparsity_section(am, dataset: str, images) -> None:
+    """The active model's code sparsity beside a comparison model's (of the same data set), on the same test
+    images."""
+    st.subheader("How sparse is the code?")
+    choices = shared.model_choices()
+    others = [k for k, m in choices.items() if k != am.key and flat_code(m) and dataset_of(m) == dataset]
+    # the Keras blog's pairing: the sparse 784-32 beside the plain one it was made from
+    default = "shipped:keras-784-32" if am.key == "shipped:sparse-784-32" and "shipped:keras-784-32" in others \
+        else NONE
+    options = [NONE, *others]
+    other = st.columns([1, 2])[0].selectbox(
+        "Compare with", options, index=options.index(default), key=K + "compare." + am.key,   # one choice per model
+        format_func=lambda k: k if k == NONE else
+        f"{choices[k].name} ({'shipped' if k.startswith('shipped') else 'yours'})")
+    shown = [am] + ([choices[other]] if other != NONE else [])
+    figures = [scoring.code_sparsity(m.model, images) for m in shown]
+    edges = np.histogram_bin_edges(np.concatenate([f["values"] for f in figures]), BINS)
+    for column, m, f in zip(st.columns(2), shown, figures):
+        sparsity_column(column, m, f, edges)
+    ours = "; ".join(f"{m.name} {f['mean_activation']:.2f}" for m, f in zip(shown, figures))
+    st.caption(f"For reference, the Keras blog's “Building Autoencoders in Keras” measured a mean code activation "
+               f"of 3.33 for its sparse 784-32 (L1 1e-4 on the code) against 7.30 for the plain 784-32, over its "
+               f"10,000 test images. Measured here over the first {len(images):,} test images: {ours}.")
+
 
 st.title("Look inside the model")
 am = shared.page_model()
@@ -35,7 +102,7 @@ else:
 
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.subheader("Reconstructions")
-dataset = am.meta["data"].dataset if am.meta.get("data") else "mnist"
+dataset = dataset_of(am)
 test, problem = shared.test_split(dataset)
 if test is None:
     shared.data_error_box(problem)
@@ -75,6 +142,8 @@ else:
         i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=K + "fmap")
         for name, maps in viz.feature_maps(am.model, test.images[int(i)].numpy()):
             st.image(viz.grid(maps, nrow=len(maps), zoom=max(2, 56 // maps.shape[-1]), pad=1), caption=name)
+    elif flat_code(am):
+        sparsity_section(am, dataset, test.images[:SPARSITY_IMAGES])
 
 # ------------------------------------------------------------------------------------------------ timeline
 st.subheader("Last run's timeline")

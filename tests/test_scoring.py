@@ -1,4 +1,4 @@
-"""aecore.scoring: per-image reconstruction error, test-error quantiles and percentiles."""
+"""aecore.scoring: per-image reconstruction error, test-error quantiles and percentiles, code sparsity."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from aecore.models import ModelConfig, build
-from aecore.scoring import QUANTILE_STEPS, error_quantiles, percentile, reconstruct, reconstruction_error
+from aecore.scoring import (QUANTILE_STEPS, code_sparsity, error_quantiles, percentile, reconstruct,
+                            reconstruction_error)
 
 
 @pytest.fixture
@@ -107,3 +108,50 @@ def test_percentile_reads_the_quantiles():
 def test_percentile_needs_two_quantiles():
     with pytest.raises(ValueError):
         percentile(0.1, [0.2])
+
+
+# ---------------------------------------------------------------------------------------------- code sparsity
+def test_code_sparsity_of_a_hand_made_code():
+    """784-4 ReLU code reading only pixel (0, 0): unit u's code is relu(c_u * pixel + b_u), known exactly."""
+    model = build(ModelConfig(hidden=(4,)), seed=0).train()
+    with torch.no_grad():
+        layer = model.encoder[0]
+        layer.weight.zero_()
+        layer.weight[:, 0] = torch.tensor([2.0, 4.0, -1.0, 0.0])
+        layer.bias.copy_(torch.tensor([-1.0, 0.0, -0.5, 3.0]))
+    images = np.zeros((3, 28, 28), np.float32)
+    images[:, 0, 0] = [0.0, 0.5, 1.0]
+    # codes (image x unit): [0, 0, 0, 3], [0, 2, 0, 3], [1, 4, 0, 3]
+    s = code_sparsity(model, images)
+    assert model.training                                  # measured in eval mode, its mode given back
+    assert s["values"].tolist() == [0, 0, 0, 3, 0, 2, 0, 3, 1, 4, 0, 3] and s["values"].dtype == np.float32
+    assert s["mean_activation"] == 16 / 12
+    np.testing.assert_array_equal(s["zero_share"], [2 / 3, 1 / 3, 1.0, 0.0])
+    assert s["zero_share_all"] == 0.5 and s["dead_units"] == 1 and s["images"] == 3
+    one_by_one = code_sparsity(model, torch.from_numpy(images), batch_size=1)
+    np.testing.assert_array_equal(one_by_one["values"], s["values"])
+
+
+def test_code_sparsity_matches_the_code_of_a_deep_model(images):
+    model = build(ModelConfig(family="deep", hidden=(64, 8), dropout=0.5), seed=3)
+    with torch.no_grad():
+        model.encoder[-3].bias[5] = -1e3                      # the code layer's unit 5 can never fire
+    s = code_sparsity(model, images, batch_size=4)
+    with torch.no_grad():
+        z = model.eval().encode(images.float().div(255).view(-1, 1, 28, 28)).numpy()   # oracle: (7, 8)
+    assert z.shape == (7, 8) and s["zero_share"].shape == (8,)
+    np.testing.assert_allclose(s["values"], z.reshape(-1), rtol=1e-6)
+    assert s["mean_activation"] == pytest.approx(float(z.mean()), rel=1e-6)
+    np.testing.assert_array_equal(s["zero_share"], (z == 0).mean(axis=0))
+    assert s["zero_share"][5] == 1.0 and s["dead_units"] == int((z == 0).all(axis=0).sum()) >= 1
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(family="conv", channels=(4, 2)), ModelConfig(family="vae")])
+def test_code_sparsity_needs_a_flat_code(images, cfg):
+    with pytest.raises(ValueError, match=f"flat code, got the {cfg.family} family"):
+        code_sparsity(build(cfg, seed=0), images)
+
+
+def test_code_sparsity_needs_images():
+    with pytest.raises(ValueError, match="at least one image"):
+        code_sparsity(build(ModelConfig(hidden=(4,)), seed=0), np.zeros((0, 28, 28), np.uint8))
