@@ -108,15 +108,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         model=ModelConfig(family="vae", hidden=(256,), latent=2, activation="relu", loss="bce", init="keras"),
         data=DataConfig(),
         train=TrainConfig(epochs=50, batch_size=100, lr=1e-3, adam_eps=1e-7, optimizer="rmsprop"),
-        figure=None, figure_metric="test_loss", figure_label="test loss per image (BCE + KL, nats)"),
+        figure=None, figure_metric="test_loss",
+        figure_label="test loss per image, code at its mean (BCE + KL, nats)"),
     Preset(
         name="conv-vae-2d",
         title="Convolutional VAE (2-D latent)",
         tutorial="keras-io VAE example: conv 32 → conv 64 (3×3, stride 2) → dense 16 → 2-D code; decoder dense "
                  "7·7·64 → transposed convs 64, 32 → 1; loss BCE summed over the pixels + KL; Adam, batch 128, "
-                 "30 epochs. Its log shows at epoch 14 a loss of 148.87 per image (reconstruction 142.57, KL "
-                 "6.62), trained on the training and test sets together; here it trains on the 60,000 training "
-                 "images only, so its figure is the loss on them after all 30 epochs.",
+                 "30 epochs. Its log shows at epoch 14 a training loss of 148.87 per image (reconstruction 142.57, "
+                 "KL 6.62), trained on the training and test sets together; here it trains on the 60,000 "
+                 "training images only, and its figure is the training loss of the last epoch.",
         model=ModelConfig(family="conv-vae", channels=(32, 64), hidden=(16,), latent=2, activation="relu",
                           loss="bce", init="keras"),
         data=DataConfig(),
@@ -139,11 +140,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         tutorial="The one-stochastic-layer model of Burda et al. (ICLR 2016): 784-200-200-50 tanh encoder, the "
                  "mirror decoder, Bernoulli output on dynamically binarised MNIST, Adam 1e-3, batch 20; test NLL "
                  "86.76 nats (k = 5,000 importance samples) after 3,280 passes over the data. Here 50 passes; the "
-                 "figure compared is the test loss, the negative ELBO (an upper bound on the NLL).",
+                 "figure compared is the test loss with the code at its posterior mean, not the NLL: "
+                 "`python -m aecore.likelihood` estimates that.",
         model=ModelConfig(family="vae", hidden=(200, 200), latent=50, activation="tanh", loss="bce"),
         data=DataConfig(),
         train=TrainConfig(epochs=50, batch_size=20, lr=1e-3, binarize=True),
-        figure=86.76, figure_metric="test_loss", figure_label="test −ELBO, nats (theirs: NLL)"),
+        figure=86.76, figure_metric="test_loss", figure_label="test loss, code at its mean, nats (theirs: NLL)"),
 ]}
 
 
