@@ -152,3 +152,19 @@ def serve():
     yield make
     for m in started:
         m.close()
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray instance of 2 CPUs for one test module (skipped where Ray is not installed); its GCS address,
+    what AELAB_RAY_ADDRESS would name."""
+    ray = pytest.importorskip("ray")
+    from aecore.runs import cluster
+    cluster.disconnect()
+    ray.init(num_cpus=2, include_dashboard=False, **cluster.init_options())
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        cluster.disconnect()
+        ray.shutdown()

@@ -17,7 +17,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from aecore.loadtest import Deadline, serve  # noqa: E402
-from aecore.runs import cluster  # noqa: E402
 
 from test_browser import (ARTIFACTS, CHROMIUM_ARGS, START, STARTUP_S, STOP, TRAIN_S, VIEWPORT, chromium,  # noqa: E402,F401
                           progress_text, run_id_of, step_of, wait_idle)
@@ -28,18 +27,7 @@ RESUME = re.compile(r"\bResume$")
 
 
 @pytest.fixture(scope="module")
-def ray_address(chromium):
-    cluster.disconnect()
-    ray.init(num_cpus=2, include_dashboard=False, **cluster.init_options())
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        cluster.disconnect()
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def servers(ray_address):
+def servers(chromium, ray_address):
     """Two app servers pointed at the same cluster: their base URLs."""
     env = dict(os.environ, AELAB_RAY_ADDRESS=ray_address, AELAB_RUN_GRACE_S="60")
     env.pop("AELAB_RUN_BACKEND", None)

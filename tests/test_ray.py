@@ -25,18 +25,6 @@ CPUS = 2
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray instance with 2 CPUs for this module; its GCS address (what AELAB_RAY_ADDRESS would name)."""
-    cluster.disconnect()
-    ray.init(num_cpus=CPUS, include_dashboard=False, **cluster.init_options())
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        cluster.disconnect()
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def data():
     return tiny_data(n_train=400, n_test=50)
 
@@ -49,8 +37,8 @@ def spec(name="tiny", epochs=2, **train) -> RunSpec:
 
 
 @pytest.fixture
-def registry(ray_cluster):
-    reg = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_cluster, grace_s=60))
+def registry(ray_address):
+    reg = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address, grace_s=60))
     yield reg
     for v in [reg.view(r) for r in list(reg._runs)]:
         if v is not None and v.active:
@@ -158,8 +146,8 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(registry, data):
 
 
 # ---------------------------------------------------------------------------------------------- other servers
-def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_cluster, data):
-    other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_cluster, grace_s=60))
+def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_address, data):
+    other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address, grace_s=60))
     try:
         assert other.attach("no-such-run", "v2") is None
         run_id = registry.submit(spec("shared", epochs=400), data, "v1")
@@ -177,7 +165,7 @@ def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_cluste
             view = wait_state(reg, run_id, ("stopped",))
             assert view and view.stop_reason == "stopped on the other server" and view.model is not None
 
-        third = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_cluster))   # a run that has ended
+        third = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address))   # a run that has ended
         late = third.attach(run_id, "v3")
         assert late is not None
         view = wait_state(third, run_id, ("stopped",), 30)
@@ -188,9 +176,9 @@ def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_cluste
         other.shutdown()
 
 
-def test_a_series_is_found_from_another_server(registry, ray_cluster, data):
+def test_a_series_is_found_from_another_server(registry, ray_address, data):
     series_id = registry.submit_series([spec("s1", epochs=2), spec("s2", epochs=2)], data, "v1")
-    other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_cluster))
+    other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address))
     try:
         views = other.attach_series(series_id, "v2")
         assert views is not None and [v.spec.name for v in views] == ["s1", "s2"]
@@ -203,8 +191,8 @@ def test_a_series_is_found_from_another_server(registry, ray_cluster, data):
         other.shutdown()
 
 
-def test_an_unwatched_run_stops_itself(ray_cluster, data):
-    reg = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_cluster, grace_s=2.0))
+def test_an_unwatched_run_stops_itself(ray_address, data):
+    reg = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address, grace_s=2.0))
     try:
         run_id = reg.submit(spec("forgotten", epochs=400), data, "v1")
         view = wait_state(reg, run_id, ("stopped", "finished", "failed"))
@@ -213,8 +201,8 @@ def test_an_unwatched_run_stops_itself(ray_cluster, data):
         reg.shutdown()
 
 
-def test_the_data_set_goes_into_the_object_store_once(ray_cluster, data):
-    conn = cluster.connect(ray_cluster)
+def test_the_data_set_goes_into_the_object_store_once(ray_address, data):
+    conn = cluster.connect(ray_address)
     ref = conn.put(data)
     assert conn.put(data) is ref
     other = tiny_data(n_train=40, n_test=10)
