@@ -20,7 +20,8 @@ from test_app import (ROOT, _app_environment, custom_form, goto, no_data, open_a
                       started_jobs, texts, tiny_idx, wait_for_end)
 
 PAGE = "pages/compare.py"
-SHIPPED = ("chainer-case7", "conv-digit0", "keras-784-32", "pytorch-784-200", "stacked-2d")
+SHIPPED = ("chainer-case7", "conv-digit0", "conv-vae-2d", "keras-784-32", "keras-vae-2d", "pytorch-784-200",
+           "sparse-784-32", "stacked-2d")   # models/*.safetensors, in name order
 
 
 def entry(name: str, model_cfg: ModelConfig | None = None, meta: dict | None = None, key: str | None = None,
