@@ -39,10 +39,6 @@ def versus(verdict: dict, ref: dict | None, key: str, scale: float, digits: int,
     return f"{round(scale * (verdict[key] - ref[key]), digits) + 0.0:+.{digits}f}{unit} vs real digits"
 
 
-def dataset_of(am) -> str:
-    return am.meta["data"].dataset if am.meta.get("data") else "mnist"
-
-
 def fit_codes(model, data_cfg: DataConfig):
     """(mean, cov, codes used, training images) of the Gaussian fitted to a model's training codes."""
     train = shared.data_for(data_cfg).train
@@ -93,8 +89,8 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
              caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {source}")
     if judge_model is None:
         return
-    if dataset_of(am) != "mnist":
-        st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {dataset_of(am)}.")
+    if am.dataset != "mnist":
+        st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {am.dataset}.")
         return
     j = memo(("judge", am.key, id(am.model), seed, id(judge_model)),
              lambda: generative.judge_images(images, judge_model))
@@ -122,7 +118,7 @@ code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, " + (f"a variational autoencoder with a {code_dim}-number Gaussian code"
                                                if cfg.variational else
                                                f"a plain autoencoder with a code of {code_dim} numbers"))
-dataset = dataset_of(am)
+dataset = am.dataset
 test, problem = shared.test_split(dataset)
 if test is None:
     shared.data_error_box(problem)

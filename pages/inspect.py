@@ -20,10 +20,6 @@ def flat_code(m) -> bool:
     return not m.config.convolutional and not m.config.variational
 
 
-def dataset_of(m) -> str:
-    return m.meta["data"].dataset if m.meta.get("data") else "mnist"
-
-
 def sparsity_column(column, m, s: dict, edges: np.ndarray) -> None:
     """One model's code sparsity figures: two numbers, the zero share per unit (sorted), the histogram."""
     units = len(s["zero_share"])
@@ -56,7 +52,7 @@ def sparsity_section(am, dataset: str, images) -> None:
     images."""
     st.subheader("How sparse is the code?")
     choices = shared.model_choices()
-    others = [k for k, m in choices.items() if k != am.key and flat_code(m) and dataset_of(m) == dataset]
+    others = [k for k, m in choices.items() if k != am.key and flat_code(m) and m.dataset == dataset]
     # the Keras blog's pairing: the sparse 784-32 beside the plain one it was made from
     default = "shipped:keras-784-32" if am.key == "shipped:sparse-784-32" and "shipped:keras-784-32" in others \
         else NONE
@@ -102,7 +98,7 @@ else:
 
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.subheader("Reconstructions")
-dataset = dataset_of(am)
+dataset = am.dataset
 test, problem = shared.test_split(dataset)
 if test is None:
     shared.data_error_box(problem)

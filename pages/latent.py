@@ -19,7 +19,7 @@ code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
            + ("" if code_dim == 2 else " — shown through its first two principal components"))
 
-dataset = am.meta["data"].dataset if am.meta.get("data") else "mnist"
+dataset = am.dataset
 test, problem = shared.test_split(dataset)
 n_points = st.slider("Test digits to encode", 500, 10_000, 5_000, step=500, key=K + "n")
 

@@ -39,6 +39,11 @@ class ActiveModel:
         return self.model.config
 
     @property
+    def dataset(self) -> str:
+        """The data set it learned (a checkpoint without data settings learned MNIST)."""
+        return self.meta["data"].dataset if self.meta.get("data") else "mnist"
+
+    @property
     def uses_noise(self) -> bool:
         tr = self.meta.get("train")
         return bool(tr and tr.noise != "none" and tr.noise_level > 0)
