@@ -4,6 +4,9 @@
   filters, the transposed last-layer filters and the test MSE, side by side, as the tutorial compares them.
 - "code-size": the shallow autoencoder 784-k-784 for k = 2, 8, 32, 128, 512 against PCA with k components,
   the classic comparison: test reconstruction error against k, for both on the same axes.
+- "beta": the keras-vae-2d VAE with the KL term weighted by beta = 0.5, 1, 2, 4 (a beta-VAE): its test
+  reconstruction term and KL, and the quality of its prior samples as the digit classifier judges them
+  (`aecore.classifier.judge`: confident share, inception score, digits it never draws), against beta.
 
 A `Study` is a frozen definition; `registry.submit_series(study.specs, data, visitor)` runs it one run at a
 time (aecore.runs.registry), so a study never starts a thread of its own and holds at most one training slot.
@@ -35,18 +38,22 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from aecore import presets, viz
+from aecore import generative, presets, viz
 from aecore.data import DataConfig, DataError, load
 from aecore.runs import RegistryConfig, RunRegistry, RunSpec
 from aecore.scoring import reconstruction_error
+from aecore.train import evaluate_terms
 
 CHAINER_CASES = tuple(f"chainer-case{i}" for i in range(1, 8))
 CHAINER_EPOCHS = 3          # the tutorial trains 20
 CODE_SIZES = (2, 8, 32, 128, 512)
 CODE_SIZE_EPOCHS = 5        # the Keras preset trains 20; 5 keep the study under 2 min (not converged: said so)
+BETAS = (0.5, 1.0, 2.0, 4.0)
+BETA_EPOCHS = 10            # keras-vae-2d trains 50
+BETA_SAMPLES = 2000         # prior samples judged per run
 # Wall time of each whole study with the default epochs, measured once with `python -m aecore.studies NAME` on a
 # 2-core CPU with real MNIST (processes backend, other work on the machine at the same time).
-MINUTES = {"chainer": 4.6, "code-size": 1.6}
+MINUTES = {"chainer": 4.6, "code-size": 1.6, "beta": 3.7}
 PIXELS = 28 * 28
 
 
@@ -108,7 +115,23 @@ def code_size(epochs: int | None = None, sizes: tuple[int, ...] = CODE_SIZES) ->
         minutes=MINUTES["code-size"] if epochs == CODE_SIZE_EPOCHS and sizes == CODE_SIZES else None)
 
 
-STUDIES = {"chainer": chainer, "code-size": code_size}
+def beta(epochs: int | None = None, betas: tuple[float, ...] = BETAS) -> Study:
+    """keras-vae-2d (784-256-2, BCE + beta * KL, RMSprop, batch 100) for each beta in `betas`, all from the same
+    seed, on the whole training set; `epochs` default BETA_EPOCHS."""
+    epochs = epochs or BETA_EPOCHS
+    vae = presets.get("keras-vae-2d")
+    specs = tuple(RunSpec(name=f"beta-{b:g}", model=replace(vae.model, beta=float(b)), data=vae.data,
+                          train=replace(vae.train, epochs=epochs)) for b in betas)
+    return Study(
+        name="beta", title="β study: reconstruction against samples",
+        shows=f"The VAE 784-256-2 of the Keras example with its KL term weighted by β = "
+              f"{', '.join(f'{b:g}' for b in betas)}: the test reconstruction term and KL, and how often its "
+              f"samples from the prior are digits the classifier is sure of, against β.",
+        specs=specs, epochs=epochs, tutorial_epochs=vae.train.epochs,
+        minutes=MINUTES["beta"] if epochs == BETA_EPOCHS and tuple(betas) == BETAS else None)
+
+
+STUDIES = {"chainer": chainer, "code-size": code_size, "beta": beta}
 
 
 def get(name: str, epochs: int | None = None) -> Study:
@@ -234,15 +257,68 @@ def code_size_figure(points: list[SizePoint], sizes, pca: np.ndarray, epochs: in
     return fig
 
 
+@dataclass(frozen=True)
+class BetaPoint:
+    """One beta of the beta study, with its figures once its run has finished (`beta_measure`)."""
+    beta: float
+    run_id: str
+    state: str
+    figures: dict | None
+
+
+def beta_measure(model, test_images, judge_model=None, samples: int = BETA_SAMPLES, seed: int = 0) -> dict:
+    """A VAE's side of the trade-off beta sets: its test reconstruction term and KL (nats per image, code at its
+    mean, `train.evaluate_terms`), and `samples` decoded draws from its prior judged by the digit classifier
+    (`judge_model`, default the shipped one): the share it is sure of (p >= 0.9), the inception score, and the
+    digits under a quarter of a fair share of the samples (2.5 %), the ones the generator forgets."""
+    terms = evaluate_terms(model, test_images)
+    verdict = generative.judge_images(generative.sample_images(model, samples, seed=seed), judge_model)
+    return {"reconstruction": terms["reconstruction"], "KL": terms["KL"], "samples": samples,
+            "confident_share": verdict["confident_share"], "inception_score": verdict["inception_score"],
+            "rare_digits": [d for d, share in enumerate(verdict["class_share"]) if share < 0.025]}
+
+
+def beta_results(views, measure: Callable[[object], dict]) -> list[BetaPoint]:
+    """Per run, in the study's order: its beta and, once it has finished, `measure(view)`: `beta_measure` of its
+    model (a page passes a cached look-up)."""
+    return [BetaPoint(v.spec.model.beta, v.id, v.state,
+                      measure(v) if v.state == "finished" and v.model is not None else None) for v in views]
+
+
+def beta_figure(points: list[BetaPoint], epochs: int) -> go.Figure:
+    """Two panels against beta (log scale): the test reconstruction term and KL; the samples' confident share."""
+    from plotly.subplots import make_subplots
+    done = [p for p in points if p.figures is not None]
+    betas = [p.beta for p in done]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
+        f"Test reconstruction and KL, nats per image ({epochs} epochs)", "Prior samples the classifier is sure of"))
+    for name, dash in (("reconstruction", None), ("KL", "dash")):
+        fig.add_trace(go.Scatter(x=betas, y=[p.figures[name] for p in done], mode="lines+markers", name=name,
+                                 line=dict(dash=dash)), row=1, col=1)
+    fig.add_trace(go.Scatter(x=betas, y=[100 * p.figures["confident_share"] for p in done], mode="lines+markers",
+                             name="samples with p ≥ 0.9 (%)",
+                             customdata=[[p.figures["inception_score"]] for p in done],
+                             hovertemplate="β %{x}: %{y:.1f} % sure · inception score %{customdata[0]:.2f}"),
+                  row=1, col=2)
+    ticks = [p.beta for p in points]
+    fig.update_xaxes(type="log", title="β (log scale)", tickvals=ticks, ticktext=[f"{b:g}" for b in ticks])
+    fig.update_yaxes(title="nats per image", row=1, col=1)
+    fig.update_yaxes(title="% of samples", rangemode="tozero", row=1, col=2)
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
 # ------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     """Run a study through a run registry of this process and print its figures as one JSON object."""
     p = argparse.ArgumentParser(prog="python -m aecore.studies", description="Run an AE Lab study.")
     p.add_argument("study", choices=list(STUDIES))
     p.add_argument("--epochs", type=int, help="epochs per run (default: the study's own)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of every run (weights, shuffling, noise)")
     p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data)")
     args = p.parse_args(argv)
     study = get(args.study, args.epochs)
+    study = replace(study, specs=tuple(replace(s, train=replace(s.train, seed=args.seed)) for s in study.specs))
     try:
         data = load(study.data, args.data_dir)
     except DataError as e:
@@ -262,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         registry.shutdown(wait=60)
     views = registry.series(series)
-    out = {"study": study.name, "epochs": study.epochs, "note": study.epochs_note,
+    out = {"study": study.name, "epochs": study.epochs, "note": study.epochs_note, "seed": args.seed,
            "wall_s": round(time.monotonic() - started, 1),
            "runs": [{"name": v.spec.name, "state": v.state,
                      "train_s": round(v.snapshot.last.elapsed, 1) if v.snapshot.last else None,
@@ -273,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         pca = pca_errors(data.train.images, data.test.images, sizes)
         points = code_size_results(views, lambda v: ae_test_mse(v.model, data.test.images))
         out["test_mse"] = [{"k": p.size, "autoencoder": p.test_mse, "pca": float(e)} for p, e in zip(points, pca)]
+    if study.name == "beta":
+        out["beta"] = [{"beta": p.beta, **(p.figures or {})}
+                       for p in beta_results(views, lambda v: beta_measure(v.model, data.test.images))]
     print(json.dumps(out, indent=1))
     return 0
 

@@ -142,16 +142,26 @@ def available_devices() -> list[str]:
 def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000, binarize: bool = False) -> float:
     """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode. With
     `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
+    return evaluate_terms(model, images, batch_size, binarize)["loss"]
+
+
+def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000,
+                   binarize: bool = False) -> dict[str, float]:
+    """As `evaluate`, with the loss's named parts (`model.loss_terms`, e.g. a VAE's reconstruction and KL, each
+    unweighted) beside it under "loss": means over the images."""
     device = next(model.parameters()).device
-    total = torch.zeros((), device=device)
+    totals: dict[str, torch.Tensor] = {}
     gen = torch.Generator(device=device).manual_seed(0)
     with inference(model):
         for i in range(0, len(images), batch_size):
             x = to_float(images[i:i + batch_size].to(device))
             if binarize:
                 x = torch.bernoulli(x, generator=gen)
-            total += model.loss(x, model(x)) * len(x)
-    return total.item() / max(len(images), 1)
+            terms = model.loss_terms(x, model(x))
+            for name, value in {**terms, "loss": model.combine(terms)}.items():
+                totals[name] = totals.get(name, 0.0) + value * len(x)
+    n = max(len(images), 1)
+    return {name: t.item() / n for name, t in totals.items()} if totals else {"loss": 0.0}
 
 
 def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None) -> Iterator[Metrics]:

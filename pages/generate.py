@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aecore import classifier, generative, viz
+from aecore import classifier, generative, studies, viz
 from aecore.data import CLASS_NAMES, DataConfig, DataError
 from pages import shared
 
@@ -215,3 +215,18 @@ else:
              caption=f"{MANIFOLD}×{MANIFOLD} codes evenly spaced over z[0] ∈ [{low[0]:.2f}, {high[0]:.2f}], "
                      f"z[1] ∈ [{low[1]:.2f}, {high[1]:.2f}] ({span}), decoded: z[0] grows to the right, z[1] "
                      "downwards")
+
+# ------------------------------------------------------------------------------------------------ beta study
+st.subheader("β study")
+beta_study = studies.get("beta")
+st.markdown(f"A VAE's β weighs the KL term against the reconstruction: a small β lets codes spread out and "
+            f"reconstruct well, a large one pulls them to the prior, so that samples drawn from it land where "
+            f"the decoder has learned something. {beta_study.shows}")
+st.caption(f"{len(beta_study.specs)} runs ({', '.join(beta_study.run_names)}), queued through the server's run "
+           f"service one after another; **{beta_study.epochs_note}**. The Studies page follows them and plots the "
+           "figures as each run finishes.")
+if st.button("Run the β study", icon=":material/play_arrow:", key=K + "beta_start"):
+    registry, me = shared.run_registry(), shared.visitor()
+    series = shared.submit(lambda: registry.submit_series(beta_study.specs, shared.data_for(beta_study.data), me))
+    if series:
+        st.switch_page("pages/studies.py", query_params={"study": series})

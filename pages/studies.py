@@ -7,7 +7,7 @@ the same study: its progress while it runs, and what it has finished for as long
 
 import streamlit as st
 
-from aecore import presets, studies, viz
+from aecore import classifier, presets, studies, viz
 from aecore.data import DataError
 from pages import shared
 
@@ -159,6 +159,40 @@ def code_size_chart(views) -> None:
                "their points appear as their runs finish.")
 
 
+@st.cache_data(max_entries=256, show_spinner="Measuring the test set and judging prior samples…")
+def beta_figures(run_id: str, dataset: str, _model) -> dict:
+    """A finished β run's test terms and judged samples (studies.beta_measure); the run id keys it."""
+    return studies.beta_measure(_model, shared.raw_split(dataset, "test").images)
+
+
+def beta_chart(views) -> None:
+    st.subheader("Reconstruction against samples")
+    dataset, epochs = views[0].spec.data.dataset, views[0].spec.train.epochs
+    try:
+        points = studies.beta_results(views, lambda v: beta_figures(v.id, dataset, v.model))
+    except DataError as e:
+        shared.data_error_box(str(e))
+        return
+    except classifier.ClassifierFileError as e:
+        st.warning(f"The samples cannot be judged: {e}", icon=":material/warning:")
+        return
+    st.plotly_chart(studies.beta_figure(points, epochs), key=K + "beta_chart", width="stretch")
+    st.dataframe([{"β": p.beta, "reconstruction (nats)": f["reconstruction"], "KL (nats)": f["KL"],
+                   "samples the judge is sure of": f["confident_share"], "inception score": f["inception_score"],
+                   "digits it rarely draws": ", ".join(map(str, f["rare_digits"])) or "none"}
+                  for p in points if (f := p.figures)], hide_index=True,
+                 column_config={"reconstruction (nats)": st.column_config.NumberColumn(format="%.1f"),
+                                "KL (nats)": st.column_config.NumberColumn(format="%.2f"),
+                                "samples the judge is sure of": st.column_config.NumberColumn(format="percent"),
+                                "inception score": st.column_config.NumberColumn(format="%.2f")})
+    st.caption(f"Reconstruction: the test set's binary cross-entropy summed over the 784 pixels, with the code at "
+               f"its posterior mean; KL: from q(z|x) to the prior N(0, I), unweighted; both in nats per test image. "
+               f"Samples: {studies.BETA_SAMPLES:,} draws from the prior per run, decoded and read by the digit "
+               f"classifier (sure: probability ≥ 0.9; inception score: at most 10, real test digits ≈ 9.8; rarely "
+               f"drawn: under 2.5 % of the samples). Each run trained {epochs} epochs, from the same seed; its "
+               "point appears when it finishes.")
+
+
 # A study in progress redraws its progress and results every 2 s; an ended one does not poll.
 @st.fragment(run_every=2.0 if busy else None)
 def progress_and_results() -> None:
@@ -186,6 +220,8 @@ def progress_and_results() -> None:
         chainer_grid(views)
     elif kind == "code-size":
         code_size_chart(views)
+    elif kind == "beta":
+        beta_chart(views)
     if busy and not any(v.active for v in views):
         st.rerun()      # the study has ended: the whole page, so the buttons and the polling follow
 

@@ -50,8 +50,8 @@ def test_the_code_size_study_trains_784_k_784_at_five_sizes():
 
 
 def test_unknown_study_and_identify():
-    with pytest.raises(ValueError, match="unknown study 'beta'; choose one of: chainer, code-size"):
-        studies.get("beta")
+    with pytest.raises(ValueError, match="unknown study 'gamma'; choose one of: chainer, code-size, beta"):
+        studies.get("gamma")
 
     class V:
         def __init__(self, name):
@@ -59,7 +59,19 @@ def test_unknown_study_and_identify():
 
     assert studies.identify([V("chainer-case1"), V("chainer-case7")]) == "chainer"
     assert studies.identify([V("code-512")]) == "code-size"
+    assert studies.identify([V("beta-0.5"), V("beta-4")]) == "beta"
     assert studies.identify([V("custom")]) is None and studies.identify([]) is None
+
+
+def test_the_beta_study_is_keras_vae_2d_at_four_betas():
+    study = studies.get("beta")
+    vae = presets.get("keras-vae-2d")
+    assert study.run_names == ("beta-0.5", "beta-1", "beta-2", "beta-4")
+    assert [s.model.beta for s in study.specs] == [0.5, 1.0, 2.0, 4.0]
+    assert {replace(s.model, beta=1.0) for s in study.specs} == {vae.model}      # only beta differs
+    assert {s.train for s in study.specs} == {replace(vae.train, epochs=10)}
+    assert study.epochs_note == "shortened to 10 epochs per run from the tutorial's 50"
+    assert study.minutes == studies.MINUTES["beta"] and studies.beta(epochs=3).minutes is None
 
 
 # ------------------------------------------------------------------------------------------- PCA
@@ -166,6 +178,57 @@ def test_command_line_without_data(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------- the page
+class OneDigit(torch.nn.Module):
+    """A stand-in judge that reads every picture as a sure 3."""
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.full((len(x),), 3), 10).float() * 50 + self.w
+
+
+def test_beta_results_measure_the_test_terms_and_judged_samples():
+    from aecore.train import evaluate_terms
+    data = tiny_data(n_train=200, n_test=50)
+    views = run_series(studies.beta(epochs=1, betas=(0.5, 4.0)).specs, data)
+    points = studies.beta_results(views, lambda v: studies.beta_measure(v.model, data.test.images, OneDigit(),
+                                                                        samples=64))
+    assert [(p.beta, p.state) for p in points] == [(0.5, "finished"), (4.0, "finished")]
+    x = to_float(data.test.images)
+    for p, v in zip(points, views):
+        f = p.figures
+        with torch.no_grad():
+            out = v.model.eval()(x)
+            recon = torch.nn.functional.binary_cross_entropy_with_logits(out.raw, x, reduction="sum") / len(x)
+        assert f["reconstruction"] == pytest.approx(recon.item(), rel=1e-5)
+        assert f["KL"] > 0
+        terms = evaluate_terms(v.model, data.test.images)
+        assert terms["loss"] == pytest.approx(terms["reconstruction"] + p.beta * terms["KL"], rel=1e-6)
+        assert terms["loss"] == pytest.approx(v.snapshot.result["figures"]["test_loss"], rel=1e-6)
+        # every sample a sure 3: all confident, inception score 1, every other digit forgotten
+        assert f["samples"] == 64 and f["confident_share"] == 1.0
+        assert f["inception_score"] == pytest.approx(1.0)
+        assert f["rare_digits"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    fig = studies.beta_figure(points, epochs=1)
+    assert [t.name for t in fig.data] == ["reconstruction", "KL", "samples with p ≥ 0.9 (%)"]
+    assert list(fig.data[0].x) == [0.5, 4.0] and list(fig.data[2].y) == [100.0, 100.0]
+    assert list(fig.data[1].y) == [p.figures["KL"] for p in points]
+    # A run that has not finished has no point yet.
+    assert list(studies.beta_figure([replace(points[0], figures=None), points[1]], 1).data[0].x) == [4.0]
+
+
+def test_a_plain_autoencoders_test_terms_are_its_loss():
+    from aecore.models import ModelConfig, build
+    from aecore.train import evaluate, evaluate_terms
+    data = tiny_data(n_train=20, n_test=30)
+    sparse = build(ModelConfig(family="shallow", hidden=(16,), sparsity=0.1), seed=0)
+    terms = evaluate_terms(sparse, data.test.images, batch_size=7)
+    assert set(terms) == {"reconstruction", "code L1", "loss"}
+    assert terms["loss"] == pytest.approx(terms["reconstruction"] + 0.1 * terms["code L1"], rel=1e-6)
+    assert terms["loss"] == pytest.approx(evaluate(sparse, data.test.images), rel=1e-6)
+
+
 def wait_until_ended(at: AppTest, runs: int, timeout: float = WAIT) -> None:
     """Rerun as the page's polling would until every run of the study has ended and Start is enabled again."""
     deadline = time.monotonic() + timeout
@@ -225,6 +288,28 @@ def test_the_code_size_study_from_the_page_and_after_a_reload(tiny_idx, started_
     assert chart_traces(reloaded) == traces
     assert not reloaded.button(key="studies.btn_start").disabled        # the study has ended
     assert len(started_jobs) == 5                                       # nothing trained again
+
+
+def test_the_beta_study_in_one_click_from_the_generate_page(tiny_idx, started_jobs):
+    at = goto(open_app(), "pages/generate.py")
+    assert any("shortened to 10 epochs per run from the tutorial's 50" in t for t in texts(at.caption))
+    at.button(key="generate.beta_start").click().run()
+    assert not at.exception and not at.error
+    assert texts(at.title) == ["Studies"]                  # the Studies page follows the study
+    series = at.query_params["study"]
+    assert at.radio(key="studies.pick").value == "beta"
+    at = open_link(series)        # AppTest reruns the page it was opened on: follow the study at its link
+    assert at.radio(key="studies.pick").value == "beta"
+    wait_until_ended(at, 4)
+    assert [j.spec.name for j in started_jobs] == ["beta-0.5", "beta-1", "beta-2", "beta-4"]
+    assert [j.spec.model.beta for j in started_jobs] == [0.5, 1.0, 2.0, 4.0]
+    traces = chart_traces(at)
+    assert [t["name"] for t in traces] == ["reconstruction", "KL", "samples with p ≥ 0.9 (%)"]
+    assert [t["x"] for t in traces] == [[0.5, 1.0, 2.0, 4.0]] * 3
+    table = at.dataframe[1].value
+    assert list(table["β"]) == [0.5, 1.0, 2.0, 4.0]
+    assert list(table["reconstruction (nats)"]) == pytest.approx(traces[0]["y"])
+    assert list(100 * table["samples the judge is sure of"]) == pytest.approx(traces[2]["y"])
 
 
 def test_stopping_a_study_stops_its_waiting_runs_and_it_blocks_other_runs(tiny_idx, started_jobs, monkeypatch):
