@@ -138,7 +138,7 @@ def open_session(browser, url: str, deadline: Deadline) -> tuple[Session, float]
     context.set_default_timeout(60_000)
     page = context.new_page()
     t = time.monotonic()
-    page.goto(url, timeout=deadline.ms(90))
+    page.goto(url + "/train", timeout=deadline.ms(90))
     page.get_by_role("heading", name=TRAIN[1]).wait_for(timeout=deadline.ms(90))
     button(page, "Start").wait_for(timeout=deadline.ms(90))
     wait_idle(page, deadline)

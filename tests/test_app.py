@@ -123,8 +123,9 @@ def real_mnist() -> Path | None:
 
 
 def open_app() -> AppTest:
+    """A new session on the Train page (the link opens on the Start page: see test_start.py)."""
     at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
+    at.switch_page("pages/train.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -81,7 +81,7 @@ def test_a_run_started_on_one_server_is_driven_from_another(browser, servers):
     from playwright.sync_api import expect
 
     a_url, b_url = servers
-    first_ctx, first = open_page(browser, a_url + "/")
+    first_ctx, first = open_page(browser, a_url + "/train")
     second_ctx = None
     try:
         run_id = start_run(first, epochs=20)
@@ -132,7 +132,7 @@ def test_a_run_waits_for_the_clusters_cpus_on_the_page(browser, servers):
     try:
         pages = []
         for url in (a_url, b_url, a_url):
-            ctx, page = open_page(browser, url + "/")
+            ctx, page = open_page(browser, url + "/train")
             contexts.append(ctx)
             pages.append(page)
         for page in pages[:2]:
@@ -163,7 +163,7 @@ def test_a_server_with_its_own_local_ray_trains_and_reattaches(browser, chromium
     env.pop("AELAB_RUN_BACKEND", None)
     env.pop("RAY_ADDRESS", None)
     with serve(env, ARTIFACTS / "streamlit-ray-local.log", Deadline(STARTUP_S + 60)) as (url, pid):
-        context, page = open_page(browser, url + "/")
+        context, page = open_page(browser, url + "/train")
         try:
             run_id = start_run(page, epochs=3)
             progress = page.get_by_test_id("stProgress")
