@@ -103,12 +103,16 @@ else:
     recon = generative.decode_images(model, code[None])[0]
     error = float(((recon - image / 255.0) ** 2).mean())
     c1, c2, c3 = st.columns([2, 3, 2])
-    c1.image(viz.zoom(image / 255.0, 5), caption=f"Input: {kind} number {index:,}, 784 pixels")
+    c1.image(viz.zoom(image / 255.0, 5), caption=f"Input: {kind} number {index:,}, 784 pixels",
+             alt=f"The input: a white handwritten-style digit on black, {kind} number {index:,}.")
     c2.image(viz.colorize(code.reshape(4, 8) / max(code.max(), 1e-6), zoom=20),
              caption=f"Its code: the {code.size} numbers the encoder made of it, as 4×8 cells (brighter is larger; "
-                     f"{int((code == 0).sum())} are exactly 0)")
+                     f"{int((code == 0).sum())} are exactly 0)",
+             alt=f"The code as a 4 by 8 block of cells from black to yellow-white: {code.size} numbers, the "
+                 f"largest {code.max():.2f}.")
     c3.image(viz.zoom(recon, 5), caption=f"Reconstruction from the code alone: error {error:.4f} (mean squared, "
-                                         "per pixel)")
+                                         "per pixel)",
+             alt="The reconstruction: the decoder's image of the same digit, a little blurred.")
     trained = (meta.get("figures") or {}).get("test_loss")
     st.caption(f"Model: the shipped **{LIVE}** (784 → 32 → 784, the Keras tutorial's"
                + (f"; test loss {trained:.4f} BCE against the tutorial's ≈0.09" if trained else "") + ").")
@@ -142,7 +146,7 @@ def card(column, title: str, shows: str, figure: np.ndarray | None, alt: str, la
         st.markdown(f"**{title}**")
         st.markdown(shows)
         if figure is not None:
-            st.image(figure, caption=alt)
+            st.image(figure, caption=alt, alt=alt)
         return st.button(label, icon=icon, key=K + key)
 
 
