@@ -25,6 +25,7 @@ except (ValueError, RayUnavailable) as e:
     st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
     st.stop()
 st.session_state["app.framed"] = True   # pages check this (see shared.require_frame)
+shared.open_deep_link()
 shared.collect_finished_run()           # before the model selector is drawn
 
 

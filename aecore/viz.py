@@ -15,8 +15,16 @@ from torch.nn import functional as F
 from aecore.data import to_float
 from aecore.models import ACTIVATIONS, Autoencoder, inference
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+# One colour per class (0-9): Paul Tol's "muted" scheme, its nine colours and pale grey, made to stay apart for
+# colour-blind readers (tests/test_viz.py checks them under simulated protan-, deuter- and tritanopia; Plotly's
+# default ten do not pass). No ten colours that stay apart can also all stand out from both a white and a
+# near-black page: scatter points get a NEUTRAL rim, every point's hover names its class, and a click on the
+# legend shows a class alone.
+PALETTE = ["#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
+           "#882255", "#44AA99", "#999933", "#AA4499", "#DDDDDD"]
+# Lines drawn over a chart in the light and the dark theme alike: at least 3:1 against white and against #0f1117.
+NEUTRAL = "#8a8a8a"
+TWO = ("#4477AA", "#CC6677")   # two groups (normal, anomalous): Tol's blue and rose, 3.6:1 or more on both pages
 
 
 def scale_each(tiles: torch.Tensor) -> torch.Tensor:
@@ -146,7 +154,8 @@ def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) 
         sel = labels == c
         fig.add_trace(go.Scattergl(
             x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=str(class_names[c]),
-            marker=dict(size=4, opacity=0.7, color=PALETTE[int(c) % 10]),
+            # the grey rim keeps the darkest and the palest classes visible on the dark and the light page
+            marker=dict(size=5, opacity=0.8, color=PALETTE[int(c) % 10], line=dict(width=0.5, color=NEUTRAL)),
             customdata=np.nonzero(sel)[0],
             hovertemplate=f"class {class_names[c]}<br>test #%{{customdata}}<br>(%{{x:.3f}}, %{{y:.3f}})<extra></extra>"))
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=40, b=10), legend_title="class")
@@ -176,7 +185,7 @@ def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]],
               "uirevision": "loss"}
     if reference is not None:
         layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": reference, "y1": reference,
-                             "line": {"dash": "dash", "color": "#aaaaaa"}}]
+                             "line": {"dash": "dash", "color": NEUTRAL}}]
         layout["annotations"] = [{"xref": "paper", "x": 1, "y": reference, "xanchor": "right", "yanchor": "bottom",
                                   "text": f"{reference_label}: {reference:g}", "showarrow": False}]
     return go.Figure({"data": data, "layout": layout}, _validate=False)
@@ -228,16 +237,17 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, normal, class_names,
                     threshold: float | None = None) -> go.Figure:
     """Anomaly scores of the normal test images against the others (or each class), overlaid, with the threshold."""
     normal_mask = np.isin(labels, list(normal))
-    groups = [("normal (" + ", ".join(class_names[c] for c in normal) + ")", normal_mask)]
-    if by_class:
-        groups += [(class_names[c], labels == c) for c in sorted(set(labels.tolist()) - set(normal))]
+    groups = [("normal (" + ", ".join(class_names[c] for c in normal) + ")", normal_mask,
+               PALETTE[min(normal)] if by_class else TWO[0])]
+    if by_class:   # each class in its own colour, the same as on the latent scatter
+        groups += [(class_names[c], labels == c, PALETTE[c]) for c in sorted(set(labels.tolist()) - set(normal))]
     else:
-        groups.append(("anomalous (every other class)", ~normal_mask))
+        groups.append(("anomalous (every other class)", ~normal_mask, TWO[1]))
     bins = dict(start=0.0, end=float(np.quantile(scores, 0.995)), size=float(np.quantile(scores, 0.995)) / 60)
     fig = go.Figure([go.Histogram(x=scores[m], name=name, xbins=bins, histnorm="probability density",
-                                  opacity=0.6) for name, m in groups])
+                                  marker_color=colour, opacity=0.6) for name, m, colour in groups])
     if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", annotation_text="threshold")
+        fig.add_vline(x=threshold, line_dash="dash", line_color=NEUTRAL, annotation_text="threshold")
     fig.update_layout(barmode="overlay", height=320, margin=dict(l=10, r=10, t=30, b=10),
                       xaxis_title="anomaly score (squared error over the 20 worst pixels)", yaxis_title="density",
                       legend=dict(orientation="h", y=1.12))

@@ -6,16 +6,15 @@ import streamlit as st
 
 from aecore import anomaly, viz
 from aecore.data import CLASS_NAMES, DATASETS, DataError
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 K = "anomalies."
 TUTORIAL_SIX = 11      # the first 6 of the MNIST test set, the tutorial's example
 
 st.title("Find anomalies")
-st.caption("Train an autoencoder on one kind of image only; what it reconstructs badly is called anomalous. "
-           "One number says how well that works: the ROC-AUC over the whole test set (1 = every anomaly scores "
-           "above every normal image, 0.5 = chance).")
+guide.intro("anomalies")
 
 detectors = shared.shipped_detectors()
 test, problem = shared.test_split("mnist")
@@ -24,7 +23,7 @@ if test is None:
     shared.data_missing("mnist")
 
 # ------------------------------------------------------------------------------------------------ the tutorial's case
-st.subheader("The tutorial's case: trained on 0s, is a 6 abnormal?")
+st.header("The tutorial's case: trained on 0s, is a 6 abnormal?")
 tutorial = shared.shipped_models().get("conv-digit0")
 recommended = detectors.get(f"{anomaly.DEFAULT_RECIPE}-mnist-0")
 if test is None:
@@ -53,7 +52,7 @@ elif tutorial and recommended:
                "images. The tutorial's wide code reconstructs most digits well, so its error mostly measures ink.")
 
 # ------------------------------------------------------------------------------------------------ choose a detector
-st.subheader("A detector")
+st.header("A detector")
 trained = st.session_state.setdefault(K + "trained", {})     # name -> (model, meta), this session's detectors
 scored = st.session_state.setdefault(K + "scores", {})       # name -> their test-set scores, computed once
 source = st.radio("Detector", ["shipped", "train one"], horizontal=True, key=K + "source",
@@ -163,7 +162,7 @@ labels = test_set.labels.numpy()
 is_anomaly = ~np.isin(labels, list(normal))
 
 # ------------------------------------------------------------------------------------------------ threshold
-st.subheader("Where to draw the line")
+st.header("Where to draw the line")
 rate = st.slider("False-alarm target: share of normal images flagged (set on held-out normal training images)",
                  0.001, 0.30, 0.05, step=0.001, format="%.3f", key=K + "rate")
 threshold = anomaly.threshold_for(info["held_out_quantiles"], rate)
@@ -174,7 +173,7 @@ m2.metric("precision", f"{c['precision']:.1%}")
 m3.metric("recall (anomalies caught)", f"{c['recall']:.1%}")
 m4.metric("false alarms on the test set", f"{c['false_alarm_rate']:.1%}")
 st.dataframe(pd.DataFrame({"called normal": [c["tn"], c["fn"]], "called anomalous": [c["fp"], c["tp"]]},
-                          index=["really normal", "really anomalous"]))
+                          index=pd.Index(["really normal", "really anomalous"], name="test images")))
 
 h, r = st.columns(2)
 by_class = h.toggle("One histogram per class", key=K + "by_class")
@@ -189,11 +188,13 @@ st.markdown("**AUC per anomalous class** (normal test images against that class 
             " · ".join(f"{names_of[k]}: {v:.3f}" for k, v in per_class.items()))
 
 # ------------------------------------------------------------------------------------------------ extremes
-st.subheader("The most and the least anomalous test images")
+st.header("The most and the least anomalous test images")
 order = np.argsort(scores)
 most, least = order[::-1][:20].copy(), order[:20]   # copy: torch takes no negative strides
 a, b = st.columns(2)
 a.image(viz.grid(test_set.images[most].numpy() / 255.0, nrow=10, zoom=2),
-        caption="highest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in most[:10]) + " …")
+        caption="highest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in most[:10]) + " …",
+        alt=f"The {len(most)} test images this detector scores most anomalous, ten a row, highest score first.")
 b.image(viz.grid(test_set.images[least].numpy() / 255.0, nrow=10, zoom=2),
-        caption="lowest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in least[:10]) + " …")
+        caption="lowest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in least[:10]) + " …",
+        alt=f"The {len(least)} test images this detector scores least anomalous, ten a row, lowest score first.")

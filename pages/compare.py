@@ -7,9 +7,10 @@ import numpy as np
 import streamlit as st
 
 from aecore import compare, viz
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 K = "compare."
 PICKED = K + "picked"
 CACHE_SIZE = 24      # pictures kept per session, about 60 KB each: a rerun redraws them all, and tiling is slow
@@ -36,7 +37,7 @@ def derived(owner, what: str, compute):
 
 
 def curves(chosen: list[compare.Entry]) -> None:
-    st.subheader("Loss per epoch")
+    st.header("Loss per epoch")
     bare = [e.name for e in chosen if not e.history]
     if len(bare) < len(chosen):
         st.plotly_chart(compare.curves_figure(chosen), key=K + "chart", width="stretch")
@@ -48,7 +49,7 @@ def curves(chosen: list[compare.Entry]) -> None:
 
 
 def settings(chosen: list[compare.Entry]) -> None:
-    st.subheader("Settings that differ")
+    st.header("Settings that differ")
     rows = compare.differing_settings(chosen)
     if rows:
         st.dataframe(rows, hide_index=True, width="content")
@@ -61,7 +62,7 @@ def settings(chosen: list[compare.Entry]) -> None:
 
 
 def figures(chosen: list[compare.Entry]) -> None:
-    st.subheader("Figures")
+    st.header("Figures")
     st.dataframe(compare.figure_rows(chosen), hide_index=True, width="stretch", column_config=COLUMNS)
     st.caption("Losses as each run measured them, in its own loss and on its own data (a model trained on one "
                "class is tested on that class). The median test error is per-image squared error in pixel "
@@ -69,7 +70,7 @@ def figures(chosen: list[compare.Entry]) -> None:
 
 
 def reconstructions(chosen: list[compare.Entry]) -> None:
-    st.subheader("The same test digits, reconstructed")
+    st.header("The same test digits, reconstructed")
     st.caption(f"Each model reconstructs the test images of the data set it was trained on (MNIST when its "
                f"checkpoint does not say): the first test image of each class, {N_DIGITS} in all, the same for "
                f"every model of that data set, given clean (without the noise some were trained with).")
@@ -112,7 +113,7 @@ def reconstruction(entry: compare.Entry, images: np.ndarray) -> tuple[float, np.
 
 
 def filters(chosen: list[compare.Entry]) -> None:
-    st.subheader("First-layer filters")
+    st.header("First-layer filters")
     most = min(compare.filter_count(e) for e in chosen)
     if most > 1:   # kept within the range of the current picks (a conv model has few kernels)
         st.session_state[K + "filters"] = min(st.session_state.get(K + "filters", 16), most)
@@ -138,8 +139,7 @@ def filter_picture(entry: compare.Entry, count: int) -> tuple[int, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------ the list
 st.title("Compare runs")
-st.markdown("Your finished and stopped runs, the models you uploaded and the shipped ones, with what each "
-            "recorded; pick two to eight of them to see them side by side.")
+guide.intro("compare")
 entries = compare.gather(shared.run_registry().runs_of(shared.visitor()), shared.session_models(),
                          shared.shipped_models())
 if not entries:

@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas   # only importable inside a running page
 
 from aecore import anomaly, classifier, drawset, preprocess, scoring, viz
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
 K = "draw."
@@ -61,7 +61,7 @@ def digit_verdict(x, detector) -> None:
     s = float(anomaly.score(model, x[None])[0])
     pct = scoring.percentile(s, a["canvas_quantiles"])
     unusual = s > a["verdict_threshold"]
-    st.subheader("Is it a digit?")
+    st.header("Is it a digit?")
     m1, m2 = st.columns(2)
     m1.metric("Digit detector score", f"{s:.4f}", help="Squared reconstruction error over the 20 worst pixels "
               f"(aecore.anomaly.score); the verdict threshold is {a['verdict_threshold']:.4f}.")
@@ -89,6 +89,7 @@ def digit_verdict(x, detector) -> None:
 
 
 st.title("Draw a digit")
+guide.intro("draw")
 am = shared.page_model()
 detector = shared.digit_detector()        # loaded once per server, like the active model
 st.caption(f"Active model: **{am.name}** (the reconstruction); which digit it reads as is told by the digit "
@@ -129,9 +130,14 @@ with right:
     pct = scoring.percentile(error, quantiles) if len(quantiles) >= 2 else None
 
     a, b, c = st.columns(3)
-    a.image(viz.zoom(x, 6), caption=f"input, 28×28 ({where})")
-    b.image(viz.zoom(recon, 6), caption="reconstruction")
-    c.image(viz.colorize(viz.error_heatmap(x, recon), 6), caption="squared error per pixel")
+    a.image(viz.zoom(x, 6), caption=f"input, 28×28 ({where})",
+            alt="The drawing as the model receives it: white strokes on black, cropped, scaled and centred in "
+                "28×28 pixels.")
+    b.image(viz.zoom(recon, 6), caption="reconstruction",
+            alt=f"The drawing as {am.name} rebuilds it from its code, 28×28 pixels.")
+    c.image(viz.colorize(viz.error_heatmap(x, recon), 6), caption="squared error per pixel",
+            alt="Where the reconstruction differs from the drawing: black where they agree, through red and "
+                "yellow to white where they differ most.")
     digit_reading(x, b)
     m1, m2 = st.columns(2)
     m1.metric("Reconstruction error (MSE)", f"{error:.5f}", help=f"of the active model, {am.name}")

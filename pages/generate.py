@@ -6,9 +6,10 @@ import streamlit as st
 
 from aecore import classifier, generative, studies, viz
 from aecore.data import CLASS_NAMES, DataConfig, DataError
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 K = "generate."
 # Samples judged per model, and real test digits judged as the reference: the same count for both, because an
 # inception score estimated from few images comes out lower than from many (its p(y) is a sample mean).
@@ -86,7 +87,8 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
                 f"training images, which are not on this server ({e}).", icon=":material/info:")
         return
     st.image(viz.grid(images[:n * n], nrow=n, zoom=2),
-             caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {source}")
+             caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {source}",
+             alt=f"{n * n} images that {am.name} generated from random codes, in {n} rows of {n}.")
     if judge_model is None:
         return
     if am.dataset != "mnist":
@@ -112,6 +114,7 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
 
 
 st.title("Generate digits")
+guide.intro("generate")
 am = shared.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
@@ -129,7 +132,7 @@ except classifier.ClassifierFileError as e:
     judge_model, judge_meta, judge_problem = None, {}, str(e)
 
 # ------------------------------------------------------------------------------------------------ samples
-st.subheader("Samples")
+st.header("Samples")
 choices = shared.model_choices()
 others = [k for k in choices if k != am.key]
 if cfg.variational:   # the default pairing: a plain autoencoder beside a VAE, whichever of the two is active
@@ -162,7 +165,7 @@ for column, model in zip(st.columns(len(shown)), shown):
         show_samples(model, n, seed, judge_model, judge_meta, ref)
 
 # ------------------------------------------------------------------------------------------------ interpolation
-st.subheader("Interpolation")
+st.header("Interpolation")
 if test is None:
     st.info("Needs the test images (see above).", icon=":material/info:")
 else:
@@ -177,30 +180,36 @@ else:
     path, strip = generative.interpolation(am.model, test.images[a], test.images[b], STEPS, spherical)
     names = CLASS_NAMES[dataset]
     left, middle, right = st.columns([1, 10, 1], vertical_alignment="center")
-    left.image(viz.zoom(test.images[a].numpy() / 255.0, 2), caption=f"#{a}: {names[labels[a]]}")
+    left.image(viz.zoom(test.images[a].numpy() / 255.0, 2), caption=f"#{a}: {names[labels[a]]}",
+               alt=f"Test image #{a}, a {names[labels[a]]}, where the path starts.")
     middle.image(viz.grid(strip, nrow=STEPS, zoom=2),
                  caption=f"{STEPS} codes {'along the great circle' if spherical else 'on the straight line'} from the "
                          f"code of test digit #{a} to that of #{b}, decoded; the first and last are the two digits' "
-                         "reconstructions")
-    right.image(viz.zoom(test.images[b].numpy() / 255.0, 2), caption=f"#{b}: {names[labels[b]]}")
+                         "reconstructions",
+                 alt=f"A row of {STEPS} decoded images that change step by step from test image #{a} into #{b}.")
+    right.image(viz.zoom(test.images[b].numpy() / 255.0, 2), caption=f"#{b}: {names[labels[b]]}",
+                alt=f"Test image #{b}, a {names[labels[b]]}, where the path ends.")
     if code_dim == 2:
         xy = memo(("scatter", am.key, id(am.model), dataset),
                   lambda: viz.encode_all(am.model, test.images[:SCATTER_POINTS]))
         fig = viz.latent_scatter(xy, labels[:len(xy)], names,
                                  f"2-D codes of the first {len(xy):,} test digits, and the interpolation path")
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="path",
-                        line=dict(color="black", width=2), marker=dict(size=8, color="black", symbol="diamond"))
+                        line=dict(color=viz.NEUTRAL, width=3),   # seen on the light and the dark theme
+                        marker=dict(size=9, color=viz.NEUTRAL, symbol="diamond"))
         st.plotly_chart(fig, key=K + "scatter", width="stretch")
 
 # ------------------------------------------------------------------------------------------------ manifold
-st.subheader("The decoded manifold")
+st.header("The decoded manifold")
 if code_dim != 2:
     st.info(f"Drawn for 2-number codes only: {am.name}'s code has {code_dim:,} numbers, so a grid over two of them "
             "would leave the rest to be chosen arbitrarily.", icon=":material/info:")
 elif cfg.variational:
     st.image(viz.grid(generative.decode_images(am.model, generative.prior_grid(MANIFOLD)), nrow=MANIFOLD, zoom=2),
              caption=f"{MANIFOLD}×{MANIFOLD} codes at the prior's quantiles Φ⁻¹(0.05 … 0.95) in each dimension, "
-                     "decoded (the Keras VAE example's figure): z[0] grows to the right, z[1] downwards")
+                     "decoded (the Keras VAE example's figure): z[0] grows to the right, z[1] downwards",
+             alt=f"A {MANIFOLD}×{MANIFOLD} grid of the images {am.name} decodes across its code plane; neighbouring "
+                 "images blend into each other.")
 elif cfg.code_range is None and test is None:
     st.info("This code is unbounded: the grid spans the 1st to 99th percentile of the test codes, which needs the "
             "test images (see above).", icon=":material/info:")
@@ -214,10 +223,12 @@ else:
     st.image(viz.grid(generative.decode_images(am.model, grid), nrow=MANIFOLD, zoom=2),
              caption=f"{MANIFOLD}×{MANIFOLD} codes evenly spaced over z[0] ∈ [{low[0]:.2f}, {high[0]:.2f}], "
                      f"z[1] ∈ [{low[1]:.2f}, {high[1]:.2f}] ({span}), decoded: z[0] grows to the right, z[1] "
-                     "downwards")
+                     "downwards",
+             alt=f"A {MANIFOLD}×{MANIFOLD} grid of the images {am.name} decodes across its code plane; neighbouring "
+                 "images blend into each other.")
 
 # ------------------------------------------------------------------------------------------------ beta study
-st.subheader("β study")
+st.header("β study")
 beta_study = studies.get("beta")
 st.markdown(f"A VAE's β weighs the KL term against the reconstruction: a small β lets codes spread out and "
             f"reconstruct well, a large one pulls them to the prior, so that samples drawn from it land where "

@@ -6,9 +6,10 @@ import streamlit as st
 
 from aecore import scoring, viz
 from aecore.data import add_noise, to_float
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 K = "inspect."
 SPARSITY_IMAGES = 2000   # test images the code sparsity is measured on
 BINS = 40                # histogram bins, shared by the two models shown
@@ -50,7 +51,7 @@ def sparsity_column(column, m, s: dict, edges: np.ndarray) -> None:
 def sparsity_section(am, dataset: str, images) -> None:
     """The active model's code sparsity beside a comparison model's (of the same data set), on the same test
     images."""
-    st.subheader("How sparse is the code?")
+    st.header("How sparse is the code?")
     choices = shared.model_choices()
     others = [k for k, m in choices.items() if k != am.key and flat_code(m) and m.dataset == dataset]
     # the Keras blog's pairing: the sparse 784-32 beside the plain one it was made from
@@ -73,31 +74,40 @@ def sparsity_section(am, dataset: str, images) -> None:
 
 
 st.title("Look inside the model")
+guide.intro("inspect")
 am = shared.page_model()
 cfg = am.config
 st.caption(f"Active model: **{am.name}** ({cfg.family}). Choose another in the sidebar.")
 
 # ------------------------------------------------------------------------------------------------ filters
 if cfg.convolutional:
-    st.subheader("Convolution kernels")
+    st.header("Convolution kernels")
     kernels = viz.conv_kernels(am.model)
     st.image(viz.grid(kernels, nrow=len(kernels), zoom=16, pad=1),
-             caption=f"first layer: {len(kernels)} kernels 3×3, each scaled on its own")
+             caption=f"first layer: {len(kernels)} kernels 3×3, each scaled on its own",
+             alt=f"{len(kernels)} small grey squares in a row: the 3×3 weights of each first-layer kernel, light "
+                 "where a weight is large.")
 else:
     n_units = cfg.hidden[0]
     count = st.slider("Tiles to show", 1, min(n_units, 400), min(n_units, 100), key=K + "count")
     a, b = st.columns(2)
     with a:
-        st.subheader("Encoder filters")
+        st.header("Encoder filters")
         tiles = viz.encoder_filters(am.model, count)
-        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"first-layer weights: {count} of {n_units} units, each 784-vector shown 28×28")
+        st.image(viz.grid(tiles, nrow=10, zoom=2),
+                 caption=f"first-layer weights: {count} of {n_units} units, each 784-vector shown 28×28",
+                 alt=f"{count} grey 28×28 tiles, ten a row: for each hidden unit, the pattern of input pixels it "
+                     "responds to, light where a weight is large.")
     with b:
-        st.subheader("Decoder filters")
+        st.header("Decoder filters")
         tiles = viz.decoder_filters(am.model, count)   # the decoder mirrors the encoder: same unit count
-        st.image(viz.grid(tiles, nrow=10, zoom=2), caption=f"last-layer weights, transposed: {count} of {n_units} units, what each one paints")
+        st.image(viz.grid(tiles, nrow=10, zoom=2),
+                 caption=f"last-layer weights, transposed: {count} of {n_units} units, what each one paints",
+                 alt=f"{count} grey 28×28 tiles, ten a row: for each hidden unit, the pattern it adds to the output "
+                     "image, light where a weight is large.")
 
 # ------------------------------------------------------------------------------------------------ reconstructions
-st.subheader("Reconstructions")
+st.header("Reconstructions")
 dataset = am.dataset
 test, problem = shared.test_split(dataset)
 if test is None:
@@ -129,20 +139,24 @@ else:
     labels.append("reconstruction")
     errors = ((recon - originals) ** 2).mean(axis=(1, 2))
     st.image(viz.grid(np.concatenate(rows), nrow=len(idx), zoom=3),
-             caption=" · ".join(f"row {i + 1}: {name}" for i, name in enumerate(labels)))
+             caption=" · ".join(f"row {i + 1}: {name}" for i, name in enumerate(labels)),
+             alt=f"Test images {', '.join(map(str, idx))}, one a column; its rows, top to bottom: "
+                 + "; ".join(labels) + ".")
     st.dataframe({"index": idx, "label": test.labels[idx].tolist(), "error (MSE)": np.round(errors, 5)},
                  hide_index=True, width="content")
 
     if cfg.convolutional:
-        st.subheader("Feature maps")
+        st.header("Feature maps")
         i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=K + "fmap")
         for name, maps in viz.feature_maps(am.model, test.images[int(i)].numpy()):
-            st.image(viz.grid(maps, nrow=len(maps), zoom=max(2, 56 // maps.shape[-1]), pad=1), caption=name)
+            st.image(viz.grid(maps, nrow=len(maps), zoom=max(2, 56 // maps.shape[-1]), pad=1), caption=name,
+                     alt=f"Test image #{int(i)} after encoder {name}: one grey square per map, light where the map "
+                         "responds.")
     elif flat_code(am):
         sparsity_section(am, dataset, test.images[:SPARSITY_IMAGES])
 
 # ------------------------------------------------------------------------------------------------ timeline
-st.subheader("Last run's timeline")
+st.header("Last run's timeline")
 run = shared.current_run()
 snap = run.snapshot if run else None
 if not snap or not snap.timeline:
@@ -151,4 +165,6 @@ if not snap or not snap.timeline:
 else:
     frames = [f for _, f in snap.timeline]
     st.image(viz.grid(np.concatenate([snap.originals, *frames]), nrow=8, zoom=2),
-             caption=f"{run.spec.name}: top row the digits, then one row per epoch (1 … {snap.timeline[-1][0]})")
+             caption=f"{run.spec.name}: top row the digits, then one row per epoch (1 … {snap.timeline[-1][0]})",
+             alt=f"Eight test digits in the top row; below, their reconstructions after each of the {len(frames)} "
+                 "recorded epochs, one row per epoch.")

@@ -4,15 +4,17 @@ import streamlit as st
 
 from aecore import viz
 from aecore.data import CLASS_NAMES
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 K = "latent."
 RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0]
 GRID_STEP = 0.25                                                  # the stacked tutorial's grid step
 OUTSIDE_POINTS = ((-1.5, -1.5), (1.5, 1.5), (10.0, 10.0), (-100.0, 100.0))   # its codes outside tanh's range
 
 st.title("Explore the latent space")
+guide.intro("latent")
 am = shared.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
@@ -44,7 +46,7 @@ else:
     codes, origin, axes = None, np.zeros(2), np.eye(2)
 
 # ------------------------------------------------------------------------------------------------ decoder grid
-st.subheader("What the decoder draws across the plane")
+st.header("What the decoder draws across the plane")
 bounds = cfg.code_range if code_dim == 2 else None   # a tanh or sigmoid code: every code lies in this square
 c1, c2 = st.columns(2)
 if bounds:
@@ -68,17 +70,20 @@ images = viz.decode_plane(am.model, origin, axes, -span, span, n)
 ticks = np.linspace(-span, span, n) + (origin[0] if code_dim == 2 else 0.0)
 step = f" in steps of {ticks[1] - ticks[0]:g}" if n > 1 else ""
 st.image(viz.grid(images, nrow=n, zoom=2),
-         caption=f"{n}×{n} codes from {ticks[0]:g} to {ticks[-1]:g} on each axis{step} (top row: y = {ticks[-1]:g})")
+         caption=f"{n}×{n} codes from {ticks[0]:g} to {ticks[-1]:g} on each axis{step} (top row: y = {ticks[-1]:g})",
+         alt=f"A {n}×{n} grid of the images the decoder draws for codes spread evenly over the plane, x growing to "
+             "the right and y upwards.")
 
 if bounds:
     st.markdown("**Codes outside the range**: the encoder never produces them, but the decoder still draws "
                 "something. The stacked tutorial tries these four points.")
     outside = np.array(OUTSIDE_POINTS, dtype=np.float64)
     for col, point, image in zip(st.columns(len(outside)), OUTSIDE_POINTS, viz.decode_codes(am.model, outside)):
-        col.image(viz.zoom(image, 3), caption=f"({point[0]:g}, {point[1]:g})")
+        col.image(viz.zoom(image, 3), caption=f"({point[0]:g}, {point[1]:g})",
+                  alt=f"What the decoder draws for the code ({point[0]:g}, {point[1]:g}), outside its range.")
 
 # ------------------------------------------------------------------------------------------------ code strips
-st.subheader("Codes of a few digits")
+st.header("Codes of a few digits")
 if codes is None:
     st.info("Needs the test images (see above).")
 else:
@@ -87,7 +92,8 @@ else:
     lo, hi = strip.min(), strip.max()
     for i in range(k):
         a, b, c = st.columns([1, 6, 1])
-        a.image(viz.zoom(test.images[i].numpy() / 255.0, 3), caption=f"test #{i}")
+        a.image(viz.zoom(test.images[i].numpy() / 255.0, 3), caption=f"test #{i}",
+                alt=f"Test image #{i}, a {CLASS_NAMES[dataset][int(test.labels[i])]}.")
         scaled = (strip[i] - lo) / max(hi - lo, 1e-12)                # (d,) in [0, 1]
         width = code_dim if code_dim <= 40 else 28                    # long codes wrap into rows
         rows = -(-code_dim // width)
@@ -95,5 +101,8 @@ else:
         block[:code_dim] = scaled
         b.image(viz.colorize(np.nan_to_num(block.reshape(rows, width), nan=0.0), zoom=max(6, min(24, 600 // width))),
                 caption=f"code: {code_dim} numbers" + (f" in rows of {width}" if rows > 1 else " (1×k)")
-                        + f", colours from {lo:.2f} to {hi:.2f}")
-        c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], 3), caption="decoded")
+                        + f", colours from {lo:.2f} to {hi:.2f}",
+                alt=f"The {code_dim} numbers of test image #{i}'s code as coloured cells: black for the lowest value "
+                    "shown, through red and yellow to white for the highest.")
+        c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], 3), caption="decoded",
+                alt=f"What the decoder draws from test image #{i}'s code.")

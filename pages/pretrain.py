@@ -5,20 +5,13 @@ import streamlit as st
 
 from aecore import pretrain, viz
 from aecore.data import DataError
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
 K = "pretrain."
 
 st.title("Pretraining with few labels")
-st.markdown(
-    "Labels are expensive, images are cheap. **Pretraining** first trains an autoencoder on all 60,000 training "
-    "images *without* their labels: to rebuild each digit from a masked copy through a narrow code, its encoder "
-    "must learn what strokes and shapes digits are made of. A classifier then starts from that encoder, adds a "
-    "softmax layer, and is trained on only N labelled images. From random weights the same network has to learn "
-    "everything from those N images and overfits them; the pretrained one starts from features that already "
-    "group similar digits together, so the same few labels can go further. The fewer the labels, the more that "
-    "head start matters; the table below measures how much.")
+guide.intro("pretrain")
 
 try:
     results = pretrain.load_results(pretrain.RESULTS)
@@ -28,7 +21,7 @@ except pretrain.ResultsError as e:
 
 if results is not None:
     rows, cfg = results["rows"], results["config"]
-    st.subheader("Test accuracy, pretrained encoder vs random initialisation")
+    st.header("Test accuracy, pretrained encoder vs random initialisation")
     st.dataframe(pd.DataFrame({
         "labelled images (N)": [f"{r['labels']:,}" for r in rows],
         "pretrained": [f"{100 * r['pretrained_mean']:.1f} ± {100 * r['pretrained_std']:.1f} %" for r in rows],
@@ -55,7 +48,7 @@ if results is not None:
         + "; ".join(f"{name} {acc:.1%}" for name, acc in pretrain.REFERENCES) + ".")
 
 # ------------------------------------------------------------------------------------------------ the labelled images
-st.subheader("The labelled images of one draw, N = 100")
+st.header("The labelled images of one draw, N = 100")
 seed = st.number_input("Draw (seed)", min_value=0, max_value=99, value=0, step=1, key=K + "seed")
 try:
     train = shared.raw_split("mnist", "train")
@@ -65,4 +58,6 @@ except (DataError, ValueError) as e:
 else:
     st.image(viz.grid(train.images[picked].float() / 255, nrow=10),
              caption=f"The 100 labelled images of draw {seed}: ten of each digit, one row per digit (0 at the top). "
-                     "The classifiers see these and no other labels.")
+                     "The classifiers see these and no other labels.",
+             alt="100 handwritten MNIST training digits in ten rows of ten: the 0s in the top row, then the 1s, "
+                 "down to the 9s.")

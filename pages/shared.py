@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 DATA_DIR = os.environ.get("AECORE_DATA_DIR") or None
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
+DEEP_LINK = "app.deep_link"  # the page a first request asked for before app.py's frame ran (require_frame)
 
 
 @dataclass(frozen=True)
@@ -230,9 +232,29 @@ def collect_finished_run() -> bool:
 
 def require_frame() -> None:
     """Pages run inside app.py's frame. On a fresh server whose very first request is a deep link, Streamlit's
-    legacy handling of a `pages/` folder runs the page script alone; send that visitor through the frame."""
+    legacy handling of a `pages/` folder runs the page script alone; send that visitor through the frame, which
+    then opens the page asked for (`open_deep_link`), with its query."""
     if not st.session_state.get("app.framed"):
-        st.switch_page("app.py")
+        page = Path(sys._getframe(1).f_globals.get("__file__", "")).name     # the calling page's script
+        st.session_state[DEEP_LINK] = f"pages/{page}"
+        st.switch_page("app.py", query_params=st.query_params.to_dict())
+
+
+def open_deep_link() -> None:
+    """app.py, once its navigation exists: the page a deep link asked for before the frame ran, if any."""
+    page = st.session_state.pop(DEEP_LINK, None)
+    if page and (ROOT / page).is_file():
+        st.switch_page(page, query_params=st.query_params.to_dict())
+
+
+# Streamlit writes a slider's value in the primary colour, which cannot both carry white text on buttons and read
+# as text on the dark background (axe's contrast rule); the value takes the text colour instead.
+READABLE_SLIDERS = "<style>[data-testid='stSliderThumbValue'] { color: inherit; }</style>"
+
+
+def readable_sliders() -> None:
+    """Slider values in the text colour (a page with sliders calls this once; it takes no room on the page)."""
+    st.html(READABLE_SLIDERS)
 
 
 def model_choices() -> dict[str, ActiveModel]:

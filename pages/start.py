@@ -7,7 +7,7 @@ import streamlit as st
 from aecore import anomaly, generative, links, presets, viz
 from aecore.data import DataError
 from aecore.preprocess import to_mnist
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
 if st.query_params.get("run") or st.query_params.get(links.PRESET):
@@ -84,6 +84,7 @@ def open_study(study: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ the page
 st.title("AE Lab: what does an autoencoder learn?")
+guide.intro("start")
 st.markdown("An **autoencoder** is a network trained to copy its input through a bottleneck. The *encoder* squeezes "
             "a 28×28 image (784 numbers) into a short **code**; the *decoder* rebuilds the image from the code alone. "
             "To copy well through so few numbers, it has to learn what digits have in common: strokes, shapes, "
@@ -103,14 +104,14 @@ else:
     recon = generative.decode_images(model, code[None])[0]
     error = float(((recon - image / 255.0) ** 2).mean())
     c1, c2, c3 = st.columns([2, 3, 2])
-    c1.image(viz.zoom(image / 255.0, 5), caption=f"Input: {kind} number {index:,}, 784 pixels",
+    c1.image(viz.zoom(image / 255.0, 6), width=168, caption=f"Input: {kind} number {index:,}, 784 pixels",
              alt=f"The input: a white handwritten-style digit on black, {kind} number {index:,}.")
-    c2.image(viz.colorize(code.reshape(4, 8) / max(code.max(), 1e-6), zoom=20),
+    c2.image(viz.colorize(code.reshape(4, 8) / max(code.max(), 1e-6), zoom=30), width=240,
              caption=f"Its code: the {code.size} numbers the encoder made of it, as 4×8 cells (brighter is larger; "
                      f"{int((code == 0).sum())} are exactly 0)",
              alt=f"The code as a 4 by 8 block of cells from black to yellow-white: {code.size} numbers, the "
                  f"largest {code.max():.2f}.")
-    c3.image(viz.zoom(recon, 5), caption=f"Reconstruction from the code alone: error {error:.4f} (mean squared, "
+    c3.image(viz.zoom(recon, 6), width=168, caption=f"Reconstruction from the code alone: error {error:.4f} (mean squared, "
                                          "per pixel)",
              alt="The reconstruction: the decoder's image of the same digit, a little blurred.")
     trained = (meta.get("figures") or {}).get("test_loss")

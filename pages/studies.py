@@ -9,7 +9,7 @@ import streamlit as st
 
 from aecore import classifier, presets, studies, viz
 from aecore.data import DataError
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
 K = "studies."          # every session key of this page starts with this
@@ -17,6 +17,7 @@ SERIES = K + "series"   # the id of the series this session shows (also in the U
 TILES = 36              # filters shown per layer and case: a 6 x 6 grid
 
 st.title("Studies")
+guide.intro("studies")
 registry = shared.run_registry()
 me = shared.visitor()
 
@@ -117,7 +118,7 @@ def ae_mse(run_id: str, dataset: str, _model) -> float:
 
 def chainer_grid(views) -> None:
     tutorial = presets.get("chainer-case1")
-    st.subheader("The tutorial's comparison")
+    st.header("The tutorial's comparison")
     st.caption(f"Per case: {TILES} first-layer filters (the input pattern each hidden unit responds to) and "
                f"{TILES} rows of the last layer, transposed (the pattern each hidden unit paints), each tile scaled "
                "on its own; the test MSE is the model's own loss on the test set, in eval mode. The tutorial "
@@ -132,12 +133,16 @@ def chainer_grid(views) -> None:
             if case.state != "finished":
                 left.caption(case.state)
             if case.encoder is not None:
-                enc.image(viz.grid(case.encoder, nrow=6, zoom=2), caption="first layer")
-                dec.image(viz.grid(case.decoder, nrow=6, zoom=2), caption="last layer, transposed")
+                enc.image(viz.grid(case.encoder, nrow=6, zoom=2), caption="first layer",
+                          alt=f"{case.title}: {len(case.encoder)} first-layer filters as grey 28×28 tiles, six a "
+                              "row, the input pattern each hidden unit responds to.")
+                dec.image(viz.grid(case.decoder, nrow=6, zoom=2), caption="last layer, transposed",
+                          alt=f"{case.title}: {len(case.decoder)} last-layer filters as grey 28×28 tiles, six a "
+                              "row, the pattern each hidden unit paints.")
 
 
 def code_size_chart(views) -> None:
-    st.subheader("Test error against code size")
+    st.header("Test error against code size")
     dataset, sizes = views[0].spec.data.dataset, tuple(v.spec.model.hidden[0] for v in views)
     try:
         pca = pca_curve(dataset, sizes)
@@ -166,7 +171,7 @@ def beta_figures(run_id: str, dataset: str, _model) -> dict:
 
 
 def beta_chart(views) -> None:
-    st.subheader("Reconstruction against samples")
+    st.header("Reconstruction against samples")
     dataset, epochs = views[0].spec.data.dataset, views[0].spec.train.epochs
     try:
         points = studies.beta_results(views, lambda v: beta_figures(v.id, dataset, v.model))

@@ -14,9 +14,10 @@ from aecore.runs import RunSpec
 from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
 from aecore.train import OPTIMIZERS, TrainConfig, available_devices
-from pages import shared
+from pages import guide, shared
 
 shared.require_frame()
+shared.readable_sliders()
 CUSTOM = links.CUSTOM
 K = "train."   # every session key of this page starts with this
 NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
@@ -109,6 +110,7 @@ if K + "preset" not in st.session_state:   # a new session: the configuration in
         st.session_state[K + "link_problems"] = (link.problems, form_values(link.values))
 
 st.title("Train an autoencoder")
+guide.intro("train")
 names = [CUSTOM, *presets.PRESETS]
 p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
 p1.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
@@ -324,9 +326,13 @@ def live_view():
         if snap.timeline:
             epoch, frame = snap.timeline[-1]
             st.image(viz.grid(np.concatenate([snap.originals, frame]), nrow=8, zoom=3),
-                     caption=f"top: fixed test digits · bottom: reconstructions after epoch {epoch}")
+                     caption=f"top: fixed test digits · bottom: reconstructions after epoch {epoch}",
+                     alt=f"Eight test digits in the top row and, below each, the model's reconstruction of it after "
+                         f"epoch {epoch}.")
         else:
-            st.image(viz.grid(snap.originals, nrow=8, zoom=3), caption="fixed test digits (reconstructions after epoch 1)")
+            st.image(viz.grid(snap.originals, nrow=8, zoom=3),
+                     caption="fixed test digits (reconstructions after epoch 1)",
+                     alt="Eight test digits in a row; the model's reconstructions join them after the first epoch.")
     if run.state == "failed":
         st.error(f"**Training failed.** {snap.error}", icon=":material/error:")
         if run.model is not None:

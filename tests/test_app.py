@@ -219,7 +219,7 @@ def test_inspect_page(tiny_idx):
     at = goto(open_app(), "pages/inspect.py")
     assert not at.error
     assert {"Encoder filters", "Decoder filters",
-            "Reconstructions"} <= set(texts(at.subheader))
+            "Reconstructions"} <= set(texts(at.header))
     assert len(at.get("image")) >= 3            # encoder tiles, decoder tiles, reconstructions
     table = at.dataframe[0].value
     assert list(table["index"]) == list(range(10)) and len(table) == 10
@@ -241,7 +241,7 @@ def test_latent_page(tiny_idx):
     at = goto(open_app(), "pages/latent.py")
     assert not at.error
     assert len(at.get("plotly_chart")) == 1
-    assert "What the decoder draws across the plane" in texts(at.subheader)
+    assert "What the decoder draws across the plane" in texts(at.header)
     assert len(at.get("image")) > 1
 
 
@@ -260,7 +260,7 @@ def test_other_shipped_models_on_each_page(tiny_idx):
     assert not at.exception
     assert "family: `conv`" in sidebar_markdown(at)
     goto(at, "pages/inspect.py")
-    assert {"Convolution kernels", "Feature maps"} <= set(texts(at.subheader))
+    assert {"Convolution kernels", "Feature maps"} <= set(texts(at.header))
     goto(at, "pages/latent.py")
     assert len(at.get("plotly_chart")) == 1
     at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
@@ -316,7 +316,7 @@ def test_start_without_data_explains(no_data, started_jobs):
 def test_anomalies_page_with_a_shipped_detector(tiny_idx):
     at = goto(open_app(), "pages/anomalies.py")
     assert not at.error
-    headers = texts(at.subheader)
+    headers = texts(at.header)
     assert "The tutorial's case: trained on 0s, is a 6 abnormal?" in headers and "Where to draw the line" in headers
     metrics = {m.label: m.value for m in at.metric}
     assert {"threshold (score)", "precision", "recall (anomalies caught)", "false alarms on the test set"} <= set(metrics)
@@ -491,7 +491,7 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     # The run's timeline shows on the Inspect page, and the new model is the one inspected.
     goto(at, "pages/inspect.py")
     assert any("custom run 1" in t for t in texts(at.caption))
-    assert "Last run's timeline" in texts(at.subheader)
+    assert "Last run's timeline" in texts(at.header)
     assert any("one row per epoch (1 … 2)" in (img.proto.imgs[0].caption if img.proto.imgs else "")
                for img in at.get("image"))
     # Back on Train, the form kept its values.
@@ -529,7 +529,7 @@ def test_a_vae_trains_from_the_train_page_and_is_inspected(tiny_idx, started_job
     assert "Gaussian" in sidebar_markdown(at)
     goto(at, "pages/inspect.py")
     assert not at.exception
-    headings = texts(at.subheader)
+    headings = texts(at.header)
     assert ("Convolution kernels" if family == "conv-vae" else "Encoder filters") in headings
     assert "Reconstructions" in headings
 
@@ -779,7 +779,7 @@ def test_drawing_is_scored(tiny_idx):
     assert 0.0 <= pct <= 100.0
     assert any(f"{pct:.1f}% of the test digits" in t for t in texts(at.caption))
     assert len(at.get("image")) == 3              # input, reconstruction, error map
-    assert "Is it a digit?" in texts(at.subheader)
+    assert "Is it a digit?" in texts(at.header)
     assert 0.0 <= float(metrics["Percentile among real digits"]) <= 100.0
     assert any("Verdict by the digit detector, not by the active model" in t for t in texts(at.caption))
 

@@ -1,6 +1,7 @@
-"""End to end in a real Chromium: train a short run, reload during it, leave the page and come back, then draw
-a digit (the digit detector calls it typical) and move the Anomalies page's threshold; two visitors share one
-training slot (one runs, one is queued); a closed tab's run stops.
+"""End to end in a real Chromium, as a newcomer: open the link (the Start page), open the first tutorial card,
+train a short run, reload during it, leave the page and come back, open Inspect, then draw a digit (the digit
+detector calls it typical) and move the Anomalies page's threshold; two visitors share one training slot (one
+runs, one is queued); a closed tab's run stops.
 
 The server runs with AELAB_MAX_RUNS=1 and a short grace time (GRACE_S) for unwatched runs.
 
@@ -18,63 +19,28 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import real_mnist_dir
+from browser_support import (ARTIFACTS, CHROMIUM_ARGS, GRACE_S, REPO, SERVER_PID, STARTUP_S, VIEWPORT,  # noqa: F401
+                             chromium, goto, server, wait_idle)
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "tests" / "artifacts"
 # Screenshots go to the git-ignored artifacts folder; AELAB_SCREENSHOTS=docs/screenshots refreshes the README's.
 SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-VIEWPORT = {"width": 1400, "height": 1000}
-STARTUP_S = 90          # server start and first page load
 TRAIN_S = 180           # a 1-epoch run of pytorch-784-200; seconds on a free machine, much longer on a busy one
 
-GRACE_S = 15           # the server stops a run nobody has watched for this long
 START = re.compile(r"\bStart$")   # buttons carry a material icon, whose ligature text comes first
 STOP = re.compile(r"\bStop$")
 RUN_ID = re.compile(r"[?&]run=([\w-]+)")
 STEP = re.compile(r"step ([\d,]+)/")
 
 pytestmark = pytest.mark.browser
-SERVER_PID = [0]        # the running server's process id, for the CPU readings below
-
-
-def chromium_path() -> str | None:
-    if Path("/usr/bin/chromium").is_file():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = chromium_path()
-    if path is None:
-        pytest.skip("chromium not installed (/usr/bin/chromium or `chromium` on PATH)")
-    if real_mnist_dir() is None:
-        pytest.skip("real MNIST not available: set AECORE_DATA_DIR to a folder with the four IDX files")
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(chromium) -> str:
-    """`streamlit run app.py` on a free port (aecore.loadtest.serve); its base URL, for this module's tests."""
-    from aecore.loadtest import Deadline, serve
-
-    env = dict(os.environ, AELAB_MAX_RUNS="1", AELAB_RUN_GRACE_S=str(GRACE_S))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with serve(env, ARTIFACTS / "streamlit.log", Deadline(STARTUP_S + 60)) as (url, pid):
-        SERVER_PID[0] = pid
-        yield url
-
-
+# chromium and server (AELAB_MAX_RUNS=1, grace GRACE_S, its process id in SERVER_PID): tests/browser_support.py
 @pytest.fixture(scope="module")
 def problems() -> list[str]:
     """Console errors, page errors and failed requests seen by the browser (reported, not asserted)."""
@@ -126,18 +92,6 @@ CHART_SIGNATURE = f"""() => {{
 SAMPLES_PER_S = re.compile(r"([\d,]+) samples/s")
 
 
-def wait_idle(page, timeout_s: float = 60) -> None:
-    """Until the app's script is not running and no spinner shows (long-running reruns included)."""
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_s * 1000)
-    page.locator('[data-testid="stSpinner"]').first.wait_for(state="hidden", timeout=timeout_s * 1000)
-
-
-def goto(page, name: str, heading: str) -> None:
-    """Click a page in the sidebar navigation and wait for its title."""
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
-    page.get_by_role("heading", name=heading).wait_for()
-
-
 def screenshot(page, name: str, folder: Path = SCREENSHOTS) -> Path:
     """The whole page: Streamlit scrolls inside <main>, so the viewport is made as tall as its content."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,6 +104,24 @@ def screenshot(page, name: str, folder: Path = SCREENSHOTS) -> Path:
     finally:
         page.set_viewport_size(VIEWPORT)
     return path
+
+
+def phone_screenshot(page, url: str, name: str, folder: Path = SCREENSHOTS) -> Path:
+    """`url` in a 390x844 phone viewport (a touch screen), the first screenful, as a visitor's phone shows it."""
+    context = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                               has_touch=True, device_scale_factor=2)
+    try:
+        phone = context.new_page()
+        phone.goto(url, timeout=STARTUP_S * 1000)
+        phone.locator('[data-testid="stMain"] h1').first.wait_for(timeout=STARTUP_S * 1000)
+        wait_idle(phone)
+        time.sleep(0.5)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        phone.screenshot(path=path)
+        return path
+    finally:
+        context.close()
 
 
 def progress_text(page) -> str:
@@ -180,7 +152,7 @@ def test_train_switch_pages_and_draw(page, server, measurements):
         train_switch_pages_and_draw(page, server, measurements)
     except BaseException:
         with contextlib.suppress(Exception):
-            screenshot(page, "failure", ARTIFACTS)   # what the browser showed, beside streamlit.log
+            screenshot(page, "failure", ARTIFACTS)   # what the browser showed, beside the server's log
         raise
 
 
@@ -189,9 +161,20 @@ def train_switch_pages_and_draw(page, server, measurements):
 
     t_start = time.monotonic()
 
-    # -- Train: the default page; the default preset, two epochs
+    # -- Start: the link opens on the Start page, as a newcomer sees it (and on a phone); its first tutorial card
+    #    opens the Train page with that tutorial's preset in the form
     page.goto(server + "/", timeout=STARTUP_S * 1000)
+    page.get_by_role("heading", name="AE Lab: what does an autoencoder learn?").wait_for(timeout=STARTUP_S * 1000)
+    page.get_by_role("heading", name="The five tutorials").wait_for()
+    expect(page.get_by_text(re.compile(r"^Reconstruction from the code alone: error 0\.\d{4}"))).to_be_visible()
+    wait_idle(page)
+    screenshot(page, "start")
+    phone_screenshot(page, server + "/", "start-phone")
+    page.get_by_role("button", name=re.compile(r"Train it$")).first.click()
+
+    # -- Train: the PyTorch tutorial's preset, two epochs
     page.get_by_role("heading", name="Train an autoencoder").wait_for(timeout=STARTUP_S * 1000)
+    page.wait_for_url(re.compile(r"/train\?preset=pytorch-784-200$"), timeout=30_000)
     start = page.get_by_role("button", name=START)
     start.wait_for(timeout=STARTUP_S * 1000)
     wait_idle(page)
@@ -361,7 +344,7 @@ def new_visitor(page, server):
     """A second browser context: a visitor with a session (and a run list) of its own."""
     context = page.context.browser.new_context(viewport=VIEWPORT)
     visitor = context.new_page()
-    visitor.goto(server + "/", timeout=STARTUP_S * 1000)
+    visitor.goto(server + "/train", timeout=STARTUP_S * 1000)
     visitor.get_by_role("button", name=START).wait_for(timeout=STARTUP_S * 1000)
     wait_idle(visitor)
     return context, visitor

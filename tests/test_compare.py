@@ -207,7 +207,7 @@ def test_two_shipped_models_side_by_side(tiny_idx):
     at = goto(open_app(), PAGE)
     at.multiselect(key="compare.picked").set_value(["shipped:pytorch-784-200", "shipped:keras-784-32"]).run()
     assert not at.exception and not at.error
-    assert texts(at.subheader) == ["Loss per epoch", "Settings that differ", "Figures",
+    assert texts(at.header) == ["Loss per epoch", "Settings that differ", "Figures",
                                    "The same test digits, reconstructed", "First-layer filters"]
     traces = chart_traces(at)
     assert [t["name"] for t in traces] == ["pytorch-784-200 · train (BCE)", "pytorch-784-200 · held-out (BCE)",

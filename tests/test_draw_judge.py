@@ -55,7 +55,7 @@ def test_the_draw_page_names_the_drawn_digit(tiny_idx):
         assert f"{acc[kind]:.1%} of {n[kind]} {words}" in caption
     assert classifier.sureness(meta) in caption and "letters" in caption
     # The page's other verdicts stay.
-    assert "Is it a digit?" in texts(at.subheader)
+    assert "Is it a digit?" in texts(at.header)
     assert {"Reconstruction error (MSE)", "Digit detector score"} <= {m.label for m in at.metric}
     assert len(at.get("image")) == 3
 
@@ -113,7 +113,7 @@ def mean_activations(at) -> list[str]:
 def test_the_sparse_model_is_shown_beside_the_plain_one(tiny_idx):
     at = inspect(SPARSE)
     assert not at.error
-    assert "How sparse is the code?" in texts(at.subheader)
+    assert "How sparse is the code?" in texts(at.header)
     picker = at.selectbox(key="inspect.compare." + SPARSE)
     assert picker.value == PLAIN
     assert "none" in picker.options and "keras-784-32 (shipped)" in picker.options
@@ -149,5 +149,5 @@ def test_other_mlp_models_compare_with_none_by_default(tiny_idx):
 @pytest.mark.parametrize("key", ["shipped:conv-digit0", "shipped:keras-vae-2d"])
 def test_conv_and_variational_models_show_no_sparsity(tiny_idx, key):
     at = inspect(key)
-    assert "How sparse is the code?" not in texts(at.subheader)
+    assert "How sparse is the code?" not in texts(at.header)
     assert not mean_activations(at) and not at.get(CHARTS)

@@ -345,7 +345,7 @@ def test_the_chainer_study_draws_the_tutorials_grid(tiny_idx, started_jobs, monk
     assert any("shortened to 1 epochs per run" in t for t in texts(at.caption))
     at.button(key="studies.btn_start").click().run()
     wait_until_ended(at, 7)
-    assert "The tutorial's comparison" in texts(at.subheader)
+    assert "The tutorial's comparison" in texts(at.header)
     losses = [j.snapshot().result["figures"]["test_loss"] for j in started_jobs]
     assert len(losses) == 7
     assert [(m.label, m.value) for m in at.metric] == [("test MSE", f"{x:.4f}") for x in losses]

@@ -61,6 +61,74 @@ def test_grid_zooms_and_accepts_channel_dim():
     assert np.array_equal(g, grid(images[:, None], nrow=4, zoom=3, pad=1))       # (N, 1, H, W) is the same
 
 
+# ---------------------------------------------------------------------------------------------- colours
+# Colour-vision deficiencies at full severity, as 3x3 matrices on linear RGB (Machado, Oliveira & Fernandes 2009).
+CVD = {"protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                      [-0.003882, -0.048116, 1.051998]],
+       "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                        [-0.011820, 0.042940, 0.968881]],
+       "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                      [0.004733, 0.691367, 0.303900]]}
+PLOTLY_TEN = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf"]
+
+
+def linear(hexes) -> np.ndarray:
+    """'#rrggbb' colours -> linear RGB (N, 3)."""
+    c = np.array([[int(h[i:i + 2], 16) / 255 for i in (1, 3, 5)] for h in hexes])
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def lab(lin: np.ndarray) -> np.ndarray:
+    """Linear RGB (N, 3), clipped to the screen's gamut -> CIELAB (D65)."""
+    xyz = np.clip(lin, 0, 1) @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                                         [0.0193, 0.1192, 0.9505]]).T / [0.95047, 1.0, 1.08883]
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def closest_pair(hexes, matrix) -> float:
+    """The smallest CIELAB distance (ΔE76) between two of the colours, as a reader with that vision sees them."""
+    seen = lab(linear(hexes) @ np.array(matrix).T)
+    d = np.linalg.norm(seen[:, None] - seen[None], axis=-1)
+    return float(d[np.triu_indices(len(hexes), 1)].min())
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two colours."""
+    la, lb = sorted((linear([h])[0] @ [0.2126, 0.7152, 0.0722] for h in (a, b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+@pytest.mark.parametrize("vision", list(CVD))
+def test_class_colours_stay_apart_for_colour_blind_readers(vision):
+    from aecore.viz import PALETTE
+
+    assert len(PALETTE) == len(set(PALETTE)) == 10
+    assert closest_pair(PALETTE, CVD[vision]) > 15                   # Tol's muted ten: 15.6 at the worst
+    if vision == "protanopia":
+        assert closest_pair(PLOTLY_TEN, CVD[vision]) < 5             # the measure can fail: Plotly's default ten
+
+
+def test_lines_over_charts_stand_out_on_both_themes():
+    from aecore.viz import NEUTRAL, TWO
+
+    for colour in (NEUTRAL, *TWO):
+        for page in ("#ffffff", "#0f1117"):                            # config.toml's light and dark backgrounds
+            assert contrast(colour, page) >= 3.0, (colour, page)
+
+
+def test_latent_scatter_names_each_points_class():
+    from aecore.viz import PALETTE, latent_scatter
+
+    xy = np.arange(12, dtype=np.float64).reshape(6, 2)
+    fig = latent_scatter(xy, np.array([3, 0, 3, 9, 0, 3]), [f"digit {c}" for c in range(10)], "t")
+    assert [t.name for t in fig.data] == ["digit 0", "digit 3", "digit 9"]
+    assert [t.marker.color for t in fig.data] == [PALETTE[0], PALETTE[3], PALETTE[9]]
+    assert [list(t.customdata) for t in fig.data] == [[1, 4], [0, 2, 5], [3]]         # test-set indices
+    assert all(t.hovertemplate.startswith(f"class {t.name}<br>") for t in fig.data)
+
+
 # ---------------------------------------------------------------------------------------------- no torchvision
 def test_every_aecore_module_imports_without_torchvision():
     """The app's runtime (CPU hosts get torch+cpu, beside which PyPI's torchvision cannot import) needs none."""
