@@ -54,6 +54,19 @@ def server(request, chromium) -> str:
         yield url
 
 
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """One headless Chromium for a test module (Playwright's sync API)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 def wait_idle(page, timeout_s: float = 60) -> None:
     """Until the app's script is not running and no spinner shows (long-running reruns included)."""
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=timeout_s * 1000)

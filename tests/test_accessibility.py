@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from browser_support import (ARTIFACTS, CHROMIUM_ARGS, REPO, STARTUP_S, VIEWPORT, chromium, server,  # noqa: F401
+from browser_support import (ARTIFACTS, REPO, STARTUP_S, VIEWPORT, browser, chromium, server,  # noqa: F401
                              wait_idle)
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
@@ -83,18 +83,6 @@ def theme_backgrounds() -> dict[str, tuple[int, int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def browser(chromium, server):       # after the server, whose fixture drives a browser of its own once
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture(scope="module")
 def report():
     """Every audit's findings (all impacts) and the module's wall time, written to REPORT at the end."""

@@ -130,6 +130,16 @@ def open_app() -> AppTest:
     return at
 
 
+def open_link(params: dict) -> AppTest:
+    """A new visitor opening the app's address with `params` as its query."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def goto(at: AppTest, page: str) -> AppTest:
     at.switch_page(page).run()
     assert not at.exception, at.exception

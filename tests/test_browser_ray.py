@@ -18,6 +18,8 @@ ray = pytest.importorskip("ray")
 
 from aecore.loadtest import Deadline, serve  # noqa: E402
 
+from browser_support import browser  # noqa: E402,F401
+
 from test_browser import (ARTIFACTS, CHROMIUM_ARGS, START, STARTUP_S, STOP, TRAIN_S, VIEWPORT, chromium,  # noqa: E402,F401
                           progress_text, run_id_of, step_of, wait_idle)
 
@@ -35,18 +37,6 @@ def servers(chromium, ray_address):
     with serve(env, ARTIFACTS / "streamlit-ray-a.log", Deadline(STARTUP_S + 60)) as (a, _), \
             serve(env, ARTIFACTS / "streamlit-ray-b.log", Deadline(STARTUP_S + 60)) as (b, _):
         yield a, b
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def open_page(browser, url: str):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from aecore import links, presets
 from aecore.data import DataConfig
 from aecore.models import ModelConfig
 from aecore.train import TrainConfig
 
-from test_app import APP, _app_environment, custom_form, open_app, started_jobs, texts, tiny_idx, wait_for_end  # noqa: F401
+from test_app import (_app_environment, custom_form, open_app, open_link, started_jobs, texts, tiny_idx,  # noqa: F401
+                      wait_for_end)
 
 
 def configs(name):
@@ -95,15 +95,6 @@ def test_each_kind_of_bad_value(params, wanted):
 
 
 # ------------------------------------------------------------------------------------------- the Train page
-def open_link(params: dict) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_opening_a_link_fills_the_form_and_starts_nothing(tiny_idx, started_jobs):
     at = open_link({"preset": "keras-784-32", "epochs": "5", "hidden": "64"})
     assert at.selectbox(key="train.preset").value == "keras-784-32"

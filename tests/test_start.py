@@ -6,25 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from aecore import anomaly, checkpoint, generative
 from aecore.data import load_split
 
-from test_app import (APP, TITLES, _app_environment, goto, no_data, open_app, texts, tiny_idx)  # noqa: F401
+from test_app import (TITLES, _app_environment, no_data, open_app, open_link, texts, tiny_idx)  # noqa: F401
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 START_TITLE = "AE Lab: what does an autoencoder learn?"
-
-
-def open_link(**params) -> AppTest:
-    """A new visitor opening the app's address (with `params` in its query)."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for k, v in params.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def captions(at) -> list[str]:
@@ -39,7 +28,7 @@ def live_error(image: np.ndarray) -> float:
 
 
 def test_the_link_opens_on_start_with_a_live_mnist_digit(tiny_idx):
-    at = open_link()
+    at = open_link({})
     assert texts(at.title) == [START_TITLE]
     assert [h.value for h in at.header][:2] == ["An autoencoder at work", "A first visit in three steps"]
     test = load_split("mnist", "test", tiny_idx)
@@ -60,7 +49,7 @@ def test_the_link_opens_on_start_with_a_live_mnist_digit(tiny_idx):
 
 
 def test_without_any_data_the_example_uses_digits_in_fonts(no_data):
-    at = open_link()
+    at = open_link({})
     assert not at.error
     assert texts(at.title) == [START_TITLE]
     shown = captions(at)
@@ -86,15 +75,15 @@ def test_a_tutorial_card_loads_its_preset_into_a_changed_form(tiny_idx):
 
 
 def test_first_step_opens_train_and_cards_make_shipped_models_active(tiny_idx):
-    at = open_link()
+    at = open_link({})
     at.button(key="start.step1").click().run()
     assert texts(at.title) == [TITLES["pages/train.py"]]
     assert at.selectbox(key="train.preset").value == "pytorch-784-200"
-    at = open_link()
+    at = open_link({})
     at.button(key="start.stacked").click().run()
     assert texts(at.title) == [TITLES["pages/latent.py"]]
     assert at.session_state["app.active"] == "shipped:stacked-2d"
-    at = open_link()
+    at = open_link({})
     at.button(key="start.chainer").click().run()
     assert texts(at.title) == [TITLES["pages/studies.py"]]
     assert at.radio(key="studies.pick").value == "chainer"
@@ -102,7 +91,7 @@ def test_first_step_opens_train_and_cards_make_shipped_models_active(tiny_idx):
 
 @pytest.mark.parametrize("params", [{"run": "no-such-run"}, {"preset": "keras-784-32", "epochs": "5"}])
 def test_a_run_or_configuration_link_at_the_root_opens_train(tiny_idx, params):
-    at = open_link(**params)
+    at = open_link(params)
     assert texts(at.title) == [TITLES["pages/train.py"]]
     if "epochs" in params:
         assert at.selectbox(key="train.preset").value == "keras-784-32"
@@ -113,7 +102,7 @@ def test_a_run_or_configuration_link_at_the_root_opens_train(tiny_idx, params):
 
 def test_the_notes_for_a_class_say_this_servers_cap(tiny_idx, monkeypatch):
     monkeypatch.setenv("AELAB_MAX_RUNS", "3")
-    at = open_link()
+    at = open_link({})
     notes = " ".join(texts(at.markdown))
     assert "this server trains at most **3** runs at once" in notes
     assert "a run nobody watches stops after 120 s" in notes
