@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import torch
 
 from aecore import generative, presets, viz
@@ -287,7 +288,6 @@ def beta_results(views, measure: Callable[[object], dict]) -> list[BetaPoint]:
 
 def beta_figure(points: list[BetaPoint], epochs: int) -> go.Figure:
     """Two panels against beta (log scale): the test reconstruction term and KL; the samples' confident share."""
-    from plotly.subplots import make_subplots
     done = [p for p in points if p.figures is not None]
     betas = [p.beta for p in done]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(

@@ -5,8 +5,8 @@ import numpy as np
 import streamlit as st
 
 from aecore import anomaly, generative, links, presets, viz
-from aecore.data import DataError
 from aecore.preprocess import to_mnist
+from aecore.runs.settings import HOSTED_LIMITS
 from pages import guide, shared
 
 shared.require_frame()
@@ -23,7 +23,7 @@ def example_digits() -> tuple[np.ndarray, str]:
     """Digits for the live example: the MNIST test set when it is here, else digits rendered in fonts."""
     test, _ = shared.test_split("mnist")
     if test is not None:
-        return test.images.numpy(), f"MNIST test digit"
+        return test.images.numpy(), "MNIST test digit"
     from aecore import drawset
     fonts = drawset.fonts_available()
     if not fonts:
@@ -212,7 +212,6 @@ if card(f1, "Pretraining with few labels", "An autoencoder trained on all 60,000
 
 st.header("Sharing the link with a class")
 cfg = shared.run_registry().config
-limits = cfg.limits
 st.markdown(
     f"- **One visitor's run**: the PyTorch preset trains 10 epochs of 60,000 images in about 43 s alone on a "
     f"2-core CPU (14,050 images/s measured, each run in a process of its own: ~150 MB with the CPU-only torch). "
@@ -222,11 +221,10 @@ st.markdown(
     f"themselves. A reload or the run's link finds a run again; a run nobody watches stops after "
     f"{cfg.grace_s:g} s, and a finished one is kept {cfg.retention_s / 60:g} minutes.\n"
     f"- **Hosted limits**: " + (
-        f"this server is hosted: at most {limits.max_epochs} epochs, {limits.max_params:,} parameters and a batch "
-        f"of {limits.max_batch_size:,} per run (every preset fits)." if cfg.profile == "hosted" else
-        "this server keeps every choice open. `AELAB_PROFILE=hosted` caps a run at 20 epochs, 2,000,000 "
-        "parameters and a batch of 1,024 (every preset fits). Streamlit Community Cloud gives about 1 to 2.7 GB "
-        "and no GPU: each running run adds ~150 MB, and by default a server trains one run per CPU core.") + "\n"
-    f"- **Measured**: 20 sessions with 10 pressing Start at once on 2 cores: the Train page rendered in 2.9 s "
-    f"(median), 2 runs trained at a time and 8 waited in line; each idle session costs under 1 MB of server "
-    f"memory.")
+        "this server is hosted: at most" if cfg.profile == "hosted" else
+        "this server keeps every choice open; `AELAB_PROFILE=hosted` allows at most") +
+    f" {HOSTED_LIMITS.max_epochs} epochs, {HOSTED_LIMITS.max_params:,} parameters and a batch of "
+    f"{HOSTED_LIMITS.max_batch_size:,} per run (every preset fits). Streamlit Community Cloud gives about 1 to "
+    f"2.7 GB and no GPU: each running run adds ~150 MB, and by default a server trains one run per CPU core.\n"
+    "- **Measured**: 20 sessions with 10 pressing Start at once on 2 cores: the Train page rendered in 2.9 s "
+    "(median), 2 runs trained at a time and 8 waited in line; each idle session costs under 1 MB of server memory.")

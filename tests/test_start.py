@@ -106,3 +106,10 @@ def test_the_notes_for_a_class_say_this_servers_cap(tiny_idx, monkeypatch):
     notes = " ".join(texts(at.markdown))
     assert "this server trains at most **3** runs at once" in notes
     assert "a run nobody watches stops after 120 s" in notes
+    assert "`AELAB_PROFILE=hosted` allows at most 20 epochs, 2,000,000 parameters and a batch of 1,024" in notes
+
+
+def test_a_hosted_server_says_its_limits(tiny_idx, monkeypatch):
+    monkeypatch.setenv("AELAB_PROFILE", "hosted")
+    notes = " ".join(texts(open_link({}).markdown))
+    assert "this server is hosted: at most 20 epochs, 2,000,000 parameters and a batch of 1,024 per run" in notes
