@@ -1,8 +1,9 @@
 """One training loop for every autoencoder: `fit` is a generator of frozen `Metrics` records.
 
 The data stay uint8 on the training device; each step gathers one shuffled batch, scales it to [0, 1], corrupts
-a copy when the run uses noise, and trains on the clean batch as target. A `Control` object lets another thread
-pause, resume or stop the loop between two steps. Run `python -m aecore.train --help` for the command line.
+a copy when the run uses noise or deformation, and trains on the clean batch as target. A `Control` object lets
+another thread pause, resume or stop the loop between two steps. Run `python -m aecore.train --help` for the
+command line.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from aecore.data import NOISE_KINDS, Data, add_noise, to_float
+from aecore.data import NOISE_KINDS, Data, add_noise, deform, to_float
 from aecore.models import Autoencoder, from_dict, inference
 from aecore.scoring import error_quantiles, reconstruction_error
 
@@ -33,6 +34,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     noise: str = "none"                  # none, mask (zero a ratio of pixels) or gaussian (add sigma * N(0, 1))
     noise_level: float = 0.0             # the masking ratio or the Gaussian sigma, in [0, 1]
+    deform: float = 0.0                  # random turn, scaling, shift and elastic bend of the input (0..2)
     seed: int = 0
     device: str = "auto"                 # auto picks CUDA when present
     optimizer: str = "adam"              # adam, or rmsprop (Keras's: rho 0.9, the same eps) as the Keras VAE uses
@@ -50,6 +52,7 @@ class TrainConfig:
             ("lr_milestones", all(m >= 1 for m in self.lr_milestones), "epoch numbers >= 1"),
             ("noise", self.noise in NOISE_KINDS, f"one of {NOISE_KINDS}"),
             ("noise_level", 0 <= self.noise_level <= 1, "in [0, 1]"),
+            ("deform", 0 <= self.deform <= 2, "in [0, 2] (1: up to 15 degrees, 10 %, 3 px, and a 34 px bend)"),
             ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
             ("log_every", 1 <= self.log_every, "an integer >= 1"),
             ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
@@ -204,7 +207,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
             if cfg.binarize:                                     # a new binary image each time (Burda et al.)
                 x = torch.bernoulli(x, generator=gen)
-            out = model(add_noise(x, cfg.noise, cfg.noise_level, gen))
+            out = model(add_noise(deform(x, cfg.deform, gen), cfg.noise, cfg.noise_level, gen))
             terms = model.loss_terms(x, out)
             loss = model.combine(terms)
             if len(terms) > 1:

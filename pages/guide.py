@@ -355,8 +355,9 @@ def _pretrain() -> str:
                           for r in (res["rows"][0], res["rows"][-1])) + " (from models/pretrain/results.json)"
     refs = "; ".join(f"{name} {acc:.1%}" for name, acc in pretrain.REFERENCES)
     return f"""**The idea.** Labels are expensive, images are cheap. *Pretraining* first trains an autoencoder on all
-60,000 training images without their labels: to rebuild each digit from a masked copy through a narrow code, its
-encoder must learn what strokes and shapes digits are made of. A classifier then starts from that encoder, adds a
+60,000 training images without their labels: to rebuild each digit where it was from a masked, slightly turned,
+scaled and moved copy through a narrow code, its encoder must learn what shapes digits are made of, whatever their
+pose. A classifier then starts from that encoder, adds a
 softmax layer, and trains on only N labelled images. From random weights the same network has to learn everything
 from those N images; the pretrained one starts from features that already group similar digits together.
 

@@ -9,7 +9,8 @@ import torch
 
 from aecore import data as D
 from aecore import fetch
-from aecore.data import DataConfig, DataError, Split, add_noise, load, load_split, read_idx, to_float
+from aecore.data import (DEFORM_AT_1, DataConfig, DataError, Split, add_noise, deform, load, load_split, read_idx,
+                         to_float)
 from conftest import STEMS, idx_bytes, make_images, write_dataset, write_idx
 from local_mirror import closed_port_url, tiny_files
 
@@ -343,6 +344,63 @@ def test_no_noise_returns_the_same_tensor(kind, level):
 def test_unknown_noise_kind():
     with pytest.raises(ValueError, match="noise kind"):
         add_noise(torch.rand(2, 1, 28, 28), "salt", 0.1)
+
+
+# ---------------------------------------------------------------------------------------------- deform
+def _moments(x: torch.Tensor):
+    """Centre of mass (row, col) and orientation in degrees (0 = along the rows) of each image (B, 1, 28, 28)."""
+    w = x[:, 0]
+    r, c = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    m = w.sum((1, 2))
+    cr, cc = (w * r).sum((1, 2)) / m, (w * c).sum((1, 2)) / m
+    mrr = (w * (r - cr[:, None, None]) ** 2).sum((1, 2))
+    mcc = (w * (c - cc[:, None, None]) ** 2).sum((1, 2))
+    mrc = (w * (r - cr[:, None, None]) * (c - cc[:, None, None])).sum((1, 2))
+    return cr, cc, torch.rad2deg(0.5 * torch.atan2(2 * mrc, mcc - mrr)), m
+
+
+@pytest.mark.parametrize("level", [0.5, 1.0, 2.0])
+def test_deform_moves_turns_and_scales_within_its_range(level, monkeypatch):
+    monkeypatch.setitem(DEFORM_AT_1, "elastic", 0.0)   # the affine part alone; the bend has its own test
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, 0, 12:16, 6:22] = 1.0            # a bar along the rows, centred on the image's centre (13.5, 13.5)
+    before = x.clone()
+    y = deform(x, level, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)         # the clean batch is the target and stays untouched
+    cr, cc, angle, mass = _moments(y)
+    move, turn, grow = (level * DEFORM_AT_1[k] for k in ("pixels", "degrees", "scale"))
+    for centre in (cr, cc):               # a centred bar moves only by the shift
+        offset = (centre - 13.5).abs()
+        assert offset.max() <= move + 0.1 and offset.max() >= 0.85 * move
+    assert angle.abs().max() <= turn + 1.0 and angle.abs().max() >= 0.8 * turn
+    area = mass / before[0].sum()         # bilinear resampling keeps the area up to the scale squared
+    assert area.min() >= (1 - grow) ** 2 - 0.03 and area.max() <= (1 + grow) ** 2 + 0.03
+
+
+def test_deform_bends_smoothly_by_about_the_elastic_amplitude(monkeypatch):
+    for part in ("degrees", "scale", "pixels"):
+        monkeypatch.setitem(DEFORM_AT_1, part, 0.0)    # the elastic bend alone
+    ramp = torch.arange(28.0).expand(28, 28)           # each pixel holds its column: the warp shows in the values
+    x = torch.stack([ramp, ramp.T])[:, None].repeat(50, 1, 1, 1)   # (100, 1, 28, 28): columns, then rows
+    y = deform(x, 1.0, torch.Generator().manual_seed(0))
+    inner = (slice(None), 0, slice(6, 22), slice(6, 22))            # away from the black edge
+    moved = (y - x)[inner]                                          # displacement in pixels along each axis
+    # uniform [-1, 1] noise (variance 1/3) blurred by a Gaussian of 4 px keeps a variance of (1/3) / (4 pi 4^2):
+    # 34 px times its root is 1.39 px
+    assert 1.0 < moved.std().item() < 1.8
+    assert moved.abs().max().item() < 8
+    step = (moved[:, 1:, :] - moved[:, :-1, :]).abs().mean().item()
+    assert step < 0.25 * moved.abs().mean().item()                 # neighbours move together: a smooth bend
+
+
+def test_deform_is_per_image_reproducible_and_off_at_zero():
+    x = torch.rand(6, 1, 28, 28)
+    a = deform(x, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, deform(x, 1.0, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, deform(x, 1.0, torch.Generator().manual_seed(4)))
+    same = deform(x[:1].expand(6, 1, 28, 28), 1.0, torch.Generator().manual_seed(3))
+    assert len({round(float(v), 4) for v in same.sum((1, 2, 3))}) == 6   # one image, six different warps
+    assert deform(x, 0.0) is x
 
 
 def test_to_float_scales_uint8():

@@ -255,4 +255,5 @@ def test_pretraining_beats_random_initialisation_at_100_labels():
         [row] = pretrain.table(data, ae, cfg, labels=(100,), seeds=1)
     finally:
         torch.set_num_threads(threads)
-    assert row["pretrained_mean"] > row["random_mean"] + 0.02, row
+    # measured: 81.9 % against 74.2 % after 3 of the 20 epochs; the full table is in the README
+    assert row["pretrained_mean"] > row["random_mean"] + 0.05, row

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aecore import presets
-from aecore.data import Data, Split, load
+from aecore.data import Data, Split, load, to_float
 from aecore.models import ModelConfig, build
 from aecore.train import (Control, Metrics, TrainConfig, TrainingDiverged, epoch_record, evaluate, fit,
                           resolve_device, results)
@@ -78,6 +78,28 @@ def test_empty_training_split_is_rejected(tiny_data):
 def test_training_with_mask_noise(tiny_data):
     records = _train(build(SMALL, seed=0), tiny_data, epochs=2, noise="mask", noise_level=0.3, lr=1e-2)
     assert all(math.isfinite(m.train_loss) for m in records)
+
+
+def test_deform_warps_the_input_and_keeps_the_clean_target(tiny_data):
+    seen = {}
+
+    class Spy(type(build(SMALL, seed=0))):
+        def forward(self, x):
+            seen.setdefault("input", x.detach().clone())
+            return super().forward(x)
+
+        def loss_terms(self, target, out):
+            seen.setdefault("target", target.detach().clone())
+            return super().loss_terms(target, out)
+
+    for level in (0.0, 1.0):
+        seen.clear()
+        model = Spy(SMALL)
+        _train(model, tiny_data, epochs=1, deform=level, batch_size=8)
+        clean = to_float(tiny_data.train.images[torch.randperm(len(tiny_data.train),
+                         generator=torch.Generator().manual_seed(0))[:8]])
+        assert torch.equal(seen["target"], clean)              # the target is always the clean batch
+        assert torch.equal(seen["input"], clean) == (level == 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- control
@@ -265,6 +287,8 @@ def test_results_and_epoch_records(tiny_data):
     ({"lr_milestones": (0,)}, "lr_milestones"),
     ({"noise_level": 1.5}, "noise_level"),
     ({"noise": "salt"}, "noise"),
+    ({"deform": 2.5}, "deform"),
+    ({"deform": -0.1}, "deform"),
     ({"device": "tpu"}, "device"),
     ({"log_every": 0}, "log_every"),
 ])
