@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from aecore import pretrain
-from aecore.data import DataConfig, load
+from aecore.data import Data, DataConfig, Split, load
 from aecore.models import build
 from aecore.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, ResultsError
 
@@ -104,6 +104,27 @@ def test_fine_tuning_learns_the_synthetic_digits():
     cfg = replace(SMALL, steps=150, shift=0)
     pretrain.fine_tune(net, data.train.images[idx], data.train.labels[idx], cfg, seed=0)
     assert chance < 0.35 and pretrain.accuracy(net, data.test.images, data.test.labels) > 0.8
+
+
+def _noisy_patterns(n: int, seed: int, sigma: float = 0.4):
+    """Ten fixed random patterns (30 % of pixels raised by 0.3) under strong pixel noise (sigma 0.4): one labelled
+    image per class says little, while thousands of unlabelled ones show where the patterns lie."""
+    rng = np.random.default_rng(seed)
+    patterns = (np.random.default_rng(99).random((10, 28, 28)) < 0.3) * 0.3
+    y = np.arange(n) % 10
+    x = np.clip(0.35 + patterns[y] + sigma * rng.standard_normal((n, 28, 28)), 0, 1)
+    return Split(torch.from_numpy((x * 255).round().astype(np.uint8)), torch.from_numpy(y.astype(np.int64)))
+
+
+def test_a_denoising_autoencoder_helps_when_one_label_per_class_is_noise_dominated():
+    data = Data(_noisy_patterns(1000, 0), None, _noisy_patterns(300, 1))
+    cfg = replace(QUICK, hidden=(64, 16), deform=0.0, ae_epochs=30, ae_batch=50, noise_level=0.3, batch=20,
+                  steps=40)
+    ae, _ = pretrain.pretrain(data, cfg, cache=None)
+    [row] = pretrain.table(data, ae, cfg, labels=(10,), seeds=5)
+    # measured: 47.7 % against 24.0 % (chance 10 %), the pretrained arm ahead on every draw
+    assert row["pretrained_mean"] > row["random_mean"] + 0.15, row
+    assert sum(p > r for p, r in zip(row["pretrained"], row["random"])) >= 4, row
 
 
 def test_pretraining_is_cached_by_config_and_images(tmp_path):
