@@ -5,14 +5,13 @@ rebuilds each digit from a copy with half its pixels masked that is also turned,
 (`data.deform`), so its code keeps the digit's shape rather than its pose. Its encoder plus a linear softmax head
 is then trained on N labelled images, N/10 of each digit drawn by seed: the "pretrained" arm. The "random" arm is
 the same encoder and head built from random weights and trained on the same N images by the same procedure
-(steps, batch, shifts if any, head warm-up). Each row reports test accuracy, mean and
-sample standard deviation over the seeds. N equal to the whole training set takes every image as it is (MNIST's
-digits are not balanced: 5,421 fives, 6,742 ones), so there the seeds differ only in weights and batch order.
+(steps, batch, shifts if any, head warm-up). Each row reports test accuracy, mean and sample standard deviation
+over the seeds. N equal to the whole training set takes every image as it is (MNIST's digits are not balanced:
+5,421 fives, 6,742 ones), so there the seeds differ only in weights and batch order.
 
     python -m aecore.pretrain [--labels 100,300,1000,60000] [--seeds 5] [--data-dir D] [--out FILE.json]
                               [--encoder AE.safetensors] [--cache-dir D] [--no-cache] [--shift K] [--quick]
-                              [--threads N]
-                              [--device D]
+                              [--threads N] [--device D]
 
 stdout: one JSON object per N; progress goes to stderr. Bad options exit 2, missing data exits 1.
 """
