@@ -64,6 +64,7 @@ FIELDS: dict[str, Field] = {
     "kl_warmup": Field(ModelConfig, "int", 0, 1000),
     "noise": Field(TrainConfig, "choice", choices=NOISE_KINDS),
     "noise_level": Field(TrainConfig, "float", 0.0, 1.0),
+    "deform": Field(TrainConfig, "float", 0.0, 2.0),
     "lr": Field(TrainConfig, "float", 1e-6, 10.0),
     "adam_eps": Field(TrainConfig, "float", 1e-12, 1.0),
     "batch_size": Field(TrainConfig, "int", 1, 4096),

@@ -167,6 +167,12 @@ def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1
     return {name: t.item() / n for name, t in totals.items()} if totals else {"loss": 0.0}
 
 
+def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What `fit` feeds the model for a clean batch (B, 1, 28, 28): deformed (cfg.deform), then noised (cfg.noise,
+    cfg.noise_level). The clean batch stays the target; with neither, the batch itself."""
+    return add_noise(deform(x, cfg.deform, generator), cfg.noise, cfg.noise_level, generator)
+
+
 def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None) -> Iterator[Metrics]:
     """Train `model` in place, yielding a `Metrics` record every `cfg.log_every` steps and at each epoch end.
 
@@ -207,7 +213,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
             if cfg.binarize:                                     # a new binary image each time (Burda et al.)
                 x = torch.bernoulli(x, generator=gen)
-            out = model(add_noise(deform(x, cfg.deform, gen), cfg.noise, cfg.noise_level, gen))
+            out = model(corrupt(x, cfg, gen))
             terms = model.loss_terms(x, out)
             loss = model.combine(terms)
             if len(terms) > 1:

@@ -161,8 +161,8 @@ own 28×28 pattern to the output. Rebuilding chosen digits shows what the model 
 - *Encoder and decoder filters*: one tile per unit, each scaled on its own (light: its largest weights, dark: its
   most negative). Stroke-like tiles are learned features; noise-like tiles, units that learned little. A conv model
   shows its 3×3 kernels, and feature maps per digit, instead.
-- *Reconstructions*: the originals, the noisy inputs (when the model trained on noise) and the rebuilds, with each
-  digit's error (mean squared error per pixel: lower is better).
+- *Reconstructions*: the originals, the inputs as the model saw them in training (when it trained on noise or on
+  deformed inputs) and the rebuilds, with each digit's error (mean squared error per pixel: lower is better).
 - *How sparse is the code?*: the mean code activation, the share of code numbers that are exactly 0 (per unit, most
   often 0 first) and a histogram of the code values, beside a second model.
 - *Last run's timeline*: the last run of this session, its eight digits rebuilt after each epoch.

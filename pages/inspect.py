@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from aecore import scoring, viz
-from aecore.data import add_noise, to_float
+from aecore.data import to_float
+from aecore.train import corrupt
 from pages import guide, shared
 
 shared.require_frame()
@@ -129,9 +130,11 @@ else:
     labels = ["original"]
     tr = am.meta.get("train")
     if am.uses_noise:
-        noisy = add_noise(to_float(images), tr.noise, tr.noise_level).reshape(-1, 28, 28).numpy()
+        noisy = corrupt(to_float(images), tr).reshape(-1, 28, 28).numpy()
         rows.append(noisy)
-        labels.append(f"noisy input ({tr.noise} {tr.noise_level:g})")
+        labels.append("input as in training (" + ", ".join(
+            ([f"{tr.noise} {tr.noise_level:g}"] if tr.noise != "none" and tr.noise_level else [])
+            + ([f"deformed {tr.deform:g}"] if tr.deform else [])) + ")")
         recon = scoring.reconstruct(am.model, noisy)
     else:
         recon = scoring.reconstruct(am.model, images)

@@ -47,8 +47,9 @@ class ActiveModel:
 
     @property
     def uses_noise(self) -> bool:
+        """True when it trained on corrupted inputs: noise, or deformation."""
         tr = self.meta.get("train")
-        return bool(tr and tr.noise != "none" and tr.noise_level > 0)
+        return bool(tr and ((tr.noise != "none" and tr.noise_level > 0) or tr.deform > 0))
 
 
 # ------------------------------------------------------------------------------------------- shared, read-only

@@ -45,7 +45,7 @@ def form_values(v: dict) -> dict:
         K + "channels": ",".join(map(str, v["channels"])), K + "activation": v["activation"],
         K + "linear_code": v["linear_code"], K + "output": v["output"], K + "loss": v["loss"],
         K + "dropout": v["dropout"], K + "dropout_where": v["dropout_where"], K + "init": v["init"],
-        K + "noise": v["noise"], K + "noise_level": v["noise_level"], K + "lr": v["lr"],
+        K + "noise": v["noise"], K + "noise_level": v["noise_level"], K + "deform": v["deform"], K + "lr": v["lr"],
         K + "adam_eps": v["adam_eps"], K + "batch": v["batch_size"], K + "epochs": v["epochs"], K + "seed": v["seed"],
         K + "milestones": ",".join(map(str, v["lr_milestones"])),
     }
@@ -84,7 +84,8 @@ def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
                       classes=tuple(s[K + "classes"]))
     train = TrainConfig(epochs=int(s[K + "epochs"]), batch_size=int(s[K + "batch"]), lr=float(s[K + "lr"]),
                         adam_eps=float(s[K + "adam_eps"]), lr_milestones=_ints(s[K + "milestones"]),
-                        noise=s[K + "noise"], noise_level=float(s[K + "noise_level"]), seed=int(s[K + "seed"]),
+                        noise=s[K + "noise"], noise_level=float(s[K + "noise_level"]),
+                        deform=float(s[K + "deform"]), seed=int(s[K + "seed"]),
                         device=s[K + "device"], optimizer=s[K + "optimizer"], binarize=bool(s[K + "binarize"]))
     return model, data, train
 
@@ -185,6 +186,10 @@ with left:
         st.selectbox("Noise", list(NOISE_LABELS), key=K + "noise", format_func=NOISE_LABELS.get)
         st.slider("Noise ratio / σ", 0.0, 1.0, step=0.05, key=K + "noise_level",
                   disabled=st.session_state[K + "noise"] == "none")
+        st.slider("Deform the input", 0.0, 2.0, step=0.25, key=K + "deform",
+                  help="0 = off. At 1 each training image is turned by up to 15°, scaled by up to 10 %, moved by up "
+                       "to 3 px and bent a little (twice that at 2); the target stays the original, so the code "
+                       "learns a digit's shape rather than its pose. The Few labels page's autoencoder uses 1.")
     with c2:
         st.markdown("**Model**")
         st.selectbox("Family", FAMILIES, key=K + "family", format_func=FAMILY_LABELS.get,

@@ -11,8 +11,8 @@ from aecore.data import DataConfig
 from aecore.models import ModelConfig
 from aecore.train import TrainConfig
 
-from test_app import (_app_environment, custom_form, open_app, open_link, started_jobs, texts, tiny_idx,  # noqa: F401
-                      wait_for_end)
+from test_app import (_app_environment, custom_form, goto, open_app, open_link, started_jobs, texts,  # noqa: F401
+                      tiny_idx, wait_for_end)
 
 
 def configs(name):
@@ -48,10 +48,12 @@ def test_only_the_differences_are_written_and_read_back():
 def test_tuples_booleans_and_small_floats_round_trip():
     model, data, train = configs("stacked-2d")
     vals = links.values(replace(model, hidden=(128, 2), linear_code=True), replace(data, classes=(0, 6)),
-                        replace(train, adam_eps=1e-7, lr_milestones=(3, 7), noise="gaussian", noise_level=0.3))
+                        replace(train, adam_eps=1e-7, lr_milestones=(3, 7), noise="gaussian", noise_level=0.3,
+                                deform=1.25))
     q = links.query("stacked-2d", vals)
     assert q == {"preset": "stacked-2d", "classes": "0,6", "hidden": "128,2", "linear_code": "true",
-                 "noise": "gaussian", "noise_level": "0.3", "adam_eps": "1e-07", "lr_milestones": "3,7"}
+                 "noise": "gaussian", "noise_level": "0.3", "deform": "1.25", "adam_eps": "1e-07",
+                 "lr_milestones": "3,7"}
     assert links.parse(q).values == vals
 
 
@@ -95,6 +97,20 @@ def test_each_kind_of_bad_value(params, wanted):
 
 
 # ------------------------------------------------------------------------------------------- the Train page
+def test_a_deformation_set_in_the_form_reaches_the_run_and_its_link(tiny_idx, started_jobs):
+    at = open_link({"preset": "pytorch-784-200", "deform": "1"})
+    assert at.slider(key="train.deform").value == 1.0 and not at.warning
+    at = custom_form(at, hidden=8, epochs=1, batch=40)
+    at.button(key="train.btn_start").click().run()
+    assert wait_for_end(at).startswith("finished")
+    assert started_jobs[-1].spec.train.deform == 1.0
+    assert any("deform=1" in c.value for c in at.code)
+    inspect = goto(at, "pages/inspect.py")                  # Inspect shows the inputs as the run saw them
+    captions = [img.proto.imgs[0].caption for img in inspect.get("image") if img.proto.imgs]
+    assert any("row 2: input as in training (deformed 1)" in c for c in captions), captions
+    assert "deform=3" in " ".join(texts(open_link({"preset": "pytorch-784-200", "deform": "3"}).warning))
+
+
 def test_opening_a_link_fills_the_form_and_starts_nothing(tiny_idx, started_jobs):
     at = open_link({"preset": "keras-784-32", "epochs": "5", "hidden": "64"})
     assert at.selectbox(key="train.preset").value == "keras-784-32"
