@@ -52,13 +52,7 @@ def load(source) -> tuple[Autoencoder, dict]:
     meta["model"], meta["train"], meta["data"] come back as ModelConfig, TrainConfig, DataConfig.
     """
     name, blob, header = read(source, "checkpoint", CheckpointError)
-    try:
-        meta = json.loads((header.get("__metadata__") or {}).get("aecore", ""))
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{name}: a safetensors file, but not an AE Lab checkpoint (no aecore metadata)") \
-            from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{name}: metadata is not a JSON object")
+    meta = _metadata(header, "aecore", name)
     try:
         meta["model"] = ModelConfig.from_dict(meta.get("model"))
         if "train" in meta:
@@ -70,6 +64,24 @@ def load(source) -> tuple[Autoencoder, dict]:
     model = build(meta["model"])
     fill(model, blob, name, f"the config {meta['model'].family} {_sizes(meta['model'])}", CheckpointError)
     return model.eval(), meta
+
+
+def metadata(source, key: str = "aecore") -> dict:
+    """The JSON object a safetensors file keeps under `key` in its header ("aecore" for autoencoders, "classifier"
+    for the digit judge), without building a model. Raises CheckpointError as `load` does."""
+    name, _, header = read(source, "checkpoint", CheckpointError)
+    return _metadata(header, key, name)
+
+
+def _metadata(header: dict, key: str, name: str) -> dict:
+    try:
+        meta = json.loads((header.get("__metadata__") or {}).get(key) or "")
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{name}: a safetensors file, but not an AE Lab checkpoint (no {key} metadata)") \
+            from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{name}: metadata is not a JSON object")
+    return meta
 
 
 def fill(model: torch.nn.Module, blob: bytes, name: str, what: str, error: type[Exception]) -> None:

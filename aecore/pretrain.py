@@ -40,6 +40,7 @@ from aecore.cli import OneLineParser, positive_int
 from aecore.data import Data, DataConfig, DataError, cache_dir, load, to_float
 from aecore.models import Autoencoder, ModelConfig, build, from_dict, inference
 from aecore.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device
+from aecore.viz import NEUTRAL, TWO
 
 FORMAT = "aecore-pretrain/1"
 RESULTS = Path(__file__).resolve().parents[1] / "models" / "pretrain" / "results.json"
@@ -331,12 +332,12 @@ def accuracy_figure(rows: list[dict]) -> go.Figure:
     """Test accuracy against the number of labels (log scale), both arms with ± one std, and the references."""
     n = [r["labels"] for r in rows]
     fig = go.Figure()
-    for arm, name, colour in (("pretrained", "pretrained encoder", "#1f77b4"), ("random", "random init", "#d62728")):
+    for arm, name, colour in (("pretrained", "pretrained encoder", TWO[0]), ("random", "random init", TWO[1])):
         fig.add_scatter(x=n, y=[100 * r[f"{arm}_mean"] for r in rows], name=name, mode="lines+markers",
                         line={"color": colour},
                         error_y={"type": "data", "array": [100 * r[f"{arm}_std"] for r in rows], "visible": True})
     for (label, acc), dash in zip(REFERENCES, ("dot", "dash")):
-        fig.add_hline(y=100 * acc, line_dash=dash, line_color="gray", annotation_text=f"{label}: {acc:.1%}",
+        fig.add_hline(y=100 * acc, line_dash=dash, line_color=NEUTRAL, annotation_text=f"{label}: {acc:.1%}",
                       annotation_position="bottom right")
     fig.update_layout(xaxis={"type": "log", "title": "labelled training images (N)", "tickvals": n},
                       yaxis={"title": "test accuracy (%)"}, height=420, margin={"t": 30},

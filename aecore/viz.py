@@ -258,7 +258,7 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float,
     """The ROC curve with its area, the chance diagonal and, if given, the current threshold's operating point."""
     fig = go.Figure([go.Scatter(x=fpr, y=tpr, mode="lines", name=f"detector (AUC {auc:.3f})"),
                      go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance (AUC 0.5)",
-                                line=dict(dash="dot", color="gray"))])
+                                line=dict(dash="dot", color=NEUTRAL))])
     if point is not None:
         fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", name="threshold",
                                  marker=dict(size=11, symbol="x")))

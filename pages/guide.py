@@ -9,7 +9,6 @@ available": the guide still renders.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,11 +38,9 @@ def file_meta(path, key: str = "aecore") -> dict | None:
 @functools.lru_cache(maxsize=64)
 def _read_meta(path: str, version: int, key: str) -> dict | None:   # version: a retrained file is read again
     try:
-        _, _, header = checkpoint.read(path, path, checkpoint.CheckpointError)
-        meta = json.loads((header.get("__metadata__") or {}).get(key) or "")
-    except (checkpoint.CheckpointError, json.JSONDecodeError):
+        return checkpoint.metadata(path, key)
+    except checkpoint.CheckpointError:
         return None
-    return meta if isinstance(meta, dict) else None
 
 
 def shipped(name: str) -> dict:

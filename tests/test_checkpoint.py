@@ -240,3 +240,14 @@ def test_tiny_or_odd_files(data, words):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read"):
         checkpoint.load(tmp_path / "nope.safetensors")
+
+
+def test_metadata_reads_the_header_alone_and_refuses_what_load_refuses(tmp_path, model):
+    path = checkpoint.save(tmp_path / "m.safetensors", model, {"name": "x", "train": TrainConfig(epochs=3)})
+    meta = checkpoint.metadata(path)
+    assert meta["name"] == "x" and meta["train"]["epochs"] == 3
+    assert ModelConfig.from_dict(meta["model"]) == model.config   # plain JSON: the configs are not rebuilt
+    with pytest.raises(CheckpointError, match="no classifier metadata"):
+        checkpoint.metadata(path, "classifier")
+    with pytest.raises(CheckpointError):
+        checkpoint.metadata(pickle.dumps({"a": 1}))
