@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from aecore import presets
-from aecore.data import Data, DataConfig, Split, load
-from aecore.models import build
-from aecore.train import fit, resolve_device
+from aecore.engine import presets
+from aecore.engine.data import Data, DataConfig, Split, load
+from aecore.engine.models import build
+from aecore.engine.train import fit, resolve_device
 
 
 def time_fit(train: Split, epochs: int, device: str, seed: int = 0) -> tuple[float, float]:

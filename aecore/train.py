@@ -1,300 +1,143 @@
-"""One training loop for every autoencoder: `fit` is a generator of frozen `Metrics` records.
+"""Command line for training: `python -m aecore.train --preset pytorch-784-200`.
 
-The data stay uint8 on the training device; each step gathers one shuffled batch, scales it to [0, 1], corrupts
-a copy when the run uses noise or deformation, and trains on the clean batch as target. A `Control` object lets
-another thread pause, resume or stop the loop between two steps. Run `python -m aecore.train --help` for the
-command line.
+stdout gets one JSON object per epoch and a final one with "final": true; progress goes to stderr.
+Bad options exit with status 2 and a one-line message; missing data or a diverged run exit with status 1.
 """
 from __future__ import annotations
 
-import math
-import threading
-import time
-from dataclasses import asdict, dataclass
-from typing import Iterator
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
 
-import torch
-
-from aecore.data import NOISE_KINDS, Data, add_noise, deform, to_float
-from aecore.models import Autoencoder, from_dict, inference
-from aecore.scoring import error_quantiles, reconstruction_error
-
-
-OPTIMIZERS = ("adam", "rmsprop")
+from aecore.argv import OneLineParser, ints
+from aecore.engine import checkpoint, fetch, presets
+from aecore.engine.data import DataConfig, DataError, load
+from aecore.engine.models import FAMILIES, ModelConfig, build, count_params
+from aecore.engine.train import (OPTIMIZERS, Control, RunSpec, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
+                          results)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a model is trained; stored as JSON in every checkpoint."""
-    epochs: int = 10
-    batch_size: int = 124
-    lr: float = 1e-3
-    adam_eps: float = 1e-8               # the optimiser's epsilon; Keras's Adam and RMSprop use 1e-7
-    lr_milestones: tuple[int, ...] = ()  # after each of these epochs the learning rate is multiplied by lr_gamma
-    lr_gamma: float = 0.5
-    noise: str = "none"                  # none, mask (zero a ratio of pixels) or gaussian (add sigma * N(0, 1))
-    noise_level: float = 0.0             # the masking ratio or the Gaussian sigma, in [0, 1]
-    deform: float = 0.0                  # random turn, scaling, shift and elastic bend of the input (0..2)
-    seed: int = 0
-    device: str = "auto"                 # auto picks CUDA when present
-    optimizer: str = "adam"              # adam, or rmsprop (Keras's: rho 0.9, the same eps) as the Keras VAE uses
-    binarize: bool = False               # dynamic binarisation: each batch's pixels drawn as Bernoulli(intensity)
-    log_every: int = 20                  # steps per metrics record; also how often the NaN guard looks
-
-    def __post_init__(self):
-        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
-        rules = [
-            ("epochs", 1 <= self.epochs <= 1000, "an integer from 1 to 1000"),
-            ("batch_size", 1 <= self.batch_size <= 65536, "an integer from 1 to 65536"),
-            ("lr", 0 < self.lr <= 10, "in (0, 10]"),
-            ("adam_eps", 0 < self.adam_eps <= 1, "in (0, 1]"),
-            ("lr_gamma", 0 < self.lr_gamma <= 1, "in (0, 1]"),
-            ("lr_milestones", all(m >= 1 for m in self.lr_milestones), "epoch numbers >= 1"),
-            ("noise", self.noise in NOISE_KINDS, f"one of {NOISE_KINDS}"),
-            ("noise_level", 0 <= self.noise_level <= 1, "in [0, 1]"),
-            ("deform", 0 <= self.deform <= 2, "in [0, 2] (1: up to 15 degrees, 10 %, 3 px, and a 34 px bend)"),
-            ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-            ("log_every", 1 <= self.log_every, "an integer >= 1"),
-            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
-            ("binarize", isinstance(self.binarize, bool), "true or false"),
-        ]
-        for name, ok, allowed in rules:
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return from_dict(cls, d)
-
-
-@dataclass(frozen=True)
-class Metrics:
-    step: int                      # optimiser steps so far
-    epoch: int                     # 1-based epoch this record belongs to
-    samples: int                   # training samples seen so far
-    train_loss: float              # mean training loss since the previous record
-    val_loss: float | None         # held-out loss (eval mode), on epoch-end records only
-    epoch_loss: float | None       # mean training loss over the whole epoch, on epoch-end records only
-    epoch_end: bool
-    samples_per_s: float           # training throughput since the previous record
-    elapsed: float                 # seconds spent training so far, pauses excluded
-    lr: float
-    total_steps: int               # steps the whole run will take
-    # the loss's parts, mean since the previous record, for models whose loss has several (a VAE's
-    # reconstruction and KL, a sparse autoencoder's code penalty): ((name, value), ...); empty otherwise
-    terms: tuple[tuple[str, float], ...] = ()
-    epoch_terms: tuple[tuple[str, float], ...] = ()   # the same over the whole epoch, on epoch-end records only
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m aecore.train", description="Train an AE Lab autoencoder.")
+    p.add_argument("--preset", help="a tutorial preset (see --list-presets); other options override it")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--data-dir", help="folder with the IDX files (else $AECORE_DATA_DIR, ./data)")
+    p.add_argument("--download", action="store_true",
+                   help="download the data set if it is not found, with AE Lab's own fetcher (mirrors: "
+                        "$AECORE_MNIST_MIRROR / $AECORE_FASHION_MIRROR; cache: $AECORE_CACHE_DIR, "
+                        "else ~/.cache/aelab)")
+    p.add_argument("--out", help="checkpoint path (default runs/<name>.safetensors)")
+    p.add_argument("--minutes", type=float, help="stop once training has taken this long (pauses and evaluation "
+                                                   "excluded), even mid-epoch; the model is saved as it is then")
+    m = p.add_argument_group("model (override a preset, or build a custom model)")
+    m.add_argument("--family", choices=FAMILIES)
+    m.add_argument("--hidden", type=ints, help="MLP sizes, e.g. 200 or 256,128,64,2")
+    m.add_argument("--channels", type=ints, help="conv channels, e.g. 16,4")
+    m.add_argument("--activation", choices=("relu", "sigmoid", "tanh"))
+    m.add_argument("--linear-code", action=argparse.BooleanOptionalAction, default=None)
+    m.add_argument("--output", choices=("sigmoid", "identity"))
+    m.add_argument("--loss", choices=("bce", "mse"))
+    m.add_argument("--dropout", type=float)
+    m.add_argument("--dropout-where", choices=("hidden", "hidden+output"))
+    m.add_argument("--init", choices=("torch", "keras", "chainer"))
+    m.add_argument("--sparsity", type=float, help="shallow: weight of the L1 penalty on the code")
+    m.add_argument("--latent", type=int, help="vae, conv-vae: the code size")
+    m.add_argument("--beta", type=float, help="vae, conv-vae: weight of the KL term")
+    m.add_argument("--kl-warmup", type=int, help="vae, conv-vae: epochs over which the KL weight rises to beta")
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=("mnist", "fashion-mnist"))
+    d.add_argument("--val-fraction", type=float)
+    d.add_argument("--classes", type=ints, help="train only on these labels, e.g. 0")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--adam-eps", type=float)
+    t.add_argument("--lr-milestones", type=ints)
+    t.add_argument("--lr-gamma", type=float)
+    t.add_argument("--noise", choices=("none", "mask", "gaussian"))
+    t.add_argument("--noise-level", type=float)
+    t.add_argument("--deform", type=float, help="random turn, scaling, shift and elastic bend of the input, 0 to 2 "
+                                                 "(1: up to 15 degrees, 10 %%, 3 px, a 34 px bend); the target "
+                                                 "stays clean")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw each batch's pixels as Bernoulli(intensity)")
+    return p
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the model holds the last weights that gave a finite loss."""
+def _override(cfg, args, names):
+    changes = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return replace(cfg, **changes)
 
 
-class Control:
-    """Thread-safe pause/resume/stop for a running `fit`; each takes effect before the next step. Pass
-    multiprocessing events to drive a `fit` in another process."""
-
-    def __init__(self, stop=None, running=None):
-        self._stop = stop or threading.Event()
-        self._running = running or threading.Event()
-        self._running.set()
-
-    def pause(self):
-        self._running.clear()
-
-    def resume(self):
-        self._running.set()
-
-    def stop(self):
-        self._stop.set()
-        self._running.set()  # wake a paused loop so it can see the stop
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set() and not self._stop.is_set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def wait_while_paused(self) -> float:
-        """Block while paused; returns the seconds spent waiting."""
-        if self._running.is_set():
-            return 0.0
-        t = time.perf_counter()
-        self._running.wait()
-        return time.perf_counter() - t
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def available_devices() -> list[str]:
-    """Device choices for this machine: auto and cpu always, cuda when a GPU is present."""
-    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000, binarize: bool = False) -> float:
-    """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode. With
-    `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
-    return evaluate_terms(model, images, batch_size, binarize)["loss"]
-
-
-def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000,
-                   binarize: bool = False) -> dict[str, float]:
-    """As `evaluate`, with the loss's named parts (`model.loss_terms`, e.g. a VAE's reconstruction and KL, each
-    unweighted) beside it under "loss": means over the images."""
-    device = next(model.parameters()).device
-    totals: dict[str, torch.Tensor] = {}
-    gen = torch.Generator(device=device).manual_seed(0)
-    with inference(model):
-        for i in range(0, len(images), batch_size):
-            x = to_float(images[i:i + batch_size].to(device))
-            if binarize:
-                x = torch.bernoulli(x, generator=gen)
-            terms = model.loss_terms(x, model(x))
-            for name, value in {**terms, "loss": model.combine(terms)}.items():
-                totals[name] = totals.get(name, 0.0) + value * len(x)
-    n = max(len(images), 1)
-    return {name: t.item() / n for name, t in totals.items()} if totals else {"loss": 0.0}
-
-
-def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """What `fit` feeds the model for a clean batch (B, 1, 28, 28): deformed (cfg.deform), then noised (cfg.noise,
-    cfg.noise_level). The clean batch stays the target; with neither, the batch itself."""
-    return add_noise(deform(x, cfg.deform, generator), cfg.noise, cfg.noise_level, generator)
-
-
-def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None) -> Iterator[Metrics]:
-    """Train `model` in place, yielding a `Metrics` record every `cfg.log_every` steps and at each epoch end.
-
-    The held-out loss is measured on `data.val` when the data config has a validation split, else on
-    `data.test`. Raises TrainingDiverged on a NaN/inf loss after restoring the last good weights.
-    """
-    control = control or Control()
-    device = resolve_device(cfg.device)
-    model.to(device).train()
-    images = data.train.images.to(device)          # (N, 28, 28) uint8: 47 MB for MNIST, shared by every batch
-    held_out = (data.val if data.val is not None else data.test).images
-    n, bs = len(images), cfg.batch_size
-    if n == 0:
-        raise ValueError("the training split is empty; check DataConfig.classes")
-    steps_per_epoch = math.ceil(n / bs)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)   # shuffling and noise
-    torch.manual_seed(cfg.seed)                                  # dropout draws from the global generator
-    if cfg.optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.9, eps=cfg.adam_eps)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
-
-    good = _snapshot(model)
-    step = samples = 0
-    busy = 0.0                      # seconds spent training, pauses and evaluation excluded
-    for epoch in range(1, cfg.epochs + 1):
-        perm = torch.randperm(n, device=device, generator=gen)
-        epoch_sum = torch.zeros((), device=device)
-        window_sum, window_n, window_samples, window_busy = torch.zeros((), device=device), 0, 0, 0.0
-        window_terms: dict[str, torch.Tensor] = {}
-        epoch_terms: dict[str, torch.Tensor] = {}
-        t = time.perf_counter()
-        for i in range(0, n, bs):
-            t += control.wait_while_paused()   # paused time does not count as training time
-            if control.stopped:
-                return
-            model.at_epoch(epoch - 1 + i / n)
-            x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
-            if cfg.binarize:                                     # a new binary image each time (Burda et al.)
-                x = torch.bernoulli(x, generator=gen)
-            out = model(corrupt(x, cfg, gen))
-            terms = model.loss_terms(x, out)
-            loss = model.combine(terms)
-            if len(terms) > 1:
-                for name, value in terms.items():
-                    window_terms[name] = window_terms.get(name, 0.0) + value.detach()
-                    epoch_terms[name] = epoch_terms.get(name, 0.0) + value.detach() * len(x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            samples += len(x)
-            window_sum += loss.detach()
-            epoch_sum += loss.detach() * len(x)
-            window_n += 1
-            window_samples += len(x)
-            last = i + bs >= n
-            if window_n == cfg.log_every or last:
-                now = time.perf_counter()
-                window_busy, busy, t = now - t, busy + (now - t), now
-                mean = window_sum.item() / window_n
-                if not math.isfinite(mean):
-                    model.load_state_dict(good)
-                    raise TrainingDiverged(
-                        f"the loss became {mean} at step {step} (epoch {epoch}); training stopped and the "
-                        f"model keeps the last weights with a finite loss. Try a lower learning rate "
-                        f"(this run used {cfg.lr:g}).")
-                good = _snapshot(model)
-                if last:
-                    for m in cfg.lr_milestones:
-                        if m == epoch:
-                            for g in opt.param_groups:
-                                g["lr"] *= cfg.lr_gamma
-                    val = evaluate(model, held_out, binarize=cfg.binarize) if len(held_out) else None
-                    t = time.perf_counter()   # evaluation does not count as training time
-                yield Metrics(step=step, epoch=epoch, samples=samples, train_loss=mean,
-                              val_loss=val if last else None,
-                              epoch_loss=epoch_sum.item() / n if last else None, epoch_end=last,
-                              samples_per_s=window_samples / max(window_busy, 1e-9), elapsed=busy,
-                              lr=opt.param_groups[0]["lr"], total_steps=steps_per_epoch * cfg.epochs,
-                              terms=tuple((k, v.item() / window_n) for k, v in window_terms.items()),
-                              epoch_terms=tuple((k, v.item() / n) for k, v in epoch_terms.items()) if last else ())
-                window_terms = {}
-                window_sum.zero_()
-                window_n = window_samples = 0
-
-
-def results(model: Autoencoder, data: Data, history: list[Metrics], binarize: bool = False) -> dict:
-    """What a finished run reports and its checkpoint keeps: figures, per-epoch history, test-error quantiles.
-
-    figures: train_loss (last epoch's mean training loss), val_loss (validation split, if any) and
-    test_loss (test set, eval mode), all in the model's own loss.
-    """
-    epochs = [m for m in history if m.epoch_end]
-    errors = reconstruction_error(model, data.test.images)
-    last = epochs[-1] if epochs else None
-    figures = {
-        "train_loss": last.epoch_loss if last else None,
-        "val_loss": evaluate(model, data.val.images, binarize=binarize) if data.val is not None and len(data.val)
-        else None,
-        "test_loss": evaluate(model, data.test.images, binarize=binarize) if len(data.test) else None,
-    }
-    return {
-        "figures": figures,
-        "history": [epoch_record(m, prev) for m, prev in zip(epochs, [None] + epochs[:-1])],
-        "steps": [[m.step, m.train_loss] for m in history[:: max(1, len(history) // 500)]],
-        "test_error_quantiles": error_quantiles(errors) if len(errors) else [],
-    }
-
-
-def epoch_record(m: Metrics, previous: Metrics | None) -> dict:
-    """One epoch as the CLI prints it and checkpoints store it."""
-    seconds = m.elapsed - (previous.elapsed if previous else 0.0)
-    n = m.samples - (previous.samples if previous else 0)
-    return {"epoch": m.epoch, "train_loss": m.epoch_loss, "val_loss": m.val_loss, **dict(m.epoch_terms),
-            "seconds": round(seconds, 3), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
-
-
-def _snapshot(model: Autoencoder) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.list_presets:
+        for pr in presets.PRESETS.values():
+            print(f"{pr.name:18} {pr.title}  [{pr.figure_label or 'figure'}: {pr.figure}]")
+        return 0
+    try:
+        pre = presets.get(args.preset) if args.preset else None
+        model_cfg = _override(pre.model if pre else ModelConfig(), args,
+                              ("family", "hidden", "channels", "activation", "linear_code", "output", "loss",
+                               "dropout", "dropout_where", "init", "sparsity", "latent", "beta", "kl_warmup"))
+        data_cfg = _override(pre.data if pre else DataConfig(), args, ("dataset", "val_fraction", "classes"))
+        train_cfg = _override(pre.train if pre else TrainConfig(), args,
+                              ("epochs", "batch_size", "lr", "adam_eps", "lr_milestones", "lr_gamma", "noise",
+                               "noise_level", "deform", "seed", "device", "optimizer", "binarize"))
+        device = resolve_device(train_cfg.device)
+    except ValueError as e:
+        p.error(str(e))
+    name = pre.name if pre else "custom"
+    out = Path(args.out or f"runs/{name}.safetensors")
+    try:
+        data = (fetch.load if args.download else load)(data_cfg, args.data_dir)
+    except DataError as e:
+        print(f"aecore.train: {e}", file=sys.stderr)
+        return 1
+    model = build(model_cfg, seed=train_cfg.seed)
+    print(f"{name}: {count_params(model):,} parameters, {len(data.train):,} training images, on {device}",
+          file=sys.stderr)
+    history, previous, control = [], None, Control()
+    if args.minutes is not None and args.minutes <= 0:
+        p.error(f"--minutes must be > 0, got {args.minutes:g}")
+    try:
+        for m in fit(model, data, train_cfg, control):
+            history.append(m)
+            if args.minutes is not None and m.elapsed >= args.minutes * 60 and not control.stopped:
+                control.stop()       # fit returns before its next step
+                print(f"\nstopped after {m.elapsed / 60:.1f} min of training: {m.samples / len(data.train):.2f} "
+                      f"passes over the training images", file=sys.stderr)
+            print(f"\repoch {m.epoch}/{train_cfg.epochs} step {m.step}/{m.total_steps} "
+                  f"loss {m.train_loss:.4f} {m.samples_per_s:,.0f} samples/s", end="", file=sys.stderr)
+            if m.epoch_end:
+                print(file=sys.stderr)
+                print(json.dumps(epoch_record(m, previous)), flush=True)
+                previous = m
+    except TrainingDiverged as e:
+        print(f"\naecore.train: {e}", file=sys.stderr)
+        return 1
+    model.cpu()
+    res = results(model, data, history, binarize=train_cfg.binarize)
+    spec = RunSpec(name=name, model=model_cfg, data=data_cfg, train=train_cfg, preset=args.preset)
+    last = history[-1]
+    passes = round(last.samples / len(data.train), 3)     # fewer than the epochs when --minutes stopped it
+    checkpoint.save(out, model, spec.meta(str(device), passes=passes, **res))
+    final = {"final": True, "name": name, **res["figures"], "seconds": round(last.elapsed, 2), "passes": passes,
+             "checkpoint": str(out)}
+    if pre:
+        measured = res["figures"][pre.figure_metric]
+        final.update(tutorial_figure=pre.figure, figure_metric=pre.figure_metric,
+                     compare=pre.figure_text(measured))
+    print(json.dumps(final), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    from aecore.cli import main
     raise SystemExit(main())

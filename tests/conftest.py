@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from aecore.data import ENV_VAR, Data, Split
-from aecore.fetch import CACHE_ENV
+from aecore.engine.data import ENV_VAR, Data, Split
+from aecore.engine.fetch import CACHE_ENV
 
 N_TRAIN, N_TEST = 64, 32
 STEMS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecore.data import Data, Split
+from aecore.engine.data import Data, Split
 
 IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -8,7 +8,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from aecore.fetch import FILES
+from aecore.engine.fetch import FILES
 from conftest import idx_bytes
 
 

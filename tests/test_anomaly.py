@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from aecore import anomaly, checkpoint
-from aecore.anomaly import auc, confusion, roc_curve, threshold_for
-from aecore.data import Split
+from aecore.labs import anomaly
+from aecore.engine import checkpoint
+from aecore.labs.anomaly import auc, confusion, roc_curve, threshold_for
+from aecore.engine.data import Split
 
 from conftest import STEMS, write_idx
 
@@ -112,7 +113,7 @@ def test_a_tiny_one_class_run_separates_an_easy_anomaly(tmp_path):
 
 
 def test_load_detector_rejects_a_plain_model(tmp_path):
-    from aecore.models import ModelConfig, build
+    from aecore.engine.models import ModelConfig, build
     path = checkpoint.save(tmp_path / "plain.safetensors", build(ModelConfig(hidden=(8,)), seed=0), {"name": "x"})
     with pytest.raises(checkpoint.CheckpointError, match="not a one-class detector"):
         anomaly.load_detector(path)
@@ -122,14 +123,14 @@ def test_cli_prints_json_and_saves_the_detector(tmp_path):
     folder = tmp_path / "idx"
     write_easy(folder, 200, 100)
     out = tmp_path / "d.safetensors"
-    r = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--normal", "0", "--epochs", "2", "--device", "cpu",
+    r = subprocess.run([sys.executable, "-m", "aecore.labs.anomaly", "--normal", "0", "--epochs", "2", "--device", "cpu",
                         "--data-dir", str(folder), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout.strip().splitlines()[-1])
     assert row["normal"] == [0] and 0.0 <= row["auc"] <= 1.0 and row["recipe"] == anomaly.DEFAULT_RECIPE
     assert anomaly.load_detector(out)[1]["anomaly"]["auc"] == row["auc"]
-    bad = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--normal", "12"], cwd=REPO, capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "aecore.labs.anomaly", "--normal", "12"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "0-9" in bad.stderr
 
@@ -142,7 +143,7 @@ def test_one_short_real_one_class_run():
 
 
 def test_the_recommended_recipe_has_batch_norm_and_the_expected_size():
-    from aecore.models import build, count_params
+    from aecore.engine.models import build, count_params
     model = build(anomaly.RECIPES["dense-bn-16"].model, seed=0)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     assert [n.num_features for n in norms] == [256, 64, 16, 64, 256]     # every hidden layer, not the output
@@ -160,7 +161,7 @@ class _Zeros(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
-        from aecore.models import Output
+        from aecore.engine.models import Output
         return Output(z=None, raw=torch.zeros_like(x) + self.w, output="identity")
 
 
@@ -180,7 +181,7 @@ def test_the_cli_trains_a_digit_detector_with_a_verdict_threshold(tmp_path):
     folder = tmp_path / "idx"
     write_easy(folder, 200, 100)
     out = tmp_path / "digits.safetensors"
-    r = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--digits", "--epochs", "2", "--device", "cpu",
+    r = subprocess.run([sys.executable, "-m", "aecore.labs.anomaly", "--digits", "--epochs", "2", "--device", "cpu",
                         "--data-dir", str(folder), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
@@ -193,7 +194,7 @@ def test_the_cli_trains_a_digit_detector_with_a_verdict_threshold(tmp_path):
     assert row["verdict_threshold"] == a["verdict_threshold"] and row["auc"] == a["drawings"]["auc"]
     # the test folder's test split holds 0s and 1s: 20 enlarged digits, and the generated drawings
     assert a["drawings"]["count_by_kind"]["mnist"] == 20 and a["drawings"]["count_by_kind"]["letter"] > 0
-    bad = subprocess.run([sys.executable, "-m", "aecore.anomaly", "--digits", "--normal", "3"], cwd=REPO,
+    bad = subprocess.run([sys.executable, "-m", "aecore.labs.anomaly", "--digits", "--normal", "3"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--digits trains on all ten" in bad.stderr
 
@@ -217,7 +218,7 @@ def test_the_shipped_digit_detector_meets_its_targets_on_the_drawing_set():
     assert all(w[0].isdigit() for w in d["least_digit_like_digits"])
     assert anomaly.DIGIT_DETECTOR.stat().st_size < 5_000_000
     # Recomputed here without MNIST (fonts, strokes and the rest): the same scores the stored figures came from.
-    from aecore import drawset
+    from aecore.labs import drawset
     drawings = drawset.build()
     again = anomaly.drawing_figures(model, a["verdict_threshold"], drawings)
     for kind in set(again["unusual_by_kind"]) - {"mnist"}:
@@ -227,8 +228,8 @@ def test_the_shipped_digit_detector_meets_its_targets_on_the_drawing_set():
 
 @pytest.mark.mnist
 def test_the_shipped_digit_detector_figures_reproduce_with_mnist():
-    from aecore import drawset
-    from aecore.data import load_split
+    from aecore.labs import drawset
+    from aecore.engine.data import load_split
     model, meta = anomaly.digit_detector()
     a = meta["anomaly"]
     again = anomaly.drawing_figures(model, a["verdict_threshold"], drawset.build(load_split("mnist", "test")))

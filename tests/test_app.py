@@ -19,13 +19,13 @@ from PIL import Image, ImageDraw
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-import aecore.data
+import aecore.engine.data
 import aecore.runs.job
-from aecore import checkpoint
-from aecore.data import ENV_VAR
+from aecore.engine import checkpoint
+from aecore.engine.data import ENV_VAR
 from aecore.runs import TrainingJob
-from aecore.train import TrainingDiverged
-from aecore.models import ModelConfig, build
+from aecore.engine.train import TrainingDiverged
+from aecore.engine.models import ModelConfig, build
 
 from idx_helpers import png_bytes, write_idx_folder
 from local_mirror import closed_port_url
@@ -66,7 +66,7 @@ def _app_environment(monkeypatch, tmp_path):
     session's resources are released (which stops its training run) and the run's thread is waited for."""
     monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
     monkeypatch.setenv("AELAB_RUN_BACKEND", "threads")   # runs stay in this process: fakes and spies reach them
-    monkeypatch.setattr(aecore.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
+    monkeypatch.setattr(aecore.engine.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
     st.cache_resource.clear()
     yield
     st.cache_resource.clear()
@@ -796,8 +796,8 @@ def test_drawing_is_scored(tiny_idx):
 
 def test_the_digit_verdict_tells_a_digit_from_a_symbol(tiny_idx):
     """A 7 and a # in the same font: the page's verdicts are the detector's, at its stored threshold."""
-    from aecore import anomaly, drawset
-    from aecore.preprocess import to_mnist
+    from aecore.labs import anomaly, drawset
+    from aecore.engine.preprocess import to_mnist
     model, meta = anomaly.digit_detector()
     font = drawset.fonts_available()[0][1]
     seen = {}

@@ -1,4 +1,4 @@
-"""aecore.checkpoint: safetensors round trip, and every kind of rejected file with its own message."""
+"""aecore.engine.checkpoint: safetensors round trip, and every kind of rejected file with its own message."""
 from __future__ import annotations
 
 import io
@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from aecore import checkpoint
-from aecore.checkpoint import CheckpointError
-from aecore.data import DataConfig
-from aecore.models import ModelConfig, build
-from aecore.train import TrainConfig
+from aecore.engine import checkpoint
+from aecore.engine.checkpoint import CheckpointError
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.train import TrainConfig
 
 SMALL = ModelConfig(hidden=(32,))
 META = {

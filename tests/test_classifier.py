@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from aecore import checkpoint, classifier, drawset
-from aecore.classifier import ClassifierConfig, ClassifierFileError, inception_score, judge, predict_proba
-from aecore.data import load_split
-from aecore.models import ModelConfig, build as build_autoencoder
+from aecore.engine import checkpoint
+from aecore.labs import classifier, drawset
+from aecore.labs.classifier import ClassifierConfig, ClassifierFileError, inception_score, judge, predict_proba
+from aecore.engine.data import load_split
+from aecore.engine.models import ModelConfig, build as build_autoencoder
 
 from conftest import real_mnist_dir
 from idx_helpers import tiny_data, write_idx_folder
@@ -243,7 +244,7 @@ def test_a_foreign_or_corrupt_file_is_refused_by_name(tmp_path, make, words):
 
 
 def test_a_missing_model_says_how_to_make_it(tmp_path):
-    with pytest.raises(ClassifierFileError, match=r"no digit classifier at .*python -m aecore.classifier --out"):
+    with pytest.raises(ClassifierFileError, match=r"no digit classifier at .*python -m aecore.labs.classifier --out"):
         classifier.digit_classifier(tmp_path / "none.safetensors")
     with pytest.raises(ClassifierFileError, match="cannot read"):
         classifier.load(tmp_path / "none.safetensors")
@@ -278,7 +279,7 @@ def test_bad_options_exit_2_with_one_line(args, words, capsys):
     with pytest.raises(SystemExit) as e:
         classifier.main(args)
     err = capsys.readouterr().err
-    assert e.value.code == 2 and words in err and err.count("\n") == 1 and err.startswith("aecore.classifier: error")
+    assert e.value.code == 2 and words in err and err.count("\n") == 1 and err.startswith("aecore.labs.classifier: error")
 
 
 def test_the_command_line_trains_saves_and_evaluates(tmp_path, capsys):
@@ -307,7 +308,7 @@ def test_missing_data_or_model_exits_1(tmp_path, capsys):
 
 
 def test_the_module_runs_as_a_command():
-    r = subprocess.run([sys.executable, "-m", "aecore.classifier", "--epochs", "-1"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "aecore.labs.classifier", "--epochs", "-1"], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--epochs" in r.stderr and not r.stdout
 

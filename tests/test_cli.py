@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from aecore import checkpoint, presets
-from aecore.cli import main
-from aecore.data import ENV_VAR
-from aecore.models import ModelConfig
+from aecore.engine import checkpoint, presets
+from aecore.train import main
+from aecore.engine.data import ENV_VAR
+from aecore.engine.models import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_KEYS = {"epoch", "train_loss", "val_loss", "seconds", "samples_per_s"}
@@ -160,8 +160,8 @@ def test_vae_options_reach_the_configs(capsys, mnist_dir, tmp_path):
 
 
 def test_the_likelihood_command_scores_a_vae(capsys, mnist_dir, tmp_path):
-    from aecore import likelihood
-    from aecore.models import build
+    from aecore.labs import likelihood
+    from aecore.engine.models import build
     model = build(ModelConfig(family="vae", hidden=(16,), latent=2), seed=0)
     path = checkpoint.save(tmp_path / "v.safetensors", model, {"name": "v"})
     assert likelihood.main([str(path), "--k", "20", "--images", "10", "--data-dir", str(mnist_dir)]) == 0

@@ -1,5 +1,5 @@
 """The Compare page: its table rows, differing settings, overlaid curves, reconstructions and filters
-(aecore.compare), and the page itself through AppTest (shipped models, a run trained on the Train page, no data)."""
+(aecore.labs.compare), and the page itself through AppTest (shipped models, a run trained on the Train page, no data)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from aecore import checkpoint, compare
-from aecore.compare import MISSING, NOT_USED, Entry
-from aecore.data import DataConfig
-from aecore.models import ModelConfig, build
-from aecore.train import TrainConfig
+from aecore.engine import checkpoint
+from aecore.labs import compare
+from aecore.labs.compare import MISSING, NOT_USED, Entry
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.train import TrainConfig
 
 # The app fixtures, the autouse one included: every AppTest here runs in the environment test_app.py sets up.
 from test_app import (ROOT, _app_environment, custom_form, goto, no_data, open_app, shared,  # noqa: F401

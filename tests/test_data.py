@@ -1,4 +1,4 @@
-"""aecore.data: IDX reading, where the files are looked for, malformed files, splits, noise."""
+"""aecore.engine.data: IDX reading, where the files are looked for, malformed files, splits, noise."""
 from __future__ import annotations
 
 import gzip
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from aecore import data as D
-from aecore import fetch
-from aecore.data import (DEFORM_AT_1, DataConfig, DataError, Split, add_noise, deform, load, load_split, read_idx,
+from aecore.engine import data as D
+from aecore.engine import fetch
+from aecore.engine.data import (DEFORM_AT_1, DataConfig, DataError, Split, add_noise, deform, load, load_split, read_idx,
                          to_float)
 from conftest import STEMS, idx_bytes, make_images, write_dataset, write_idx
 from local_mirror import closed_port_url, tiny_files
@@ -211,7 +211,7 @@ def test_images_must_be_28_by_28(make_dataset, arrays):
 
 
 # ---------------------------------------------------------------------------------------------- download
-# The fetcher itself is tested in test_fetch.py; here: load(download=True) against a local mirror.
+# The fetcher itself is tested in test_fetch.py; here: fetch.load (download on a miss) against a local mirror.
 @pytest.fixture
 def tiny_mirror(serve, arrays, monkeypatch):
     """A local mirror of the tiny data set, named by AECORE_MNIST_MIRROR, whose MD5s are the defaults."""
@@ -225,32 +225,32 @@ def tiny_mirror(serve, arrays, monkeypatch):
 def test_download_fetches_into_the_cache_where_it_is_found_next_time(tiny_mirror, arrays):
     with pytest.raises(DataError, match="--download"):
         load(DataConfig())
-    d = load(DataConfig(), download=True)
+    d = fetch.load(DataConfig())
     assert (len(d.train), len(d.test)) == (64, 32)
     np.testing.assert_array_equal(d.test.images.numpy(), arrays["test-images"])
     assert tiny_mirror.requests == {name: 1 for name in fetch.FILES}
     assert sorted(p.name for p in (fetch.cache_dir() / "mnist").glob("*.gz")) == sorted(fetch.FILES)
     assert len(load(DataConfig()).train) == 64                        # no setting needed now
-    assert len(load(DataConfig(), download=True).train) == 64         # nor a second download
+    assert len(fetch.load(DataConfig()).train) == 64         # nor a second download
     assert tiny_mirror.requests == {name: 1 for name in fetch.FILES}
 
 
 def test_download_goes_to_an_explicit_folder(tiny_mirror, tmp_path):
-    assert len(load_split("mnist", "train", data_dir=tmp_path / "mine", download=True)) == 64
+    assert len(fetch.load_split("mnist", "train", data_dir=tmp_path / "mine")) == 64
     assert sorted(p.name for p in (tmp_path / "mine").glob("*.gz")) == sorted(fetch.FILES)
     assert not (fetch.cache_dir() / "mnist").exists()
 
 
 def test_no_download_when_the_files_are_found(mnist_dir, monkeypatch):
     monkeypatch.setenv(fetch.MIRRORS_ENV, closed_port_url())   # would fail if asked
-    assert len(load(DataConfig(), data_dir=mnist_dir, download=True).train) == 64
+    assert len(fetch.load(DataConfig(), data_dir=mnist_dir).train) == 64
 
 
 def test_download_offline_is_a_data_error(tmp_path, monkeypatch):
     url = closed_port_url()
     monkeypatch.setenv(fetch.MIRRORS_ENV, url)
     with pytest.raises(DataError) as info:
-        load(DataConfig(), download=True)
+        fetch.load(DataConfig())
     message = str(info.value)
     assert "downloading mnist" in message and url in message
     assert D.ENV_VAR in message and fetch.MIRRORS_ENV in message

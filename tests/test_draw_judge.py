@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from aecore import checkpoint, classifier, scoring
-from aecore.data import load_split
-from aecore.preprocess import load_image, to_mnist
+from aecore.engine import checkpoint, scoring
+from aecore.labs import classifier
+from aecore.engine.data import load_split
+from aecore.engine.preprocess import load_image, to_mnist
 
 from test_app import (ROOT, _app_environment, blank_canvas, canvas_value, drawn_digit, goto, open_app,  # noqa: F401
                       texts, tiny_idx)
@@ -118,7 +119,7 @@ def test_the_sparse_model_is_shown_beside_the_plain_one(tiny_idx):
     assert picker.value == PLAIN
     assert "none" in picker.options and "keras-784-32 (shipped)" in picker.options
     assert "conv-digit0 (shipped)" not in picker.options and "keras-vae-2d (shipped)" not in picker.options
-    # The figures are those of aecore.scoring.code_sparsity on the same test images, active model first.
+    # The figures are those of aecore.engine.scoring.code_sparsity on the same test images, active model first.
     test = load_split("mnist", "test", tiny_idx)
     figures = [scoring.code_sparsity(checkpoint.load(ROOT / "models" / f"{name}.safetensors")[0], test.images)
                for name in ("sparse-784-32", "keras-784-32")]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aecore import drawset
-from aecore.data import Split
-from aecore.preprocess import to_mnist
+from aecore.labs import drawset
+from aecore.engine.data import Split
+from aecore.engine.preprocess import to_mnist
 
 
 def test_the_set_holds_every_kind_on_the_canvas():

@@ -1,4 +1,4 @@
-"""aecore.fetch against local HTTP mirrors: checksums, mirror fallback, errors, one download per file under
+"""aecore.engine.fetch against local HTTP mirrors: checksums, mirror fallback, errors, one download per file under
 concurrency (threads and processes), the app's `Download` object, the mirror settings and the CLI."""
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecore import fetch
-from aecore.data import ENV_VAR, DataError, load_split
-from aecore.fetch import FILES, Download, FetchError, download
+from aecore.engine import fetch
+from aecore.engine.data import ENV_VAR, DataError, load_split
+from aecore.engine.fetch import FILES, Download, FetchError, download
 from conftest import idx_bytes, real_mnist_dir
 from local_mirror import closed_port_url, tiny_files
 
@@ -155,7 +155,7 @@ def test_two_threads_download_each_file_once(serve, tiny, tmp_path):
 _PROCESS = """
 import os, sys, json, time
 from pathlib import Path
-from aecore.fetch import download
+from aecore.engine.fetch import download
 root, url, sums, signals = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4])
 (signals / f"ready-{os.getpid()}").touch()
 for _ in range(400):   # start together when the test says go (at most 20 s)

@@ -1,4 +1,4 @@
-"""The Generate page (AppTest, as tests/test_app.py drives the dashboard) and the aecore.generative helpers it
+"""The Generate page (AppTest, as tests/test_app.py drives the dashboard) and the aecore.labs.generative helpers it
 calls: sampling a VAE's prior or a plain autoencoder's fitted Gaussian, interpolating two codes, the manifold's
 code box, and the digit classifier's verdict on the samples."""
 from __future__ import annotations
@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from aecore import checkpoint, classifier, generative
-from aecore.data import ENV_VAR, load_split, to_float
-from aecore.models import ModelConfig, build
+from aecore.engine import checkpoint
+from aecore.labs import classifier, generative
+from aecore.engine.data import ENV_VAR, load_split, to_float
+from aecore.engine.models import ModelConfig, build
 
 from idx_helpers import images_and_labels
 from test_app import _app_environment, goto, no_data, open_app, texts, tiny_idx  # noqa: F401
@@ -221,7 +222,7 @@ def test_without_the_classifier_an_info_box_explains_and_nothing_is_judged(tiny_
     monkeypatch.setattr(classifier, "SHIPPED", tmp_path / "nowhere" / "digits-cnn.safetensors")
     at = goto(open_app(), PAGE)
     notes = [t for t in texts(at.info) if "The samples are not judged" in t]
-    assert len(notes) == 1 and "no digit classifier at" in notes[0] and "python -m aecore.classifier" in notes[0]
+    assert len(notes) == 1 and "no digit classifier at" in notes[0] and "python -m aecore.labs.classifier" in notes[0]
     assert not at.metric and not at.get("vega_lite_chart") and not at.error
     assert [c for c in captions(at) if "samples (seed 0)" in c], captions(at)    # the samples still show
 

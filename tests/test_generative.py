@@ -1,4 +1,4 @@
-"""aecore.generative: KL, likelihood estimates checked against a linear-Gaussian model's exact log p(x), and the
+"""aecore.labs.generative: KL, likelihood estimates checked against a linear-Gaussian model's exact log p(x), and the
 sampling helpers (prior samples, fitted Gaussians, grids, interpolation, decoding)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from aecore.generative import (decode_images, elbo, fit_gaussian, gaussian_kl, gaussian_samples, interpolate,
+from aecore.labs.generative import (decode_images, elbo, fit_gaussian, gaussian_kl, gaussian_samples, interpolate,
                                log_likelihood, prior_grid, prior_samples, range_grid, slerp)
-from aecore.models import ModelConfig, build
+from aecore.engine.models import ModelConfig, build
 
 PHI_INV_005 = -1.6448536269514722   # the standard normal's 5 % quantile
 

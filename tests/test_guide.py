@@ -10,8 +10,9 @@ import re
 import numpy as np
 import pytest
 
-from aecore import anomaly, checkpoint, classifier, presets, pretrain, studies
-from aecore.models import ModelConfig, build
+from aecore.labs import anomaly, classifier, pretrain, studies
+from aecore.engine import checkpoint, presets
+from aecore.engine.models import ModelConfig, build
 from test_app import APP, ROOT, _app_environment, no_data, open_app, tiny_idx  # noqa: F401 (fixtures)
 
 from pages import guide  # noqa: E402 (test_app puts the repository root on the path)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import aecore.runs.job as job_module
-from aecore import checkpoint
-from aecore.data import DataConfig
-from aecore.runs.job import N_TIMELINE, STATES, RunSpec, TrainingJob, wait_for
-from aecore.models import ModelConfig, build
-from aecore.scoring import QUANTILE_STEPS
-from aecore.train import TrainConfig, TrainingDiverged
+from aecore.engine import checkpoint
+from aecore.engine.data import DataConfig
+from aecore.engine.train import RunSpec
+from aecore.runs.job import N_TIMELINE, STATES, TrainingJob, wait_for
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.scoring import QUANTILE_STEPS
+from aecore.engine.train import TrainConfig, TrainingDiverged
 
 from idx_helpers import tiny_data
 

@@ -6,10 +6,10 @@ from dataclasses import fields, replace
 
 import pytest
 
-from aecore import links, presets
-from aecore.data import DataConfig
-from aecore.models import ModelConfig
-from aecore.train import TrainConfig
+from aecore.engine import links, presets
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig
+from aecore.engine.train import TrainConfig
 
 from test_app import (_app_environment, custom_form, goto, open_app, open_link, started_jobs, texts,  # noqa: F401
                       tiny_idx, wait_for_end)

@@ -1,4 +1,4 @@
-"""aecore.models: shapes and parameter counts of every preset, losses, initialisation, config checks."""
+"""aecore.engine.models: shapes and parameter counts of every preset, losses, initialisation, config checks."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aecore import presets
-from aecore.models import ModelConfig, build, count_params, summary, summary_text
+from aecore.engine import presets
+from aecore.engine.models import ModelConfig, build, count_params, summary, summary_text
 
 
 # ---------------------------------------------------------------------------------------------- parameter counts

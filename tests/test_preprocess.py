@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from aecore.preprocess import (BOX, CENTRE, INK, SIDE, ImageError, centre_of_mass, load_image, place, to_grey,
+from aecore.engine.preprocess import (BOX, CENTRE, INK, SIDE, ImageError, centre_of_mass, load_image, place, to_grey,
                                to_mnist)
 
 
@@ -178,7 +178,7 @@ def check_round_trip(originals: np.ndarray) -> None:
 
 def test_digits_enlarged_anywhere_on_the_canvas_come_back_in_place():
     """Synthetic MNIST-form digits (font digits through to_mnist) enlarged at random places come back centred."""
-    from aecore import drawset
+    from aecore.labs import drawset
     fonts = drawset.fonts_available()
     originals = np.stack([(to_mnist(drawset.render_text(str(d), f)) * 255).round().astype(np.uint8)
                           for _, f in fonts for d in range(10)])
@@ -187,7 +187,7 @@ def test_digits_enlarged_anywhere_on_the_canvas_come_back_in_place():
 
 @pytest.mark.mnist
 def test_real_mnist_digits_enlarged_on_the_canvas_come_back_in_place():
-    from aecore.data import load_split
+    from aecore.engine.data import load_split
     check_round_trip(load_split("mnist", "test").images[:300].numpy())
 
 

@@ -1,11 +1,11 @@
-"""aecore.presets: the tutorials' settings, as each tutorial describes them."""
+"""aecore.engine.presets: the tutorials' settings, as each tutorial describes them."""
 from __future__ import annotations
 
 import pytest
 
-from aecore import presets
-from aecore.data import DataConfig
-from aecore.presets import FIGURE_METRICS, PRESETS
+from aecore.engine import presets
+from aecore.engine.data import DataConfig
+from aecore.engine.presets import FIGURE_METRICS, PRESETS
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

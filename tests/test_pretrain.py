@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from aecore import pretrain
-from aecore.data import Data, DataConfig, Split, load
-from aecore.models import build
-from aecore.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, ResultsError
+from aecore.labs import pretrain
+from aecore.engine.data import Data, DataConfig, Split, load
+from aecore.engine.models import build
+from aecore.labs.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, ResultsError
 
 from idx_helpers import tiny_data, write_idx_folder
 # The app fixtures, the autouse one included: every AppTest here runs in the environment test_app.py sets up.
@@ -141,7 +141,7 @@ def test_pretraining_is_cached_by_config_and_images(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- command line
 def run_cli(*args, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aecore.pretrain", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "aecore.labs.pretrain", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -163,7 +163,7 @@ def test_cli_prints_one_row_per_n_and_writes_the_table(tmp_path, capsys):
     saved = pretrain.load_results(out)
     assert saved["config"] == QUICK and saved["rows"] == rows and saved["train_images"] == 150
     assert saved["autoencoder"]["source"] == "trained" and saved["quick"] is True
-    assert saved["command"].startswith("python -m aecore.pretrain --quick --labels 10,100,150")
+    assert saved["command"].startswith("python -m aecore.labs.pretrain --quick --labels 10,100,150")
 
 
 @pytest.mark.parametrize("args, words", [(["--labels", "15"], "multiple of 10"), (["--seeds", "0"], ">= 1"),
@@ -172,7 +172,7 @@ def test_bad_options_exit_2_with_one_line(args, words, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain.main(args)
     err = capsys.readouterr().err
-    assert e.value.code == 2 and words in err and err.count("\n") == 1 and err.startswith("aecore.pretrain: error")
+    assert e.value.code == 2 and words in err and err.count("\n") == 1 and err.startswith("aecore.labs.pretrain: error")
 
 
 def test_too_many_labels_for_the_data_exit_2(tmp_path, capsys):
@@ -197,7 +197,7 @@ def results_file(path: Path, rows=None) -> Path:
                      "random_std": 0.002, "seeds": 3}]
     path.write_text(json.dumps({"format": pretrain.FORMAT, "config": PretrainConfig().to_dict(), "rows": rows,
                                 "seconds": 512.3, "date": "2025-01-01T00:00:00", "torch": "2.x", "device": "cpu",
-                                "train_images": 60000, "command": "python -m aecore.pretrain --out x.json"}))
+                                "train_images": 60000, "command": "python -m aecore.labs.pretrain --out x.json"}))
     return path
 
 
@@ -216,7 +216,7 @@ def test_a_missing_or_malformed_results_file_is_explained(tmp_path, content, wor
         path.write_text(content)
     with pytest.raises(ResultsError, match=words) as e:
         pretrain.load_results(path)
-    assert "python -m aecore.pretrain --out" in str(e.value)
+    assert "python -m aecore.labs.pretrain --out" in str(e.value)
 
 
 def test_accuracy_figure_has_both_arms_error_bars_and_the_references(tmp_path):
@@ -243,7 +243,7 @@ def test_the_page_shows_the_table_the_chart_and_the_draw(tiny_idx, tmp_path, mon
     assert any("**87.0%** against **80.0%** from random weights (+7.0 points)" in m and "+0.1 points" in m
                for m in texts(at.markdown))
     assert len(at.get("plotly_chart")) == 1 and len(at.get("image")) == 1
-    assert any("python -m aecore.pretrain --out x.json" in c for c in texts(at.caption))
+    assert any("python -m aecore.labs.pretrain --out x.json" in c for c in texts(at.caption))
     at.number_input(key="pretrain.seed").set_value(2).run()
     assert not at.exception and "draw 2" in at.get("image")[0].proto.imgs[0].caption
 
@@ -252,7 +252,7 @@ def test_the_page_without_data_or_results_explains_and_never_errs(no_data, tmp_p
     monkeypatch.setattr(pretrain, "RESULTS", tmp_path / "missing.json")
     at = goto(open_app(), PAGE)
     assert not at.error and not at.get("plotly_chart") and not at.dataframe
-    assert any("No measured table" in w and "python -m aecore.pretrain --out" in w for w in texts(at.warning))
+    assert any("No measured table" in w and "python -m aecore.labs.pretrain --out" in w for w in texts(at.warning))
     assert any("Needs the MNIST training images" in i for i in texts(at.info))
 
 

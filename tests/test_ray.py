@@ -12,11 +12,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from aecore import checkpoint  # noqa: E402
-from aecore.data import DataConfig  # noqa: E402
-from aecore.models import ModelConfig  # noqa: E402
+from aecore.engine import checkpoint# noqa: E402
+from aecore.engine.data import DataConfig  # noqa: E402
+from aecore.engine.models import ModelConfig  # noqa: E402
 from aecore.runs import RegistryConfig, RunRegistry, RunSpec, cluster  # noqa: E402
-from aecore.train import TrainConfig  # noqa: E402
+from aecore.engine.train import TrainConfig  # noqa: E402
 
 from idx_helpers import tiny_data  # noqa: E402
 

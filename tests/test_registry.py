@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import aecore.runs.registry as registry_module
-from aecore.data import DataConfig
-from aecore.models import ModelConfig
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig
 from aecore.runs import HOSTED_LIMITS, RegistryConfig, RunRefused, RunRegistry, RunSpec, Snapshot
-from aecore.train import TrainConfig
+from aecore.engine.train import TrainConfig
 
 from idx_helpers import tiny_data
 

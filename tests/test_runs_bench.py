@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from aecore.data import DataConfig
-from aecore.models import ModelConfig
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig
 from aecore.runs import RegistryConfig, RunRegistry, RunSpec, bench, cluster
-from aecore.train import TrainConfig
+from aecore.engine.train import TrainConfig
 
 from idx_helpers import tiny_data
 

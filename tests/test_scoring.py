@@ -1,12 +1,12 @@
-"""aecore.scoring: per-image reconstruction error, test-error quantiles and percentiles, code sparsity."""
+"""aecore.engine.scoring: per-image reconstruction error, test-error quantiles and percentiles, code sparsity."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from aecore.models import ModelConfig, build
-from aecore.scoring import (QUANTILE_STEPS, code_sparsity, error_quantiles, percentile, reconstruct,
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.scoring import (QUANTILE_STEPS, code_sparsity, error_quantiles, percentile, reconstruct,
                             reconstruction_error)
 
 

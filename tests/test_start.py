@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecore import anomaly, checkpoint, generative
-from aecore.data import load_split
+from aecore.labs import anomaly, generative
+from aecore.engine import checkpoint
+from aecore.engine.data import load_split
 
 from test_app import (TITLES, _app_environment, no_data, open_app, open_link, texts, tiny_idx)  # noqa: F401
 

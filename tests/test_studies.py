@@ -1,4 +1,4 @@
-"""Studies (aecore.studies and the Studies page): the definitions, PCA against an SVD oracle, the results a
+"""Studies (aecore.labs.studies and the Studies page): the definitions, PCA against an SVD oracle, the results a
 study draws from its runs, the command line, and the page starting, stopping and reattaching a study."""
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from aecore import presets, studies
-from aecore.data import to_float
-from aecore.models import count_params
+from aecore.engine import presets
+from aecore.labs import studies
+from aecore.engine.data import to_float
+from aecore.engine.models import count_params
 from aecore.runs import RegistryConfig, RunRegistry
-from aecore.viz import scale_each
+from aecore.engine.viz import scale_each
 
 from idx_helpers import tiny_data
 from test_app import (APP, WAIT, _app_environment, goto, no_data, open_app, started_jobs,  # noqa: F401
@@ -45,7 +46,7 @@ def test_the_code_size_study_trains_784_k_784_at_five_sizes():
     assert {(m.family, m.activation, m.output, m.loss) for m in models} == {("shallow", "relu", "sigmoid", "bce")}
     assert {s.data.val_fraction for s in study.specs} == {0.0}       # the whole training set, as PCA
     assert study.epochs_note == "shortened to 5 epochs per run from the tutorial's 20"
-    from aecore.models import build
+    from aecore.engine.models import build
     assert count_params(build(models[2], seed=0)) == 25_120 + 25_872    # the Keras tutorial's 784-32-784
 
 
@@ -189,7 +190,7 @@ class OneDigit(torch.nn.Module):
 
 
 def test_beta_results_measure_the_test_terms_and_judged_samples():
-    from aecore.train import evaluate_terms
+    from aecore.engine.train import evaluate_terms
     data = tiny_data(n_train=200, n_test=50)
     views = run_series(studies.beta(epochs=1, betas=(0.5, 4.0)).specs, data)
     points = studies.beta_results(views, lambda v: studies.beta_measure(v.model, data.test.images, OneDigit(),
@@ -219,8 +220,8 @@ def test_beta_results_measure_the_test_terms_and_judged_samples():
 
 
 def test_a_plain_autoencoders_test_terms_are_its_loss():
-    from aecore.models import ModelConfig, build
-    from aecore.train import evaluate, evaluate_terms
+    from aecore.engine.models import ModelConfig, build
+    from aecore.engine.train import evaluate, evaluate_terms
     data = tiny_data(n_train=20, n_test=30)
     sparse = build(ModelConfig(family="shallow", hidden=(16,), sparsity=0.1), seed=0)
     terms = evaluate_terms(sparse, data.test.images, batch_size=7)

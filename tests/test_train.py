@@ -1,4 +1,4 @@
-"""aecore.train: the fit generator (learning, control, NaN guard, determinism, schedule) and TrainConfig."""
+"""aecore.engine.train: the fit generator (learning, control, NaN guard, determinism, schedule) and TrainConfig."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from aecore import presets
-from aecore.data import Data, Split, load, to_float
-from aecore.models import ModelConfig, build
-from aecore.train import (Control, Metrics, TrainConfig, TrainingDiverged, epoch_record, evaluate, fit,
+from aecore.engine import presets
+from aecore.engine.data import Data, Split, load, to_float
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.train import (Control, Metrics, TrainConfig, TrainingDiverged, epoch_record, evaluate, fit,
                           resolve_device, results)
 
 SMALL = ModelConfig(hidden=(16,))

@@ -1,4 +1,4 @@
-"""The variational family (aecore.vae) and the sparse autoencoder option behind the one contract, trained by the
+"""The variational family (aecore.engine.models.vae) and the sparse autoencoder option behind the one contract, trained by the
 one `fit`: the loss's terms against their closed forms, sampling in training and the mean in eval mode, gradients
 through the sampled code, the KL warm-up, the sparsity penalty's effect, the optimiser and binarisation options,
 checkpoints, and one short real VAE run when MNIST is present."""
@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aecore import checkpoint, presets
-from aecore.data import Data, DataConfig, load
-from aecore.models import ModelConfig, build
-from aecore.train import TrainConfig, evaluate, fit
-from aecore.vae import gaussian_kl
+from aecore.engine import checkpoint, presets
+from aecore.engine.data import Data, DataConfig, load
+from aecore.engine.models import ModelConfig, build
+from aecore.engine.train import TrainConfig, evaluate, fit
+from aecore.engine.models.vae import gaussian_kl
 
 from conftest import real_mnist_dir
 from idx_helpers import tiny_data

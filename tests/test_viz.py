@@ -1,4 +1,4 @@
-"""aecore.viz: our tile grid against torchvision's make_grid (the oracle), and a runtime without torchvision."""
+"""aecore.engine.viz: our tile grid against torchvision's make_grid (the oracle), and a runtime without torchvision."""
 from __future__ import annotations
 
 import pkgutil
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import aecore
-from aecore.viz import grid, tile_grid
+from aecore.engine.viz import grid, tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def contrast(a: str, b: str) -> float:
 
 @pytest.mark.parametrize("vision", list(CVD))
 def test_class_colours_stay_apart_for_colour_blind_readers(vision):
-    from aecore.viz import PALETTE
+    from aecore.engine.viz import PALETTE
 
     assert len(PALETTE) == len(set(PALETTE)) == 10
     assert closest_pair(PALETTE, CVD[vision]) > 15                   # Tol's muted ten: 15.6 at the worst
@@ -111,7 +111,7 @@ def test_class_colours_stay_apart_for_colour_blind_readers(vision):
 
 
 def test_lines_over_charts_stand_out_on_both_themes():
-    from aecore.viz import NEUTRAL, TWO
+    from aecore.engine.viz import NEUTRAL, TWO
 
     for colour in (NEUTRAL, *TWO):
         for page in ("#ffffff", "#0f1117"):                            # config.toml's light and dark backgrounds
@@ -119,7 +119,7 @@ def test_lines_over_charts_stand_out_on_both_themes():
 
 
 def test_latent_scatter_names_each_points_class():
-    from aecore.viz import PALETTE, latent_scatter
+    from aecore.engine.viz import PALETTE, latent_scatter
 
     xy = np.arange(12, dtype=np.float64).reshape(6, 2)
     fig = latent_scatter(xy, np.array([3, 0, 3, 9, 0, 3]), [f"digit {c}" for c in range(10)], "t")

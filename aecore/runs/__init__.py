@@ -10,18 +10,19 @@
 - `bench`: the backends measured side by side (`python -m aecore.runs.bench`).
 
 Pages and labs hold a run's id and ask the registry for a `RunView`; they never hold the job itself. The names
-below are imported when first used, so that `aecore.runs.directory` alone (in its Ray actor) pulls in no torch.
+below (`RunSpec` is the engine's, re-exported) are imported when first used, so that `aecore.runs.directory` alone (in its Ray actor) pulls in no torch.
 """
 import importlib
 
-_WHERE = {"RayUnavailable": "cluster", "RunSpec": "job", "Snapshot": "job", "TrainingJob": "job",
-          "RunRefused": "registry", "RunRegistry": "registry", "RunView": "registry", "HOSTED_LIMITS": "settings",
-          "Limits": "settings", "RegistryConfig": "settings"}
+_WHERE = {"RayUnavailable": "aecore.runs.cluster", "RunSpec": "aecore.engine.train", "Snapshot": "aecore.runs.job",
+          "TrainingJob": "aecore.runs.job", "RunRefused": "aecore.runs.registry", "RunRegistry": "aecore.runs.registry",
+          "RunView": "aecore.runs.registry", "HOSTED_LIMITS": "aecore.runs.settings", "Limits": "aecore.runs.settings",
+          "RegistryConfig": "aecore.runs.settings"}
 
 __all__ = list(_WHERE)
 
 
 def __getattr__(name):
     if name in _WHERE:
-        return getattr(importlib.import_module(f"aecore.runs.{_WHERE[name]}"), name)
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'aecore.runs' has no attribute {name!r}")

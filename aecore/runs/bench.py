@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecore import presets
-from aecore.cli import OneLineParser, positive_int
-from aecore.data import Data, DataError, load
+from aecore.engine import presets
+from aecore.argv import OneLineParser, positive_int
+from aecore.engine.data import Data, DataError, load
 from aecore.runs import cluster
-from aecore.runs.job import RunSpec
+from aecore.engine.train import RunSpec
 from aecore.runs.registry import ENDED, RunRegistry
 from aecore.runs.settings import BACKENDS, RegistryConfig, cpu_slots
 

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aecore import checkpoint
-from aecore.data import Data, Split
+from aecore.engine import checkpoint
+from aecore.engine.data import Data, Split
 from aecore.runs.directory import RunDirectory
-from aecore.runs.job import RunSpec, Snapshot, TrainingJob
+from aecore.engine.train import RunSpec
+from aecore.runs.job import Snapshot, TrainingJob
 
 NAMESPACE = "aelab"
 INSTALL = "pip install -r requirements-ray.txt"

@@ -14,29 +14,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from aecore import checkpoint
-from aecore.data import Data, DataConfig
-from aecore.models import Autoencoder, ModelConfig, build
-from aecore.scoring import reconstruct
-from aecore.train import Control, Metrics, TrainConfig, TrainingDiverged, fit, resolve_device, results
+from aecore.engine import checkpoint
+from aecore.engine.data import Data
+from aecore.engine.models import Autoencoder, build
+from aecore.engine.scoring import reconstruct
+from aecore.engine.train import Control, Metrics, RunSpec, TrainingDiverged, fit, resolve_device, results
 
 STATES = ("ready", "running", "paused", "finished", "stopped", "failed")
 N_TIMELINE = 8   # fixed test digits reconstructed at every epoch end
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What to train: a name, the three configs and, for a tutorial preset, its name."""
-    name: str
-    model: ModelConfig
-    data: DataConfig
-    train: TrainConfig
-    preset: str | None = None
-
-    def meta(self, device: str, **extra) -> dict:
-        """What a checkpoint of this run stores beside the weights (the model config is added on save)."""
-        return {"name": self.name, "preset": self.preset, "data": self.data, "train": self.train, "device": device,
-                **extra}
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import torch
 
-from aecore.data import Data, Split
+from aecore.engine.data import Data, Split
 from aecore.runs.job import TrainingJob, train_run
-from aecore.train import Control
+from aecore.engine.train import Control
 
 _CTX = mp.get_context("spawn")   # fork would copy a threaded server's locks mid-use; CUDA needs spawn too
 

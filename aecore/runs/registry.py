@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aecore.data import Data
-from aecore.models import build, count_params
+from aecore.engine.data import Data
+from aecore.engine.models import build, count_params
 from aecore.runs import cluster
-from aecore.runs.job import RunSpec, Snapshot, TrainingJob
+from aecore.engine.train import RunSpec
+from aecore.runs.job import Snapshot, TrainingJob
 from aecore.runs.process import ProcessJob
 from aecore.runs.settings import RegistryConfig
 
@@ -52,7 +53,7 @@ class RunView:
     position: int | None = None
     starts_in_s: float | None = None
     stop_reason: str | None = None
-    model: object | None = None            # aecore.models.Autoencoder once the run has ended with weights
+    model: object | None = None            # aecore.engine.models.Autoencoder once the run has ended with weights
     meta: dict | None = None
     checkpoint_bytes: bytes | None = None
     series: str | None = None              # the id of the series it belongs to

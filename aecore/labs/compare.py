@@ -14,11 +14,11 @@ from typing import Iterable, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
-from aecore import viz
-from aecore.data import DataConfig
-from aecore.models import ModelConfig, count_params
-from aecore.scoring import reconstruct
-from aecore.train import TrainConfig
+from aecore.engine import viz
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig, count_params
+from aecore.engine.scoring import reconstruct
+from aecore.engine.train import TrainConfig
 
 MAX_PICKS = 8
 MISSING = "—"           # the entry's checkpoint does not record this setting or figure
@@ -35,7 +35,7 @@ class Entry:
     key: str        # "shipped:<name>", "session:<name>" (as the sidebar's selector) or "run:<id>"
     name: str       # unique among the entries of one listing
     source: str
-    model: object   # aecore.models.Autoencoder, eval mode
+    model: object   # aecore.engine.models.Autoencoder, eval mode
     meta: dict
 
     @property

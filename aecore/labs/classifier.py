@@ -2,12 +2,12 @@
 samples (inception score, share of confident verdicts, class balance) and tells what a drawing is.
 
 Two 3x3 convolutions with max pooling and one dense layer, trained on the 60,000 training images with random
-shifts, zooms and turns, measured on the 10,000 test images and on the drawing set of `aecore.drawset` after the
-Draw page's preprocessing (`aecore.preprocess.to_mnist`). Saved as safetensors with JSON metadata (config, the
+shifts, zooms and turns, measured on the 10,000 test images and on the drawing set of `aecore.labs.drawset` after the
+Draw page's preprocessing (`aecore.engine.preprocess.to_mnist`). Saved as safetensors with JSON metadata (config, the
 measured figures, date, training seconds); loading never unpickles and refuses any other file by name.
 
-    python -m aecore.classifier [--epochs N] [--data-dir D] [--out PATH] [--seed S] [--threads N]
-    python -m aecore.classifier --evaluate [--model PATH] [--data-dir D] [--threads N]
+    python -m aecore.labs.classifier [--epochs N] [--data-dir D] [--out PATH] [--seed S] [--threads N]
+    python -m aecore.labs.classifier --evaluate [--model PATH] [--data-dir D] [--threads N]
 
 stdout: training prints a final JSON object (each epoch's JSON line goes to stderr); --evaluate prints one JSON
 object of figures. Bad options exit 2, missing data or model exit 1.
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from safetensors.torch import save as st_save
 from torch import nn
 
-from aecore import checkpoint
-from aecore.cli import OneLineParser, positive_int
-from aecore.data import DataConfig, DataError, Split, load as load_data, load_split, to_float
-from aecore.models import from_dict, inference
-from aecore.train import TrainingDiverged
+from aecore.engine import checkpoint
+from aecore.argv import OneLineParser, positive_int
+from aecore.engine.data import DataConfig, DataError, Split, load as load_data, load_split, to_float
+from aecore.engine.models import from_dict, inference
+from aecore.engine.train import TrainingDiverged
 
 FORMAT = "aecore-classifier/1"
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "classifier"
@@ -237,8 +237,8 @@ def drawing_accuracy(model: nn.Module, drawings) -> dict:
     """The drawing set through the Draw page's preprocessing and the classifier: accuracy and count per digit
     kind, the share of confident (>= 0.9) verdicts per kind (non-digits included: a judge sure of a letter is
     fooled), and per digit kind the first digits it gets wrong ("what -> verdict")."""
-    from aecore import drawset
-    from aecore.preprocess import to_mnist
+    from aecore.labs import drawset
+    from aecore.engine.preprocess import to_mnist
     probs = predict_proba(model, np.stack([to_mnist(d.image) for d in drawings]))
     kinds, verdict = np.array([d.kind for d in drawings]), probs.argmax(1)
     # every digit drawing's description starts with its digit ("7 in DejaVuSans", "7: test image 0", ...)
@@ -254,7 +254,7 @@ def drawing_accuracy(model: nn.Module, drawings) -> dict:
 
 def measure(model: nn.Module, test: Split) -> dict:
     """The figures stored with the model and printed by --evaluate (the drawing set is always seed 0's)."""
-    from aecore import drawset
+    from aecore.labs import drawset
     probs = predict_proba(model, test.images)
     j = judge(probs)
     return {"test_accuracy": round(float((probs.argmax(1) == test.labels.numpy()).mean()), 5),
@@ -317,7 +317,7 @@ def digit_classifier(path=None) -> tuple[DigitCNN, dict]:
     path = Path(path or SHIPPED)
     if not path.is_file():
         raise ClassifierFileError(f"no digit classifier at {path}; train one with: "
-                                  f"python -m aecore.classifier --out {path}")
+                                  f"python -m aecore.labs.classifier --out {path}")
     return _cached(str(path.resolve()), path.stat().st_mtime_ns)
 
 
@@ -329,7 +329,7 @@ def _cached(path: str, mtime_ns: int) -> tuple[DigitCNN, dict]:   # mtime: a ret
 
 # ---------------------------------------------------------------------------------------------- command line
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m aecore.classifier", description="Train or measure the digit classifier.")
+    p = OneLineParser(prog="python -m aecore.labs.classifier", description="Train or measure the digit classifier.")
     p.add_argument("--epochs", type=positive_int, help=f"passes over the training images (default "
                                                     f"{ClassifierConfig.epochs})")
     p.add_argument("--seed", type=int, help="weights, batch order and augmentation (default 0)")
@@ -366,7 +366,7 @@ def main(argv=None) -> int:
 
 
 def _fail(message) -> int:
-    print(f"aecore.classifier: {message}", file=sys.stderr)
+    print(f"aecore.labs.classifier: {message}", file=sys.stderr)
     return 1
 
 

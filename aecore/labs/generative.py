@@ -15,7 +15,7 @@ The sampling helpers give codes for the Generate page: prior samples and the pri
 VAE; a Gaussian fitted to a plain autoencoder's training codes, or a grid over its code range; interpolations.
 Codes are float32 CPU tensors; `decode_images` turns any of them into (n, 28, 28) pictures in [0, 1].
 `sample_images`, `interpolation` and `code_box` put these together for the page, and `judge_images` hands any
-pictures to the digit classifier (`aecore.classifier`) for its verdict.
+pictures to the digit classifier (`aecore.labs.classifier`) for its verdict.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import math
 import numpy as np
 import torch
 
-from aecore import classifier
-from aecore.models import inference
-from aecore.vae import gaussian_kl
+from aecore.labs import classifier
+from aecore.engine.models import inference
+from aecore.engine.models.vae import gaussian_kl
 
 MAX_DECODED = 50_000   # decoded images per chunk: 50k x 784 float32 is ~157 MB a tensor, a few such at the peak
 MAX_BATCH = 500        # images per encoder call when the batch is chosen for the caller (conv activations grow fast)

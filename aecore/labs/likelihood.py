@@ -1,13 +1,13 @@
 """Test-set likelihood of variational autoencoders, the figure VAE papers report.
 
-    python -m aecore.likelihood MODEL.safetensors [MODEL ...] [--k 1000] [--images 10000] [--data-dir D]
+    python -m aecore.labs.likelihood MODEL.safetensors [MODEL ...] [--k 1000] [--images 10000] [--data-dir D]
                                 [--threads N]
 
 For each checkpoint (a vae or conv-vae), on the first `--images` test images of its data set: the ELBO (analytic
 KL, reconstruction term averaged over 10 draws of the code) and the importance-sampled estimate of log p(x) with
-k samples (`aecore.generative.log_likelihood`; Burda et al. use k = 5,000), both in nats per image, means over
+k samples (`aecore.labs.generative.log_likelihood`; Burda et al. use k = 5,000), both in nats per image, means over
 the images. A model trained on dynamically binarised images is scored on one fixed binarisation of the test
-images (seed 0, as `aecore.train.evaluate` does), which is what published binary-MNIST figures use; a model
+images (seed 0, as `aecore.engine.train.evaluate` does), which is what published binary-MNIST figures use; a model
 trained on grey levels is scored on them, where the Bernoulli term is a cross-entropy, not a probability, so its
 figures compare only with models scored the same way.
 
@@ -22,9 +22,10 @@ import time
 import numpy as np
 import torch
 
-from aecore import checkpoint, generative
-from aecore.cli import OneLineParser, positive_int
-from aecore.data import DataConfig, DataError, load_split, to_float
+from aecore.engine import checkpoint
+from aecore.labs import generative
+from aecore.argv import OneLineParser, positive_int
+from aecore.engine.data import DataConfig, DataError, load_split, to_float
 
 
 def test_images(meta: dict, n: int, data_dir=None) -> torch.Tensor:
@@ -48,7 +49,7 @@ def score(model, images: torch.Tensor, k: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = OneLineParser(prog="python -m aecore.likelihood", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m aecore.labs.likelihood", description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+", help="VAE checkpoints (.safetensors)")
     p.add_argument("--k", type=positive_int, default=1000, help="importance samples per image (default 1000)")
     p.add_argument("--images", type=positive_int, default=10_000, help="first test images scored (default all)")
@@ -61,16 +62,16 @@ def main(argv=None) -> int:
         try:
             model, meta = checkpoint.load(path)
         except checkpoint.CheckpointError as e:
-            print(f"aecore.likelihood: {e}", file=sys.stderr)
+            print(f"aecore.labs.likelihood: {e}", file=sys.stderr)
             return 1
         if not model.config.variational:
-            print(f"aecore.likelihood: {path}: a {model.config.family} autoencoder has no likelihood; "
+            print(f"aecore.labs.likelihood: {path}: a {model.config.family} autoencoder has no likelihood; "
                   f"give a vae or conv-vae checkpoint", file=sys.stderr)
             return 1
         try:
             images = test_images(meta, args.images, args.data_dir)
         except DataError as e:
-            print(f"aecore.likelihood: {e}", file=sys.stderr)
+            print(f"aecore.labs.likelihood: {e}", file=sys.stderr)
             return 1
         print(f"{path}: {len(images):,} test images, k = {args.k}…", file=sys.stderr)
         train = meta.get("train")

@@ -6,14 +6,14 @@
   the classic comparison: test reconstruction error against k, for both on the same axes.
 - "beta": the keras-vae-2d VAE with the KL term weighted by beta = 0.5, 1, 2, 4 (a beta-VAE): its test
   reconstruction term and KL, and the quality of its prior samples as the digit classifier judges them
-  (`aecore.classifier.judge`: confident share, inception score, digits it never draws), against beta.
+  (`aecore.labs.classifier.judge`: confident share, inception score, digits it never draws), against beta.
 
 A `Study` is a frozen definition; `registry.submit_series(study.specs, data, visitor)` runs it one run at a
 time (aecore.runs.registry), so a study never starts a thread of its own and holds at most one training slot.
 The functions below turn the series' runs (RunViews) into the study's results as they finish.
 
 Epochs are shortened from the tutorials' so that a study takes minutes on a 2-core CPU; each study says by how
-much (`Study.epochs_note`). `python -m aecore.studies chainer|code-size` runs one through a registry of its own
+much (`Study.epochs_note`). `python -m aecore.labs.studies chainer|code-size` runs one through a registry of its own
 (as a server would, one run at a time) and prints its figures as JSON.
 
 The code-size y-axis is one quantity for both methods: mean squared error per pixel on the test set, pixels in
@@ -39,11 +39,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
-from aecore import generative, presets, viz
-from aecore.data import DataConfig, DataError, load
+from aecore.labs import generative
+from aecore.engine import presets, viz
+from aecore.engine.data import DataConfig, DataError, load
 from aecore.runs import RegistryConfig, RunRegistry, RunSpec
-from aecore.scoring import reconstruction_error
-from aecore.train import evaluate_terms
+from aecore.engine.scoring import reconstruction_error
+from aecore.engine.train import evaluate_terms
 
 CHAINER_CASES = tuple(f"chainer-case{i}" for i in range(1, 8))
 CHAINER_EPOCHS = 3          # the tutorial trains 20
@@ -52,7 +53,7 @@ CODE_SIZE_EPOCHS = 5        # the Keras preset trains 20; 5 keep the study under
 BETAS = (0.5, 1.0, 2.0, 4.0)
 BETA_EPOCHS = 10            # keras-vae-2d trains 50
 BETA_SAMPLES = 2000         # prior samples judged per run
-# Wall time of each whole study with the default epochs, measured once with `python -m aecore.studies NAME` on a
+# Wall time of each whole study with the default epochs, measured once with `python -m aecore.labs.studies NAME` on a
 # 2-core CPU with real MNIST (processes backend, other work on the machine at the same time).
 MINUTES = {"chainer": 4.6, "code-size": 1.6, "beta": 3.7}
 PIXELS = 28 * 28
@@ -311,7 +312,7 @@ def beta_figure(points: list[BetaPoint], epochs: int) -> go.Figure:
 # ------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     """Run a study through a run registry of this process and print its figures as one JSON object."""
-    p = argparse.ArgumentParser(prog="python -m aecore.studies", description="Run an AE Lab study.")
+    p = argparse.ArgumentParser(prog="python -m aecore.labs.studies", description="Run an AE Lab study.")
     p.add_argument("study", choices=list(STUDIES))
     p.add_argument("--epochs", type=int, help="epochs per run (default: the study's own)")
     p.add_argument("--seed", type=int, default=0, help="the seed of every run (weights, shuffling, noise)")
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = load(study.data, args.data_dir)
     except DataError as e:
-        print(f"aecore.studies: {e}", file=sys.stderr)
+        print(f"aecore.labs.studies: {e}", file=sys.stderr)
         return 1
     registry = RunRegistry(RegistryConfig.from_settings(os.environ), sweep_every=None)   # nobody to watch it
     started = time.monotonic()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aecore.data import DataConfig
-from aecore.models import ModelConfig
-from aecore.train import TrainConfig
+from aecore.engine.data import DataConfig
+from aecore.engine.models import ModelConfig
+from aecore.engine.train import TrainConfig
 
 FIGURE_METRICS = ("train_loss", "val_loss", "test_loss")
 
@@ -141,7 +141,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                  "mirror decoder, Bernoulli output on dynamically binarised MNIST, Adam 1e-3, batch 20; test NLL "
                  "86.76 nats (k = 5,000 importance samples) after 3,280 passes over the data. Here 50 passes; the "
                  "figure compared is the test loss with the code at its posterior mean, not the NLL: "
-                 "`python -m aecore.likelihood` estimates that.",
+                 "`python -m aecore.labs.likelihood` estimates that.",
         model=ModelConfig(family="vae", hidden=(200, 200), latent=50, activation="tanh", loss="bce"),
         data=DataConfig(),
         train=TrainConfig(epochs=50, batch_size=20, lr=1e-3, binarize=True),

@@ -1,4 +1,4 @@
-"""Variational autoencoders behind the same contract as every AE Lab model (`aecore.models`).
+"""Variational autoencoders behind the same contract as every AE Lab model (`aecore.engine.models`).
 
 The encoder gives the posterior q(z|x) = N(mu, diag(exp(logvar))); `encode(x)` returns its mean, so every page
 that shows codes works unchanged. `forward` samples the code with the reparameterisation trick while training
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aecore.models import ACTIVATIONS, SIDE, Autoencoder, ModelConfig, Output, _initialise
+from aecore.engine.models.base import ACTIVATIONS, SIDE, Autoencoder, ModelConfig, Output
 
 PIXELS = SIDE * SIDE
 
@@ -38,11 +38,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class VariationalAutoencoder(Autoencoder):
     """The "vae" and "conv-vae" families: `posterior`, `log_px` and `latent_dim` besides the shared contract."""
 
-    def __init__(self, config: ModelConfig):
-        nn.Module.__init__(self)
-        self.config = config
+    def make_layers(self, config: ModelConfig) -> None:
         self.encoder, self.heads, self.decoder = (_conv if config.family == "conv-vae" else _mlp)(config)
-        _initialise(self, config.init)
         self.kl_weight = config.beta           # lowered during a KL warm-up (at_epoch)
 
     @property

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from aecore.data import DataConfig
-from aecore.models import Autoencoder, build, ModelConfig, from_dict
-from aecore.train import TrainConfig
+from aecore.engine.data import DataConfig
+from aecore.engine.models import Autoencoder, build, ModelConfig, from_dict
+from aecore.engine.train import TrainConfig
 
 FORMAT = "aecore-checkpoint/1"
 MAX_HEADER = 10 * 1024 * 1024   # our headers are a few kB; anything huge is not one of ours

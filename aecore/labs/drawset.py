@@ -9,7 +9,7 @@ digits is not a mistake.
 Fonts are the DejaVu and Liberation faces when the system has them, and always Pillow's own Aileron; the set
 is the same on every machine with the same fonts (it is seeded).
 
-    python -m aecore.drawset OUT.png      # a contact sheet of the whole set
+    python -m aecore.labs.drawset OUT.png      # a contact sheet of the whole set
 """
 from __future__ import annotations
 
@@ -196,9 +196,9 @@ def contact_sheet(drawings: list[Drawing], columns: int = 20, side: int = 56) ->
 
 if __name__ == "__main__":
     from PIL import Image
-    from aecore.data import DataError, load_split
+    from aecore.engine.data import DataError, load_split
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m aecore.drawset OUT.png")
+        raise SystemExit("usage: python -m aecore.labs.drawset OUT.png")
     try:
         test = load_split("mnist", "test")
     except DataError:

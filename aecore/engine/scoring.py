@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aecore.models import Autoencoder, inference
+from aecore.engine.models import Autoencoder, inference
 
 QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 quantiles (0.1 % apart)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlencode
 
-from aecore import presets
-from aecore.data import DATASETS, NOISE_KINDS, DataConfig
-from aecore.models import ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig
-from aecore.train import OPTIMIZERS, TrainConfig
+from aecore.engine import presets
+from aecore.engine.data import DATASETS, NOISE_KINDS, DataConfig
+from aecore.engine.models import ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig
+from aecore.engine.train import OPTIMIZERS, TrainConfig
 
 PRESET = "preset"            # the query parameter naming the preset
 CUSTOM = "custom"            # a configuration built by hand: its differences are counted from DEFAULT_PRESET

@@ -1,7 +1,7 @@
 """The autoencoder families behind one contract: encode, decode, forward, loss.
 
 shallow (784-h-784, optionally sparse: an L1 penalty on the code), deep (a mirrored MLP) and conv are plain
-autoencoders (`Autoencoder`, here); vae and conv-vae are variational (`aecore.vae`).
+autoencoders (`Autoencoder`, here); vae and conv-vae are variational (`aecore.engine.models.vae`).
 
 Images travel as float tensors (B, 1, 28, 28) in [0, 1]. `forward` returns an `Output` holding the code `z`,
 the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever of those its objective needs
@@ -173,9 +173,12 @@ class Autoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        build = _conv_layers if config.family == "conv" else _mlp_layers
-        self.encoder, self.decoder = build(config)
-        _initialise(self, config.init)
+        self.make_layers(config)
+        initialise(self, config.init)
+
+    def make_layers(self, config: ModelConfig) -> None:
+        """Create the encoder and decoder (a subclass adds its own parts here, in construction order)."""
+        self.encoder, self.decoder = (_conv_layers if config.family == "conv" else _mlp_layers)(config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.reshape(len(x), *self._input_shape))  # (B, 784) or (B, 1, 28, 28)
@@ -264,7 +267,8 @@ def _conv_layers(cfg: ModelConfig):
                    encoder=False))
 
 
-def _initialise(model: nn.Module, scheme: str) -> None:
+def initialise(model: nn.Module, scheme: str) -> None:
+    """Re-initialise every linear and conv layer with the named scheme (torch: leave the defaults)."""
     if scheme == "torch":
         return
     for m in model.modules():
@@ -289,19 +293,6 @@ def inference(model: nn.Module):
             yield model
     finally:
         model.train(was_training)
-
-
-def build(config: ModelConfig, seed: int | None = None) -> Autoencoder:
-    """A fresh model; with a seed, the same weights every time without touching the global RNG state."""
-    if config.variational:
-        from aecore.vae import VariationalAutoencoder as cls
-    else:
-        cls = Autoencoder
-    if seed is None:
-        return cls(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return cls(config)
 
 
 def summary(model: Autoencoder) -> list[dict]:

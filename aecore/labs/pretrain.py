@@ -9,7 +9,7 @@ the same encoder and head built from random weights and trained on the same N im
 over the seeds. N equal to the whole training set takes every image as it is (MNIST's digits are not balanced:
 5,421 fives, 6,742 ones), so there the seeds differ only in weights and batch order.
 
-    python -m aecore.pretrain [--labels 100,300,1000,60000] [--seeds 5] [--data-dir D] [--out FILE.json]
+    python -m aecore.labs.pretrain [--labels 100,300,1000,60000] [--seeds 5] [--data-dir D] [--out FILE.json]
                               [--encoder AE.safetensors] [--cache-dir D] [--no-cache] [--shift K] [--quick]
                               [--threads N] [--device D]
 
@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aecore import checkpoint
-from aecore.cli import OneLineParser, positive_int
-from aecore.data import Data, DataConfig, DataError, cache_dir, load, to_float
-from aecore.models import Autoencoder, ModelConfig, build, from_dict, inference
-from aecore.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device
-from aecore.viz import NEUTRAL, TWO
+from aecore.engine import checkpoint
+from aecore.argv import OneLineParser, positive_int
+from aecore.engine.data import Data, DataConfig, DataError, cache_dir, load, to_float
+from aecore.engine.models import Autoencoder, ModelConfig, build, from_dict, inference
+from aecore.engine.train import TrainConfig, TrainingDiverged, evaluate, fit, resolve_device
+from aecore.engine.viz import NEUTRAL, TWO
 
 FORMAT = "aecore-pretrain/1"
 RESULTS = Path(__file__).resolve().parents[1] / "models" / "pretrain" / "results.json"
@@ -305,7 +305,7 @@ class ResultsError(ValueError):
 def load_results(path=RESULTS) -> dict:
     """The table written by `--out`, checked: format, config, and rows with accuracies in [0, 1]."""
     path = Path(path)
-    fix = f"make it with: python -m aecore.pretrain --out {path}"
+    fix = f"make it with: python -m aecore.labs.pretrain --out {path}"
     try:
         res = json.loads(path.read_text())
     except FileNotFoundError:
@@ -358,7 +358,7 @@ def _labels(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m aecore.pretrain", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m aecore.labs.pretrain", description=__doc__.splitlines()[0])
     p.add_argument("--labels", type=_labels, default=DEFAULT_LABELS,
                    help="numbers of labelled images, multiples of 10 (default 100,300,1000,60000)")
     p.add_argument("--seeds", type=positive_int, default=5, help="labelled draws per N (default 5)")
@@ -402,7 +402,7 @@ def _run(p: argparse.ArgumentParser, args, cfg: PretrainConfig, device: str, arg
     try:
         data = load(DataConfig(), args.data_dir)
     except DataError as e:
-        print(f"aecore.pretrain: {e}", file=sys.stderr)
+        print(f"aecore.labs.pretrain: {e}", file=sys.stderr)
         return 1
     try:
         for n in args.labels:
@@ -419,14 +419,14 @@ def _run(p: argparse.ArgumentParser, args, cfg: PretrainConfig, device: str, arg
     except (ValueError, checkpoint.CheckpointError) as e:
         p.error(str(e))
     except TrainingDiverged as e:
-        print(f"aecore.pretrain: {e}", file=sys.stderr)
+        print(f"aecore.labs.pretrain: {e}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - t0
     log(f"done in {seconds:.0f} s")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python -m aecore.pretrain" + "".join(
+        command = "python -m aecore.labs.pretrain" + "".join(
             f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
         out.write_text(json.dumps({
             "format": FORMAT, "config": cfg.to_dict(), "quick": args.quick, "rows": rows,

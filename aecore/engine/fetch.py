@@ -28,7 +28,8 @@ try:
 except ImportError:  # Windows: the thread lock alone guards one process
     fcntl = None
 
-from aecore.data import CACHE_ENV, DATASETS, ENV_VAR, DataError, cache_dir  # noqa: F401 (cache_dir: public here too)
+from aecore.engine import data
+from aecore.engine.data import CACHE_ENV, DATASETS, ENV_VAR, DataError, cache_dir  # noqa: F401 (cache_dir: public here too)
 
 MIRRORS_ENV = "AECORE_MNIST_MIRROR"
 FASHION_MIRRORS_ENV = "AECORE_FASHION_MIRROR"
@@ -107,6 +108,24 @@ def _folder_lock(folder: Path):
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)   # released when the handle closes
         yield
+
+
+def load(cfg: data.DataConfig, data_dir=None) -> data.Data:
+    """`data.load`, downloading the data set first when its files are nowhere to be found."""
+    ensure(cfg.dataset, data_dir)
+    return data.load(cfg, data_dir)
+
+
+def load_split(dataset: str, split: str, data_dir=None) -> data.Split:
+    """`data.load_split`, downloading the data set first when its files are nowhere to be found."""
+    ensure(dataset, data_dir)
+    return data.load_split(dataset, split, data_dir)
+
+
+def ensure(dataset: str, data_dir=None) -> None:
+    """Download `dataset` (into `data_dir`, else the cache) unless its files are already somewhere searched."""
+    if dataset in DATASETS and not data.found(dataset, data_dir):
+        download(dataset, data_dir)
 
 
 def download(dataset: str, root: str | os.PathLike | None = None, mirrors=None, checksums=None,

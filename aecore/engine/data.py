@@ -4,8 +4,8 @@ Look-up order for the files: an explicit directory, the AECORE_DATA_DIR setting,
 cache (`cache_dir()/<dataset>`: $AECORE_CACHE_DIR, else ~/.cache/aelab), and for Fashion-MNIST Debian's
 /usr/share/datasets/fashion-mnist. In each place we accept the flat official files
 (`train-images-idx3-ubyte[.gz]` ...) and torchvision's `<root>/MNIST/raw` (or `FashionMNIST/raw`) layout.
-Nothing is downloaded unless `download=True` is passed; then missing files are fetched by `aecore.fetch`
-into the explicit directory if one is given, else into the cache.
+Nothing is downloaded here: a caller that wants missing files fetched asks `aecore.engine.fetch` (`fetch.load`),
+which puts them into the explicit directory if one is given, else into the cache.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> l
     dirs = []
     for root, explicit in roots:
         dirs += _layouts(root, dataset, explicit)
-    dirs.append(cache_dir() / dataset)   # where aecore.fetch puts downloads
+    dirs.append(cache_dir() / dataset)   # where aecore.engine.fetch puts downloads
     if dataset == "fashion-mnist":
         dirs += _layouts(DEBIAN_FASHION, dataset, explicit=True)
     return dirs
@@ -134,23 +134,16 @@ def _layouts(root: Path, dataset: str, explicit: bool) -> list[Path]:
 
 
 def cache_dir() -> Path:
-    """Where downloaded data sets live (aecore.fetch puts them there): $AECORE_CACHE_DIR, else ~/.cache/aelab."""
+    """Where downloaded data sets live (aecore.engine.fetch puts them there): $AECORE_CACHE_DIR, else ~/.cache/aelab."""
     value = os.environ.get(CACHE_ENV)
     return Path(value).expanduser() if value else Path.home() / ".cache" / "aelab"
 
 
-def load_split(dataset: str, split: str, data_dir=None, download: bool = False) -> Split:
-    """Load 'train' or 'test' of `dataset` as uint8 images (N, 28, 28) and int64 labels (N,).
-
-    download=True: when the files are nowhere to be found, fetch them (aecore.fetch) and look again.
-    """
+def load_split(dataset: str, split: str, data_dir=None) -> Split:
+    """Load 'train' or 'test' of `dataset` as uint8 images (N, 28, 28) and int64 labels (N,)."""
     if dataset not in DATASETS:
         raise DataError(f"unknown data set {dataset!r}; choose one of {DATASETS}")
     found = _find_split(dataset, split, data_dir)
-    if found is None and download:
-        from aecore import fetch   # imports this module
-        fetch.download(dataset, data_dir)
-        found = _find_split(dataset, split, data_dir)
     if found is None:
         places = "\n".join(f"  - {p}" for p in candidate_dirs(dataset, data_dir))
         stems = ", ".join(s + "[.gz]" for s in _FILES[split])
@@ -169,6 +162,11 @@ def load_split(dataset: str, split: str, data_dir=None, download: bool = False) 
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
 
 
+def found(dataset: str, data_dir=None) -> bool:
+    """Whether both splits of `dataset` are somewhere in the searched folders."""
+    return all(_find_split(dataset, s, data_dir) is not None for s in _FILES)
+
+
 def _find_split(dataset: str, split: str, data_dir) -> tuple[Path, Path] | None:
     """The first searched folder holding both files of `split`: (images, labels), or None."""
     for folder in candidate_dirs(dataset, data_dir):
@@ -178,10 +176,10 @@ def _find_split(dataset: str, split: str, data_dir) -> tuple[Path, Path] | None:
     return None
 
 
-def load(cfg: DataConfig, data_dir=None, download: bool = False) -> Data:
+def load(cfg: DataConfig, data_dir=None) -> Data:
     """Train/validation/test splits for `cfg`: class filter first, then the first val_fraction of train."""
-    train = load_split(cfg.dataset, "train", data_dir, download)
-    test = load_split(cfg.dataset, "test", data_dir, download)
+    train = load_split(cfg.dataset, "train", data_dir)
+    test = load_split(cfg.dataset, "test", data_dir)
     return split(train, test, cfg)
 
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aecore.data import to_float
-from aecore.models import ACTIVATIONS, Autoencoder, inference
+from aecore.engine.data import to_float
+from aecore.engine.models import ACTIVATIONS, Autoencoder, inference
 
 # One colour per class (0-9): Paul Tol's "muted" scheme, its nine colours and pale grey, made to stay apart for
 # colour-blind readers (tests/test_viz.py checks them under simulated protan-, deuter- and tritanopia; Plotly's

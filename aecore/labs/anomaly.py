@@ -8,12 +8,12 @@ normal images (for thresholds by false-alarm rate), so the app needs no data to 
 
 The digit detector answers the Draw page's "is this a digit at all?": the recommended recipe trained on all ten
 MNIST digits, with a verdict threshold (the score above which VERDICT_FALSE_ALARM of held-out digits lie once
-drawn on the canvas and brought back) and its figures on the drawing set of `aecore.drawset` stored in its
+drawn on the canvas and brought back) and its figures on the drawing set of `aecore.labs.drawset` stored in its
 checkpoint.
 
-    python -m aecore.anomaly --dataset mnist --normal 0 [--recipe NAME] [--epochs N] [--out PATH] [--device D]
-    python -m aecore.anomaly --all [--recipe NAME]      # the ten one-class tasks, one JSON line each, then the mean
-    python -m aecore.anomaly --digits [--out PATH]      # the digit detector, measured on the drawing set
+    python -m aecore.labs.anomaly --dataset mnist --normal 0 [--recipe NAME] [--epochs N] [--out PATH] [--device D]
+    python -m aecore.labs.anomaly --all [--recipe NAME]      # the ten one-class tasks, one JSON line each, then the mean
+    python -m aecore.labs.anomaly --digits [--out PATH]      # the digit detector, measured on the drawing set
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aecore import checkpoint
-from aecore.data import DATASETS, Data, DataConfig, DataError, Split, load_split, split
-from aecore.models import Autoencoder, ModelConfig, build
-from aecore.runs.job import RunSpec
-from aecore.scoring import error_quantiles, pixel_errors
-from aecore.train import TrainConfig, TrainingDiverged, fit
+from aecore.engine import checkpoint
+from aecore.engine.data import DATASETS, Data, DataConfig, DataError, Split, load_split, split
+from aecore.engine.models import Autoencoder, ModelConfig, build
+from aecore.engine.train import RunSpec
+from aecore.engine.scoring import error_quantiles, pixel_errors
+from aecore.engine.train import TrainConfig, TrainingDiverged, fit
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "anomaly"
 DIGIT_DETECTOR = MODELS_DIR.parent / "digits" / "digit-detector.safetensors"
@@ -218,8 +218,8 @@ def drawing_figures(model: Autoencoder, threshold: float, drawings) -> dict:
     """How a detector's verdict holds on a drawing set: digits vs the rest AUC, the share of non-digits called
     "unusual" and of digits called "typical" at `threshold`, the share called unusual per kind, and the CONFUSED
     non-digits scoring lowest and digits scoring highest (its likeliest mistakes)."""
-    from aecore import drawset
-    from aecore.preprocess import to_mnist
+    from aecore.labs import drawset
+    from aecore.engine.preprocess import to_mnist
     scores = score(model, np.stack([to_mnist(d.image) for d in drawings]))
     is_digit = np.array([d.is_digit for d in drawings])
     kinds = np.array([d.kind for d in drawings])
@@ -237,8 +237,8 @@ def drawing_figures(model: Autoencoder, threshold: float, drawings) -> dict:
 def train_digit_detector(recipe: str = DEFAULT_RECIPE, epochs: int | None = None, device: str = "auto",
                          seed: int = 0, data_dir=None, log=None) -> tuple[Autoencoder, dict]:
     """The recipe trained on all ten MNIST digits, its verdict threshold, and its figures on the drawing set."""
-    from aecore import drawset
-    from aecore.preprocess import to_mnist
+    from aecore.labs import drawset
+    from aecore.engine.preprocess import to_mnist
     model, meta, data = _train(recipe, "mnist", tuple(range(10)), epochs, device, seed, data_dir, log)
     a = meta["anomaly"]
     # The page sees digits after the canvas and to_mnist, which smooth them: its line comes from digits so seen.
@@ -257,7 +257,7 @@ def shipped_detectors() -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aecore.anomaly", description="Train and measure one-class detectors.")
+    p = argparse.ArgumentParser(prog="python -m aecore.labs.anomaly", description="Train and measure one-class detectors.")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--normal", help="the normal class(es), e.g. 0 or 3,5")
     p.add_argument("--all", action="store_true", help="the ten one-class tasks, one after another")
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     except (DataError, TrainingDiverged) as e:
-        print(f"aecore.anomaly: {e}", file=sys.stderr)
+        print(f"aecore.labs.anomaly: {e}", file=sys.stderr)
         return 1
     if args.all:
         aucs = [r["auc"] for r in rows]
@@ -317,7 +317,7 @@ def _digits(p, args) -> int:
         model, meta = train_digit_detector(args.recipe, args.epochs, args.device, args.seed, args.data_dir,
                                            log=lambda s: print(s, file=sys.stderr))
     except (DataError, TrainingDiverged) as e:
-        print(f"aecore.anomaly: {e}", file=sys.stderr)
+        print(f"aecore.labs.anomaly: {e}", file=sys.stderr)
         return 1
     if args.out:
         checkpoint.save(args.out, model, meta)

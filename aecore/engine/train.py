@@ -1,0 +1,311 @@
+"""One training loop for every autoencoder: `fit` is a generator of frozen `Metrics` records.
+
+The data stay uint8 on the training device; each step gathers one shuffled batch, scales it to [0, 1], corrupts
+a copy when the run uses noise or deformation, and trains on the clean batch as target. A `Control` object lets
+another thread pause, resume or stop the loop between two steps. `RunSpec` bundles the configs
+of one run. The command line is `python -m aecore.train` (`aecore/train.py`).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+
+from aecore.engine.data import Data, DataConfig, NOISE_KINDS, add_noise, deform, to_float
+from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
+from aecore.engine.scoring import error_quantiles, reconstruction_error
+
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained; stored as JSON in every checkpoint."""
+    epochs: int = 10
+    batch_size: int = 124
+    lr: float = 1e-3
+    adam_eps: float = 1e-8               # the optimiser's epsilon; Keras's Adam and RMSprop use 1e-7
+    lr_milestones: tuple[int, ...] = ()  # after each of these epochs the learning rate is multiplied by lr_gamma
+    lr_gamma: float = 0.5
+    noise: str = "none"                  # none, mask (zero a ratio of pixels) or gaussian (add sigma * N(0, 1))
+    noise_level: float = 0.0             # the masking ratio or the Gaussian sigma, in [0, 1]
+    deform: float = 0.0                  # random turn, scaling, shift and elastic bend of the input (0..2)
+    seed: int = 0
+    device: str = "auto"                 # auto picks CUDA when present
+    optimizer: str = "adam"              # adam, or rmsprop (Keras's: rho 0.9, the same eps) as the Keras VAE uses
+    binarize: bool = False               # dynamic binarisation: each batch's pixels drawn as Bernoulli(intensity)
+    log_every: int = 20                  # steps per metrics record; also how often the NaN guard looks
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+        rules = [
+            ("epochs", 1 <= self.epochs <= 1000, "an integer from 1 to 1000"),
+            ("batch_size", 1 <= self.batch_size <= 65536, "an integer from 1 to 65536"),
+            ("lr", 0 < self.lr <= 10, "in (0, 10]"),
+            ("adam_eps", 0 < self.adam_eps <= 1, "in (0, 1]"),
+            ("lr_gamma", 0 < self.lr_gamma <= 1, "in (0, 1]"),
+            ("lr_milestones", all(m >= 1 for m in self.lr_milestones), "epoch numbers >= 1"),
+            ("noise", self.noise in NOISE_KINDS, f"one of {NOISE_KINDS}"),
+            ("noise_level", 0 <= self.noise_level <= 1, "in [0, 1]"),
+            ("deform", 0 <= self.deform <= 2, "in [0, 2] (1: up to 15 degrees, 10 %, 3 px, and a 34 px bend)"),
+            ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+            ("log_every", 1 <= self.log_every, "an integer >= 1"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            ("binarize", isinstance(self.binarize, bool), "true or false"),
+        ]
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: a name, the three configs and, for a tutorial preset, its name."""
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    preset: str | None = None
+
+    def meta(self, device: str, **extra) -> dict:
+        """What a checkpoint of this run stores beside the weights (the model config is added on save)."""
+        return {"name": self.name, "preset": self.preset, "data": self.data, "train": self.train, "device": device,
+                **extra}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    step: int                      # optimiser steps so far
+    epoch: int                     # 1-based epoch this record belongs to
+    samples: int                   # training samples seen so far
+    train_loss: float              # mean training loss since the previous record
+    val_loss: float | None         # held-out loss (eval mode), on epoch-end records only
+    epoch_loss: float | None       # mean training loss over the whole epoch, on epoch-end records only
+    epoch_end: bool
+    samples_per_s: float           # training throughput since the previous record
+    elapsed: float                 # seconds spent training so far, pauses excluded
+    lr: float
+    total_steps: int               # steps the whole run will take
+    # the loss's parts, mean since the previous record, for models whose loss has several (a VAE's
+    # reconstruction and KL, a sparse autoencoder's code penalty): ((name, value), ...); empty otherwise
+    terms: tuple[tuple[str, float], ...] = ()
+    epoch_terms: tuple[tuple[str, float], ...] = ()   # the same over the whole epoch, on epoch-end records only
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model holds the last weights that gave a finite loss."""
+
+
+class Control:
+    """Thread-safe pause/resume/stop for a running `fit`; each takes effect before the next step. Pass
+    multiprocessing events to drive a `fit` in another process."""
+
+    def __init__(self, stop=None, running=None):
+        self._stop = stop or threading.Event()
+        self._running = running or threading.Event()
+        self._running.set()
+
+    def pause(self):
+        self._running.clear()
+
+    def resume(self):
+        self._running.set()
+
+    def stop(self):
+        self._stop.set()
+        self._running.set()  # wake a paused loop so it can see the stop
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set() and not self._stop.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_while_paused(self) -> float:
+        """Block while paused; returns the seconds spent waiting."""
+        if self._running.is_set():
+            return 0.0
+        t = time.perf_counter()
+        self._running.wait()
+        return time.perf_counter() - t
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def available_devices() -> list[str]:
+    """Device choices for this machine: auto and cpu always, cuda when a GPU is present."""
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000, binarize: bool = False) -> float:
+    """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode. With
+    `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
+    return evaluate_terms(model, images, batch_size, binarize)["loss"]
+
+
+def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000,
+                   binarize: bool = False) -> dict[str, float]:
+    """As `evaluate`, with the loss's named parts (`model.loss_terms`, e.g. a VAE's reconstruction and KL, each
+    unweighted) beside it under "loss": means over the images."""
+    device = next(model.parameters()).device
+    totals: dict[str, torch.Tensor] = {}
+    gen = torch.Generator(device=device).manual_seed(0)
+    with inference(model):
+        for i in range(0, len(images), batch_size):
+            x = to_float(images[i:i + batch_size].to(device))
+            if binarize:
+                x = torch.bernoulli(x, generator=gen)
+            terms = model.loss_terms(x, model(x))
+            for name, value in {**terms, "loss": model.combine(terms)}.items():
+                totals[name] = totals.get(name, 0.0) + value * len(x)
+    n = max(len(images), 1)
+    return {name: t.item() / n for name, t in totals.items()} if totals else {"loss": 0.0}
+
+
+def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What `fit` feeds the model for a clean batch (B, 1, 28, 28): deformed (cfg.deform), then noised (cfg.noise,
+    cfg.noise_level). The clean batch stays the target; with neither, the batch itself."""
+    return add_noise(deform(x, cfg.deform, generator), cfg.noise, cfg.noise_level, generator)
+
+
+def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None) -> Iterator[Metrics]:
+    """Train `model` in place, yielding a `Metrics` record every `cfg.log_every` steps and at each epoch end.
+
+    The held-out loss is measured on `data.val` when the data config has a validation split, else on
+    `data.test`. Raises TrainingDiverged on a NaN/inf loss after restoring the last good weights.
+    """
+    control = control or Control()
+    device = resolve_device(cfg.device)
+    model.to(device).train()
+    images = data.train.images.to(device)          # (N, 28, 28) uint8: 47 MB for MNIST, shared by every batch
+    held_out = (data.val if data.val is not None else data.test).images
+    n, bs = len(images), cfg.batch_size
+    if n == 0:
+        raise ValueError("the training split is empty; check DataConfig.classes")
+    steps_per_epoch = math.ceil(n / bs)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)   # shuffling and noise
+    torch.manual_seed(cfg.seed)                                  # dropout draws from the global generator
+    if cfg.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.9, eps=cfg.adam_eps)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+
+    good = _snapshot(model)
+    step = samples = 0
+    busy = 0.0                      # seconds spent training, pauses and evaluation excluded
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(n, device=device, generator=gen)
+        epoch_sum = torch.zeros((), device=device)
+        window_sum, window_n, window_samples, window_busy = torch.zeros((), device=device), 0, 0, 0.0
+        window_terms: dict[str, torch.Tensor] = {}
+        epoch_terms: dict[str, torch.Tensor] = {}
+        t = time.perf_counter()
+        for i in range(0, n, bs):
+            t += control.wait_while_paused()   # paused time does not count as training time
+            if control.stopped:
+                return
+            model.at_epoch(epoch - 1 + i / n)
+            x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
+            if cfg.binarize:                                     # a new binary image each time (Burda et al.)
+                x = torch.bernoulli(x, generator=gen)
+            out = model(corrupt(x, cfg, gen))
+            terms = model.loss_terms(x, out)
+            loss = model.combine(terms)
+            if len(terms) > 1:
+                for name, value in terms.items():
+                    window_terms[name] = window_terms.get(name, 0.0) + value.detach()
+                    epoch_terms[name] = epoch_terms.get(name, 0.0) + value.detach() * len(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            samples += len(x)
+            window_sum += loss.detach()
+            epoch_sum += loss.detach() * len(x)
+            window_n += 1
+            window_samples += len(x)
+            last = i + bs >= n
+            if window_n == cfg.log_every or last:
+                now = time.perf_counter()
+                window_busy, busy, t = now - t, busy + (now - t), now
+                mean = window_sum.item() / window_n
+                if not math.isfinite(mean):
+                    model.load_state_dict(good)
+                    raise TrainingDiverged(
+                        f"the loss became {mean} at step {step} (epoch {epoch}); training stopped and the "
+                        f"model keeps the last weights with a finite loss. Try a lower learning rate "
+                        f"(this run used {cfg.lr:g}).")
+                good = _snapshot(model)
+                if last:
+                    for m in cfg.lr_milestones:
+                        if m == epoch:
+                            for g in opt.param_groups:
+                                g["lr"] *= cfg.lr_gamma
+                    val = evaluate(model, held_out, binarize=cfg.binarize) if len(held_out) else None
+                    t = time.perf_counter()   # evaluation does not count as training time
+                yield Metrics(step=step, epoch=epoch, samples=samples, train_loss=mean,
+                              val_loss=val if last else None,
+                              epoch_loss=epoch_sum.item() / n if last else None, epoch_end=last,
+                              samples_per_s=window_samples / max(window_busy, 1e-9), elapsed=busy,
+                              lr=opt.param_groups[0]["lr"], total_steps=steps_per_epoch * cfg.epochs,
+                              terms=tuple((k, v.item() / window_n) for k, v in window_terms.items()),
+                              epoch_terms=tuple((k, v.item() / n) for k, v in epoch_terms.items()) if last else ())
+                window_terms = {}
+                window_sum.zero_()
+                window_n = window_samples = 0
+
+
+def results(model: Autoencoder, data: Data, history: list[Metrics], binarize: bool = False) -> dict:
+    """What a finished run reports and its checkpoint keeps: figures, per-epoch history, test-error quantiles.
+
+    figures: train_loss (last epoch's mean training loss), val_loss (validation split, if any) and
+    test_loss (test set, eval mode), all in the model's own loss.
+    """
+    epochs = [m for m in history if m.epoch_end]
+    errors = reconstruction_error(model, data.test.images)
+    last = epochs[-1] if epochs else None
+    figures = {
+        "train_loss": last.epoch_loss if last else None,
+        "val_loss": evaluate(model, data.val.images, binarize=binarize) if data.val is not None and len(data.val)
+        else None,
+        "test_loss": evaluate(model, data.test.images, binarize=binarize) if len(data.test) else None,
+    }
+    return {
+        "figures": figures,
+        "history": [epoch_record(m, prev) for m, prev in zip(epochs, [None] + epochs[:-1])],
+        "steps": [[m.step, m.train_loss] for m in history[:: max(1, len(history) // 500)]],
+        "test_error_quantiles": error_quantiles(errors) if len(errors) else [],
+    }
+
+
+def epoch_record(m: Metrics, previous: Metrics | None) -> dict:
+    """One epoch as the CLI prints it and checkpoints store it."""
+    seconds = m.elapsed - (previous.elapsed if previous else 0.0)
+    n = m.samples - (previous.samples if previous else 0)
+    return {"epoch": m.epoch, "train_loss": m.epoch_loss, "val_loss": m.val_loss, **dict(m.epoch_terms),
+            "seconds": round(seconds, 3), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
+
+
+def _snapshot(model: Autoencoder) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
