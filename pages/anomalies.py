@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aecore import anomaly, viz
-from aecore.data import CLASS_NAMES, DATASETS, DataError
+from aecore.labs import anomaly
+from aecore.engine import viz
+from aecore.engine.data import CLASS_NAMES, DATASETS, DataError
 from pages import guide, shared
 
 shared.require_frame()

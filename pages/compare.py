@@ -6,7 +6,8 @@ import weakref
 import numpy as np
 import streamlit as st
 
-from aecore import compare, viz
+from aecore.labs import compare
+from aecore.engine import viz
 from pages import guide, shared
 
 shared.require_frame()

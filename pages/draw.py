@@ -6,7 +6,8 @@ import time
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas   # only importable inside a running page
 
-from aecore import anomaly, classifier, drawset, preprocess, scoring, viz
+from aecore.labs import anomaly, classifier, drawset
+from aecore.engine import preprocess, scoring, viz
 from pages import guide, shared
 
 shared.require_frame()
@@ -64,7 +65,7 @@ def digit_verdict(x, detector) -> None:
     st.header("Is it a digit?")
     m1, m2 = st.columns(2)
     m1.metric("Digit detector score", f"{s:.4f}", help="Squared reconstruction error over the 20 worst pixels "
-              f"(aecore.anomaly.score); the verdict threshold is {a['verdict_threshold']:.4f}.")
+              f"(aecore.labs.anomaly.score); the verdict threshold is {a['verdict_threshold']:.4f}.")
     m2.metric("Percentile among real digits", f"{pct:.1f}",
               help="Share of held-out MNIST training digits, enlarged onto this canvas and brought back, that "
                    "score lower.")

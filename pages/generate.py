@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aecore import classifier, generative, studies, viz
-from aecore.data import CLASS_NAMES, DataConfig, DataError
+from aecore.labs import classifier, generative, studies
+from aecore.engine import viz
+from aecore.engine.data import CLASS_NAMES, DataConfig, DataError
 from pages import guide, shared
 
 shared.require_frame()

@@ -1,6 +1,6 @@
 """What each page shows, in plain words: the line under its title and its "What am I looking at?" expander.
 
-A figure beside a claim names both sides: the tutorial's number (aecore.presets) and ours, read from what the
+A figure beside a claim names both sides: the tutorial's number (aecore.engine.presets) and ours, read from what the
 shipped files record (checkpoint metadata from the safetensors header, the classifier's and the pretraining's
 results), so a retrained file changes the text. A few figures only a full measurement over MNIST gives are quoted
 from the README's measured tables (marked below); MNIST is never loaded here. A missing file reads "not
@@ -15,7 +15,8 @@ from typing import Callable
 
 import streamlit as st
 
-from aecore import anomaly, checkpoint, classifier, presets, pretrain, studies
+from aecore.labs import anomaly, classifier, pretrain, studies
+from aecore.engine import checkpoint, presets
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 LABEL = "What am I looking at?"

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aecore import scoring, viz
-from aecore.data import to_float
-from aecore.train import corrupt
+from aecore.engine import scoring, viz
+from aecore.engine.data import to_float
+from aecore.engine.train import corrupt
 from pages import guide, shared
 
 shared.require_frame()

@@ -2,8 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from aecore import viz
-from aecore.data import CLASS_NAMES
+from aecore.engine import viz
+from aecore.engine.data import CLASS_NAMES
 from pages import guide, shared
 
 shared.require_frame()

@@ -1,10 +1,11 @@
 """Few labels: how much an autoencoder pretrained on unlabelled images helps a classifier that sees only N labelled
-ones. The page shows the measured table that `python -m aecore.pretrain --out models/pretrain/results.json` wrote."""
+ones. The page shows the measured table that `python -m aecore.labs.pretrain --out models/pretrain/results.json` wrote."""
 import pandas as pd
 import streamlit as st
 
-from aecore import pretrain, viz
-from aecore.data import DataError
+from aecore.labs import pretrain
+from aecore.engine import viz
+from aecore.engine.data import DataError
 from pages import guide, shared
 
 shared.require_frame()
@@ -46,7 +47,7 @@ if results is not None:
         f"{f' on turned, scaled, moved and bent inputs (deform {cfg.deform:g})' if cfg.deform else ''}"
         f", {results.get('train_images', 0):,} unlabelled images. Measured {when} on "
         f"{results.get('device', '?')} in {results.get('seconds', 0):,.0f} s (torch {results.get('torch', '?')}). "
-        f"Reproduce: `{results.get('command', 'python -m aecore.pretrain')}`. References at 100 labels: "
+        f"Reproduce: `{results.get('command', 'python -m aecore.labs.pretrain')}`. References at 100 labels: "
         + "; ".join(f"{name} {acc:.1%}" for name, acc in pretrain.REFERENCES) + ".")
 
 # ------------------------------------------------------------------------------------------------ the labelled images

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from aecore import anomaly, checkpoint, fetch
-from aecore.data import DATASETS, DataConfig, DataError, load_split, split
+from aecore.labs import anomaly
+from aecore.engine import checkpoint, fetch
+from aecore.engine.data import DATASETS, DataConfig, DataError, load_split, split
 from aecore.runs import RegistryConfig, RunRefused, RunRegistry
-from aecore.models import count_params
-from aecore.train import resolve_device
+from aecore.engine.models import count_params
+from aecore.engine.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
@@ -32,7 +33,7 @@ DEEP_LINK = "app.deep_link"  # the page a first request asked for before app.py'
 class ActiveModel:
     key: str          # "shipped:<name>" or "session:<name>"
     name: str
-    model: object     # aecore.models.Autoencoder, in eval mode; never trained further
+    model: object     # aecore.engine.models.Autoencoder, in eval mode; never trained further
     meta: dict
     source: str       # where it came from, in words
 

@@ -4,8 +4,9 @@ tutorials and the labs as cards that open ready to use; a first visit in three s
 import numpy as np
 import streamlit as st
 
-from aecore import anomaly, generative, links, presets, viz
-from aecore.preprocess import to_mnist
+from aecore.labs import anomaly, generative
+from aecore.engine import links, presets, viz
+from aecore.engine.preprocess import to_mnist
 from aecore.runs.settings import HOSTED_LIMITS
 from pages import guide, shared
 
@@ -24,7 +25,7 @@ def example_digits() -> tuple[np.ndarray, str]:
     test, _ = shared.test_split("mnist")
     if test is not None:
         return test.images.numpy(), "MNIST test digit"
-    from aecore import drawset
+    from aecore.labs import drawset
     fonts = drawset.fonts_available()
     if not fonts:
         return np.zeros((0, 28, 28), np.uint8), ""

@@ -1,4 +1,4 @@
-"""Studies: a multi-run experiment in one click (aecore.studies), queued through the server's run service.
+"""Studies: a multi-run experiment in one click (aecore.labs.studies), queued through the server's run service.
 
 Start submits a study's runs as one series; they train one after another, each taking its turn in the queue.
 This page holds the series' id, in the session and in the URL (`?study=<id>`), so a reload or another tab shows
@@ -7,8 +7,9 @@ the same study: its progress while it runs, and what it has finished for as long
 
 import streamlit as st
 
-from aecore import classifier, presets, studies, viz
-from aecore.data import DataError
+from aecore.labs import classifier, studies
+from aecore.engine import presets, viz
+from aecore.engine.data import DataError
 from pages import guide, shared
 
 shared.require_frame()

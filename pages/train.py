@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import streamlit as st
 
-from aecore import checkpoint, links, presets, viz
-from aecore.data import DATASETS, DataConfig
+from aecore.engine import checkpoint, links, presets, viz
+from aecore.engine.data import DATASETS, DataConfig
 from aecore.runs import RunSpec
-from aecore.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
+from aecore.engine.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
-from aecore.train import OPTIMIZERS, TrainConfig, available_devices
+from aecore.engine.train import OPTIMIZERS, TrainConfig, available_devices
 from pages import guide, shared
 
 shared.require_frame()
@@ -34,7 +34,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def form_values(v: dict) -> dict:
-    """Widget values (by key) that show a configuration (aecore.links.values: parameter name -> value)."""
+    """Widget values (by key) that show a configuration (aecore.engine.links.values: parameter name -> value)."""
     fam = v["family"]
     return {
         K + "dataset": v["dataset"], K + "val_fraction": v["val_fraction"], K + "classes": list(v["classes"]),
