@@ -1,9 +1,9 @@
 """Benchmark: the run backends (threads, processes, ray) measured side by side in one process.
 
     python -m aecore.runs.bench [--backends threads,processes,ray] [--repeats 3] [--epochs 1] [--data-dir DIR]
-                                [--ray-address local|auto|host:port] [--out FILE.json]
+                                [--ray-address local|auto|host:port] [--device cpu|cuda] [--out FILE.json]
 
-Each backend gets a `RunRegistry` of its own and trains pytorch-784-200 on MNIST on the CPU, one run at a time,
+Each backend gets a `RunRegistry` of its own and trains pytorch-784-200 on MNIST on --device (the CPU by default), one run at a time,
 driven as a page drives it: `submit`, then `view(run_id)` every 10 ms. For each backend:
 - start to first metric: seconds from just before `submit` until the view holds a record, median and min over
   --repeats runs, and how long `submit` itself took (the page waits for it). Every run but the last is stopped
@@ -53,11 +53,11 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def bench_spec(epochs: int = 1) -> RunSpec:
-    """pytorch-784-200 on the CPU for `epochs` epochs."""
+def bench_spec(epochs: int = 1, device: str = "cpu") -> RunSpec:
+    """pytorch-784-200 on `device` for `epochs` epochs."""
     pre = presets.get(PRESET)
     return RunSpec(name=f"bench-{PRESET}", model=pre.model, data=pre.data,
-                   train=replace(pre.train, epochs=epochs, device="cpu"), preset=PRESET)
+                   train=replace(pre.train, epochs=epochs, device=device), preset=PRESET)
 
 
 # ---------------------------------------------------------------------------------------------- waiting
@@ -164,7 +164,7 @@ def measure(registry: RunRegistry, spec: RunSpec, data: Data, repeats: int = 3, 
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     backend = registry.config.backend
-    out: dict = {"backend": backend, "repeats": repeats, "epochs": spec.train.epochs}
+    out: dict = {"backend": backend, "device": spec.train.device, "repeats": repeats, "epochs": spec.train.epochs}
     firsts: list[float] = []
     submits: list[float] = []
     run_id = None
@@ -277,13 +277,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder with the MNIST IDX files (else $AECORE_DATA_DIR, ./data)")
     p.add_argument("--ray-address", default="local",
                    help="local (a Ray instance of 2 CPUs started here), auto, or a cluster head's host:port")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where each run trains (cuda: the workers hold the GPU, this process never does)")
     p.add_argument("--out", help="also write every backend's figures and the machine's facts to this JSON file")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    spec = bench_spec(args.epochs)
+    spec = bench_spec(args.epochs, args.device)
     try:
         data = load(spec.data, args.data_dir)
     except DataError as e:
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["loadavg_after"] = os.getloadavg()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        settings = {"preset": PRESET, "epochs": args.epochs, "repeats": args.repeats, "poll_every_s": EVERY_S,
+        settings = {"preset": PRESET, "device": args.device, "epochs": args.epochs, "repeats": args.repeats, "poll_every_s": EVERY_S,
                     "ray_address": args.ray_address, "train_samples": len(data.train)}
         Path(args.out).write_text(json.dumps({"machine": rounded(facts), "settings": settings, "backends": results},
                                              indent=2) + "\n")
