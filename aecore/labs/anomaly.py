@@ -33,7 +33,7 @@ from aecore.engine.train import RunSpec
 from aecore.engine.scoring import error_quantiles, pixel_errors
 from aecore.engine.train import TrainConfig, TrainingDiverged, fit
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "anomaly"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models" / "anomaly"
 DIGIT_DETECTOR = MODELS_DIR.parent / "digits" / "digit-detector.safetensors"
 VERDICT_FALSE_ALARM = 0.01   # the digit detector calls "unusual" what scores above 99% of held-out MNIST digits
                              # drawn on the canvas (enlarged onto it, then back through to_mnist)

@@ -1,10 +1,13 @@
 """The run service: every training on a server goes through one `RunRegistry`.
 
 - `registry`: run ids, the caps and the FIFO queue, series of runs trained in turn (a study's), grace stops
-  for unwatched runs, retention of ended ones.
+  for unwatched runs, retention of ended ones. `queue`: its records of runs, and who starts next, where a
+  queued run stands and when it should start, which ended runs go (plain functions the registry calls).
+- `backend`: what the registry asks of a backend (a run's job; runs other servers started), and `LocalBackend`.
 - `job`: the thread backend, one `TrainingJob` per run (the registry starts it; pages never do).
 - `process`: the process backend (the default), a spawned process per run.
-- `cluster`: the Ray backend (AELAB_RAY_ADDRESS), a named Ray actor per run; Ray itself is optional.
+- `cluster`: the Ray backend (AELAB_RAY_ADDRESS), a named Ray actor per run, and the connection to Ray; Ray
+  itself is optional. `relay`: the server's side of it, the job that mirrors a run's actor, and `RayBackend`.
   `directory`: its catalogue of runs, an actor that imports nothing heavy.
 - `settings`: `RegistryConfig` from AELAB_* settings, and the hosted profile's `Limits` per visitor.
 - `bench`: the backends measured side by side (`python -m aecore.runs.bench`).

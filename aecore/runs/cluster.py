@@ -4,13 +4,14 @@ Chosen by `AELAB_RAY_ADDRESS` (`local`: a Ray instance started by this server on
 started on this machine with `ray start`; `host:port`: a cluster's head). Ray is optional: without it installed,
 asking for it raises `RayUnavailable` with the install command.
 
+This module is the cluster's side and this process's connection to it; the server's side of a run, `RayJob`, and
+the registry's backend are in `aecore.runs.relay`.
+
 - A run is the actor `RunActor`, named by the run id in the namespace `aelab`. Inside it a thread-backend
   `TrainingJob` trains with the same `fit` and keeps the same snapshots; the actor answers polls, pause, resume
   and stop, and hands over the checkpoint bytes when the run has ended.
 - It asks for `threads_per_run` CPUs, plus one GPU when the run asks for cuda (or for auto and the cluster has
   GPUs). The cluster's scheduler is then the cap and the queue: an actor waiting for resources is a "queued" run.
-- `RayJob` is the server's side of one run: a `TrainingJob` whose worker thread polls the actor (only what is
-  new since the last poll) and mirrors it, so pages read snapshots without a call to the cluster.
 - The catalogue `RunDirectory` (aecore.runs.directory: one small actor, no CPU, no torch) knows every run's spec
   and each series' runs, so that another app server pointed at the same cluster reattaches to a run by its id,
   even one still queued there; an ended run's actor hands it its final state and checkpoint, and exits.
@@ -28,7 +29,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aecore.engine import checkpoint
@@ -258,177 +258,3 @@ def _state(snap: Snapshot, stop_reason: str | None, n_records: int = 0, n_frames
     return {"state": snap.state, "records": snap.records[n_records:], "frames": snap.timeline[n_frames:],
             "originals": snap.originals if n_records == n_frames == 0 else None, "error": snap.error,
             "result": snap.result, "device": snap.device, "stop_reason": stop_reason}
-
-
-# ---------------------------------------------------------------------------------------------- on the server
-class RayJob(TrainingJob):
-    """A TrainingJob whose training runs in a Ray actor; same interface, same snapshots. Made by the registry
-    for a new run (`data` given: it creates the actor when the registry starts it), or by `RayJob.attach` for a
-    run another server queued (no data: it finds the actor by the run's id)."""
-
-    guards_itself = True     # the actor applies the grace time itself (servers report `watched`)
-
-    def __init__(self, spec: RunSpec, data: Data | None, threads: int = 1, on_end=None, *, run_id: str,
-                 cluster: Cluster, series: str | None = None, grace_s: float = 120.0, retention_s: float = 1800.0):
-        self.cluster, self.run_id, self.series = cluster, run_id, series
-        self.grace_s, self.retention_s = grace_s, retention_s
-        self._gpus = cluster.gpus_for(spec.train.device)
-        self._actor = None
-        self._wanted: str | None = None   # "paused" or "running" just asked for, until the actor reports it
-        self.watched = True      # set by the registry's sweep: does this server show the run to anyone now
-        self._kill = threading.Event()
-        super().__init__(spec, data, threads, on_end)
-        if data is not None:
-            cluster.add(run_id, spec, series)
-
-    def _resolve(self, spec: RunSpec) -> str:
-        return "cuda" if self._gpus else "cpu"
-
-    @classmethod
-    def attach(cls, run_id: str, cluster: Cluster, threads: int = 1, on_end=None) -> "RayJob | None":
-        """A run another server queued, found on the cluster by its id; None when it is not there."""
-        found = cluster.find(run_id)
-        if found is None:
-            return None
-        spec, series = found
-        job = cls(spec, None, threads, on_end, run_id=run_id, cluster=cluster, series=series)
-        job.start()
-        return job
-
-    # ------------------------------------------------------------------ control: forwarded to the actor
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError("this run has started already; a run starts once")
-            self._state = "queued"           # until the actor answers: it waits for its resources
-            self._thread = threading.Thread(target=self._work, name=f"ray-{self.spec.name}", daemon=True)
-            self._thread.start()
-
-    def pause(self) -> None:
-        with self._lock:
-            if self._state == "running":
-                self._state = self._wanted = "paused"   # shown at once; fit pauses before its next step
-                self._actor.pause.remote()
-
-    def resume(self) -> None:
-        with self._lock:
-            if self._state == "paused":
-                self._state = self._wanted = "running"
-                self._actor.resume.remote()
-
-    def stop(self, reason: str | None = None) -> None:
-        with self._lock:
-            if self._state == "ready":                    # a series run not yet queued: it never will be
-                self._state, self.data = "stopped", None
-                self.stop_reason = self.stop_reason or reason
-                self.cluster.cancel(self.run_id, reason)
-            elif self._state == "queued":                 # waiting for resources: its actor goes at once
-                self.stop_reason = self.stop_reason or reason
-                self._kill.set()
-            elif self._state not in ENDED:
-                self._actor.stop.remote(reason)
-
-    # ------------------------------------------------------------------ the relay thread
-    def _work(self) -> None:
-        ray = self.cluster.ray
-        try:
-            if not self._find_or_create():
-                return
-            n_records = n_frames = 0
-            while True:
-                ref = self._actor.poll.remote(n_records, n_frames, self.watched)
-                while not ray.wait([ref], timeout=0.5)[0]:   # a queued actor answers once it has started
-                    if self._kill.is_set():
-                        return self._cancel()
-                try:
-                    new = ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    new = {"state": "ended"}                # it has handed over and exited between two polls
-                if new["state"] in ENDED or new["state"] == "ended":
-                    return self._collect(n_records, n_frames)
-                n_records += len(new["records"])
-                n_frames += len(new["frames"])
-                self._apply(new)
-                if self._kill.is_set():
-                    return self._cancel()
-                time.sleep(POLL_S)
-        except Exception as e:               # the actor died (its node went away), or the cluster is unreachable
-            with self._lock:
-                self._error, self._state = f"the run's Ray actor was lost: {type(e).__name__}: {e}", "failed"
-        finally:
-            self._ended()
-
-    def _find_or_create(self) -> bool:
-        """Create the actor (a run this server queued) or find it (a run another server queued, maybe ended).
-        False when there is nothing to poll: the run was stopped before it started, or it has ended."""
-        while self._actor is None:
-            reason = self.cluster.cancelled(self.run_id)
-            if reason is not None or self._kill.is_set():
-                if self._kill.is_set():
-                    self.cluster.cancel(self.run_id, self.stop_reason)
-                with self._lock:
-                    self._state, self.data = "stopped", None
-                    self.stop_reason = self.stop_reason or reason
-                return False
-            if self.data is not None:
-                self._actor = self.cluster.start(self.run_id, self.spec, self.data, self.threads, self._gpus,
-                                                 self.grace_s, self.retention_s)
-                self.data = None             # the object store holds the images now
-            else:
-                self._actor = self.cluster.actor(self.run_id)
-                if self._actor is None:
-                    if self.cluster.final(self.run_id) is not None or self.cluster.find(self.run_id) is None:
-                        self._collect(0, 0)   # it has ended (or expired)
-                        return False
-                    time.sleep(0.5)          # its server has not started it yet
-        return True
-
-    def _apply(self, new: dict) -> None:
-        with self._lock:
-            state = new["state"]
-            if self._wanted is not None and state in ("running", "paused") and state != self._wanted:
-                state = self._wanted         # asked for a moment ago: the actor has not seen it yet
-            else:
-                self._wanted = None
-            self._state = state
-            self._records.extend(new["records"])
-            self._timeline.extend(new["frames"])
-            if new["originals"] is not None:
-                self._originals = new["originals"]
-            self._error, self._result, self.device = new["error"], new["result"], new["device"]
-            self.stop_reason = new["stop_reason"] or self.stop_reason
-
-    def _collect(self, n_records: int, n_frames: int) -> None:
-        """The ended run's final state and weights, from the directory (the actor has exited); the checkpoint
-        bytes are loaded here by the safe loader."""
-        final, deadline = None, time.monotonic() + 30
-        while final is None and time.monotonic() < deadline:
-            final = self.cluster.final(self.run_id)   # handed over a moment after the run ends
-            if final is None:
-                if self.cluster.find(self.run_id) is None:
-                    break                              # forgotten: expired, or removed
-                time.sleep(0.1)
-        if final is None:
-            with self._lock:
-                self._error, self._state = "the run is no longer on the cluster", "failed"
-            return
-        state, blob = final
-        state["records"], state["frames"] = state["records"][n_records:], state["frames"][n_frames:]
-        if n_records or n_frames:
-            state["originals"] = None
-        self._wanted = None
-        self._apply(state)
-        with self._lock:
-            if blob is not None:
-                self.model, self.meta = checkpoint.load(blob)
-                self.model.eval()
-                if state["state"] != "failed":
-                    self.checkpoint_bytes = blob
-
-    def _cancel(self) -> None:
-        """Stop a run still waiting for resources: remove its actor (it never trained)."""
-        ray = self.cluster.ray
-        ray.kill(self._actor)
-        ray.get(self.cluster.directory().remove.remote(self.run_id))
-        with self._lock:
-            self._state = "stopped"

@@ -16,25 +16,26 @@ stopping one stops the rest, and none is dropped while the series is active or b
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import secrets
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from aecore.engine.data import Data
 from aecore.engine.models import build, count_params
-from aecore.runs import cluster
 from aecore.engine.train import RunSpec
+from aecore.runs import queue
+from aecore.runs.backend import Backend, LocalBackend
 from aecore.runs.job import Snapshot, TrainingJob
 from aecore.runs.process import ProcessJob
+from aecore.runs.queue import Run
+from aecore.runs.relay import RayBackend
 from aecore.runs.settings import RegistryConfig
 
 ENDED = ("finished", "stopped", "failed")
-DEFAULT_SAMPLES_PER_S = 5_000.0    # a guess for start-time estimates until this server has measured a run
 
 
 class RunRefused(ValueError):
@@ -65,32 +66,6 @@ class RunView:
         return self.state not in ENDED
 
 
-@dataclass(eq=False)
-class _Run:
-    id: str
-    spec: RunSpec
-    job: TrainingJob
-    gpu: bool                           # which cap it counts against
-    owners: set[str]                    # visitors who started or reattached to it
-    submitted: float
-    seen: float                         # last heartbeat, or when its last watcher left
-    watchers: set[str] = field(default_factory=set)   # open sessions showing it
-    started: float | None = None
-    ended: float | None = None
-    stop_reason: str | None = None
-    estimate_s: float = 0.0             # expected training time, for queue estimates
-    ticket: int | None = None           # place in the FIFO queue; None while a series run waits for its turn
-    series: str | None = None
-
-    @property
-    def queued(self) -> bool:           # in the queue, or a series run waiting for the runs before it
-        return self.started is None and self.ended is None
-
-    @property
-    def running(self) -> bool:          # running or paused: it holds a slot
-        return self.started is not None and self.ended is None
-
-
 class RunRegistry:
     """Thread-safe; one per server. `clock` is injectable so tests can move time."""
 
@@ -100,13 +75,12 @@ class RunRegistry:
         sys.setswitchinterval(self.config.switch_interval_s)   # see RegistryConfig.switch_interval_s
         self._clock = clock
         self._lock = threading.RLock()       # re-entered when a job ends synchronously inside a registry call
-        self._runs: dict[str, _Run] = {}     # insertion order = submission order = the FIFO queue's order
+        self._runs: dict[str, Run] = {}      # insertion order = submission order = the FIFO queue's order
         self._rate: dict[str, float] = {}    # family -> last measured samples/s, for queue estimates
         self._tickets = itertools.count()    # queue order: a series run joins the queue when its turn comes
+        self._caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}   # slots per kind (GPU?)
         self._closed = threading.Event()
-        # With the ray backend, runs train on a Ray cluster whose resources are the cap and the queue; a run
-        # another server started is found there by its id (attach). Raises RayUnavailable when Ray is missing.
-        self._cluster = cluster.connect(self.config.ray_address) if self.config.backend == "ray" else None
+        self._backend = self._backend_for(self.config)
         self._sweeper = None
         if sweep_every:
             self._sweeper = threading.Thread(target=self._sweep_loop, args=(sweep_every,), name="runs-sweeper",
@@ -153,8 +127,8 @@ class RunRegistry:
             for spec in specs:                          # every job first: a bad device refuses the whole series
                 run_id = secrets.token_urlsafe(16)      # 128 random bits: knowing it is the key to the run
                 job = self._job_for(run_id, spec, data, series)
-                runs.append(_Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor},
-                                 submitted=now, seen=now, estimate_s=self._estimate(spec, data), series=series))
+                runs.append(Run(run_id, spec, job, gpu=job.device.startswith("cuda"), owners={visitor}, submitted=now,
+                                seen=now, estimate_s=queue.estimate(spec, len(data.train), self._rate), series=series))
                 ids.append(run_id)
             runs[0].ticket = next(self._tickets)        # the others take theirs when the run before them ends
             for run in runs:
@@ -164,25 +138,24 @@ class RunRegistry:
             return ids
 
     def _job_for(self, run_id: str, spec: RunSpec, data: Data, series: str | None) -> TrainingJob:
-        cfg, on_end = self.config, lambda: self._ended(run_id)
-        if cfg.backend == "ray":
-            return cluster.RayJob(spec, data, cfg.threads_per_run, on_end, run_id=run_id, cluster=self._cluster,
-                                  series=series, grace_s=cfg.grace_s, retention_s=cfg.retention_s)
-        backend = ProcessJob if cfg.backend == "processes" else TrainingJob
-        return backend(spec, data, threads=cfg.threads_per_run, on_end=on_end)
+        return self._backend.job(run_id, spec, data, series, on_end=lambda: self._ended(run_id))
 
-    def _busy_message(self, run: _Run) -> str:
+    @staticmethod
+    def _backend_for(cfg: RegistryConfig) -> Backend:
+        """With the ray backend, runs train on a Ray cluster whose resources are the cap and the queue; a run
+        another server started is found there by its id (attach). Raises RayUnavailable when Ray is missing."""
+        if cfg.backend == "ray":
+            return RayBackend(cfg)
+        return LocalBackend(ProcessJob if cfg.backend == "processes" else TrainingJob, cfg.threads_per_run)
+
+    def _busy_message(self, run: Run) -> str:
         if run.series is None:
             return (f"you already have a run {'queued' if run.queued else 'in progress'} ({run.spec.name}); stop it "
                     f"or let it end before starting another")
-        runs = self._series_runs(run.series)
+        runs = queue.series_of(self._runs, run.series)
         done = sum(r.ended is not None for r in runs)
         return (f"you already have a series of {len(runs)} runs in progress ({done} ended, next: {run.spec.name}); "
                 f"stop it or let it end before starting another")
-
-    def _estimate(self, spec: RunSpec, data: Data) -> float:
-        rate = self._rate.get(spec.model.family) or DEFAULT_SAMPLES_PER_S
-        return spec.train.epochs * len(data.train) / rate
 
     # ------------------------------------------------------------------------------------------ watching
     def view(self, run_id: str) -> RunView | None:
@@ -194,9 +167,9 @@ class RunRegistry:
             snap = run.job.snapshot()
             position = starts_in = ahead = None
             if run.queued and run.ticket is not None:
-                position, starts_in = self._queue_place(run)
+                position, starts_in = queue.place(self._runs, run, self._caps[run.gpu], self._clock())
             elif run.queued:
-                ahead, starts_in = self._series_wait(run)
+                ahead, starts_in = queue.series_wait(self._runs, run, self._caps, self._clock())
             job = run.job
             return RunView(run.id, run.spec, "queued" if run.queued else snap.state, snap, position, starts_in,
                            run.stop_reason or job.stop_reason, job.model, job.meta, job.checkpoint_bytes, run.series,
@@ -212,16 +185,15 @@ class RunRegistry:
             run.seen = self._clock()
         return self.view(run_id)
 
-    def _from_cluster(self, run_id: str) -> _Run | None:
+    def _from_cluster(self, run_id: str) -> Run | None:
         """With the ray backend, a run another server started: mirrored here from its actor. Holds the lock."""
-        if self._cluster is None or not run_id:
+        if not run_id:
             return None
-        job = cluster.RayJob.attach(run_id, self._cluster, self.config.threads_per_run,
-                                    on_end=lambda: self._ended(run_id))
+        job = self._backend.find(run_id, on_end=lambda: self._ended(run_id))
         if job is None:
             return None
         now = self._clock()
-        run = _Run(run_id, job.spec, job, gpu=job.device.startswith("cuda"), owners=set(), submitted=now, seen=now,
+        run = Run(run_id, job.spec, job, gpu=job.device.startswith("cuda"), owners=set(), submitted=now, seen=now,
                    started=now, series=job.series)
         self._runs[run_id] = run
         self._trim()
@@ -231,16 +203,16 @@ class RunRegistry:
         """The runs of a series in their order, as they are now; None when no run of it is held (an unknown id,
         or the whole series dropped)."""
         with self._lock:
-            ids = [r.id for r in self._series_runs(series_id)]
+            ids = [r.id for r in queue.series_of(self._runs, series_id)]
         views = [v for v in map(self.view, ids) if v is not None]
         return views or None
 
     def attach_series(self, series_id: str, visitor: str) -> list[RunView] | None:
         """A visitor opened the series' link: it becomes one of the visitors of each of its runs."""
         with self._lock:
-            runs = self._series_runs(series_id)
-            if not runs and self._cluster is not None:        # started by another server of the cluster
-                runs = [r for r in map(self._from_cluster, self._cluster.series(series_id)) if r is not None]
+            runs = queue.series_of(self._runs, series_id)
+            if not runs:                                       # started by another server of the cluster
+                runs = [r for r in map(self._from_cluster, self._backend.series(series_id)) if r is not None]
             for run in runs:
                 run.owners.add(visitor)
                 run.seen = self._clock()
@@ -252,7 +224,7 @@ class RunRegistry:
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
-                for r in self._series_runs(run.series) if run.series else [run]:
+                for r in queue.together(self._runs, run):
                     r.seen = self._clock()
                     if watcher is not None:
                         r.watchers.add(watcher)
@@ -275,7 +247,7 @@ class RunRegistry:
 
     def cluster_resources(self) -> dict | None:
         """With the ray backend, the cluster's CPUs and GPUs (in all, free now) and nodes; else None."""
-        return self._cluster.resources() if self._cluster is not None else None
+        return self._backend.resources()
 
     def counts(self) -> dict:
         with self._lock:
@@ -298,7 +270,7 @@ class RunRegistry:
             run = self._runs.get(run_id)
             if run is None:
                 return
-            targets = [r for r in (self._series_runs(run.series) if run.series else [run]) if r.ended is None]
+            targets = [r for r in queue.together(self._runs, run) if r.ended is None]
             running = []
             for r in targets:
                 if r.stop_reason is None:
@@ -322,18 +294,12 @@ class RunRegistry:
     def _schedule(self) -> None:
         """Start queued runs, oldest first, while their kind (CPU or GPU) has a free slot. Holds the lock."""
         with self._lock:
-            busy = {False: 0, True: 0}
-            for r in self._runs.values():
-                if r.running:
-                    busy[r.gpu] += 1
-            caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}
-            if self._cluster is not None:      # the cluster's scheduler is the cap: its actors wait for resources
+            caps = self._caps
+            if self._backend.queues_itself:   # the cluster's scheduler is the cap: its actors wait for resources
                 caps = {False: sys.maxsize, True: sys.maxsize}
-            for r in self._queue():
-                if busy[r.gpu] < caps[r.gpu]:
-                    r.started = self._clock()
-                    busy[r.gpu] += 1
-                    r.job.start()
+            for r in queue.to_start(self._runs, caps):
+                r.started = self._clock()
+                r.job.start()
 
     def _ended(self, run_id: str) -> None:
         """Called by a job's worker thread when its run has ended: free the slot, start the next."""
@@ -345,52 +311,10 @@ class RunRegistry:
             last = run.job.snapshot().last
             if last is not None and last.elapsed > 0:
                 self._rate[run.spec.model.family] = last.samples / last.elapsed
-            if run.series is not None:         # the next run of its series joins the queue now
-                following = [r for r in self._series_runs(run.series) if r.queued and r.ticket is None]
-                if following:
-                    following[0].ticket = next(self._tickets)
+            following = queue.next_in_series(self._runs, run)
+            if following is not None:          # the next run of its series joins the queue now
+                following.ticket = next(self._tickets)
             self._schedule()
-
-    def _queue(self) -> list[_Run]:
-        """The runs in the queue, first in line first (series runs still waiting for their turn are not)."""
-        return sorted((r for r in self._runs.values() if r.queued and r.ticket is not None), key=lambda r: r.ticket)
-
-    def _series_runs(self, series_id: str | None) -> list[_Run]:
-        """A series' runs in their order (submitted together, so in the registry's insertion order)."""
-        return [r for r in self._runs.values() if r.series == series_id] if series_id else []
-
-    def _remaining(self, run: _Run) -> float:
-        """Estimated seconds until a running run ends: its own ETA once it has one, else the estimate."""
-        eta = run.job.snapshot().eta_s
-        return eta if eta is not None else max(0.0, run.estimate_s - (self._clock() - run.started))
-
-    def _queue_place(self, run: _Run) -> tuple[int, float]:
-        """1-based place among the queued runs of its kind, and an estimate of seconds until it starts: each
-        slot frees when its run's estimated remaining time is up, and the runs ahead take their estimates."""
-        same = [r for r in self._runs.values() if r.gpu == run.gpu]
-        free_at = [self._remaining(r) for r in same if r.running]
-        cap = self.config.max_gpu_runs if run.gpu else self.config.max_runs
-        free_at += [0.0] * max(0, cap - len(free_at))
-        heapq.heapify(free_at)
-        ahead = [r for r in self._queue() if r.gpu == run.gpu]
-        position = ahead.index(run) + 1
-        for r in ahead[:position - 1]:
-            heapq.heapreplace(free_at, free_at[0] + r.estimate_s)
-        return position, free_at[0] if free_at else float("inf")
-
-    def _series_wait(self, run: _Run) -> tuple[int, float]:
-        """For a series run waiting for its turn: how many runs of its series are ahead of it and not ended,
-        and the seconds until they will have (at the earliest: it then still joins the queue)."""
-        runs = self._series_runs(run.series)
-        ahead = [r for r in runs[:runs.index(run)] if r.ended is None]
-        if not ahead:
-            return 0, 0.0
-        head, wait = ahead[0], 0.0
-        if head.running:
-            wait = self._remaining(head)
-        elif head.ticket is not None:
-            wait = self._queue_place(head)[1] + head.estimate_s
-        return len(ahead), wait + sum(r.estimate_s for r in ahead[1:])
 
     # ------------------------------------------------------------------------------------------ housekeeping
     def sweep(self) -> None:
@@ -407,33 +331,17 @@ class RunRegistry:
             for run_id in unwatched:
                 self.stop(run_id, reason=f"nobody watched it for {cfg.grace_s:g} s")
             for run in list(self._runs.values()):
-                kept_since = self._kept_since(run)
+                kept_since = queue.kept_since(self._runs, run)
                 if kept_since is not None and now - kept_since > cfg.retention_s:
                     del self._runs[run.id]
             self._trim()
-
-    def _kept_since(self, run: _Run) -> float | None:
-        """When the retention time of an ended run starts: the later of its end and its last heartbeat; for a
-        series, the latest over all its runs, so that it is dropped as a whole. None while it (or its series) is
-        active."""
-        runs = self._series_runs(run.series) if run.series else [run]
-        if any(r.ended is None for r in runs):
-            return None
-        return max(max(r.ended, r.seen) for r in runs)
 
     def _trim(self) -> None:
         """Keep at most max_kept runs: drop the ended ones, oldest ended first, a series with its last run
         (active runs, and the ended runs of an active series, always stay)."""
         with self._lock:
-            excess = len(self._runs) - self.config.max_kept
-            if excess > 0:
-                ended = []
-                for r in self._runs.values():
-                    runs = self._series_runs(r.series) if r.series else [r]
-                    if all(x.ended is not None for x in runs):
-                        ended.append((max(x.ended for x in runs), r.ended, r))   # a series goes with its last
-                for *_, r in sorted(ended, key=lambda e: e[:2])[:excess]:
-                    del self._runs[r.id]
+            for r in queue.to_drop(self._runs, self.config.max_kept):
+                del self._runs[r.id]
 
     def _sweep_loop(self, every: float) -> None:
         while not self._closed.wait(every):
