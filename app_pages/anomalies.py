@@ -7,25 +7,24 @@ import streamlit as st
 from aecore.labs import anomaly
 from aecore.engine import viz
 from aecore.engine.data import CLASS_NAMES, DATASETS, DataError
-from pages import guide, shared
+from ui import caches, guide, panels, server, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 K = "anomalies."
 TUTORIAL_SIX = 11      # the first 6 of the MNIST test set, the tutorial's example
 
 st.title("Find anomalies")
 guide.intro("anomalies")
 
-detectors = shared.shipped_detectors()
-test, problem = shared.test_split("mnist")
+detectors = caches.shipped_detectors()
+test, problem = caches.test_split("mnist")
 if test is None:
-    shared.data_error_box(problem)
-    shared.data_missing("mnist")
+    panels.data_error_box(problem)
+    panels.data_missing("mnist")
 
 # ------------------------------------------------------------------------------------------------ the tutorial's case
 st.header("The tutorial's case: trained on 0s, is a 6 abnormal?")
-tutorial = shared.shipped_models().get("conv-digit0")
+tutorial = caches.shipped_models().get("conv-digit0")
 recommended = detectors.get(f"{anomaly.DEFAULT_RECIPE}-mnist-0")
 if test is None:
     st.info("Needs the MNIST test images (see above).")
@@ -37,7 +36,7 @@ elif tutorial and recommended:
             ("Tutorial conv AE (conv-digit0)", "conv-digit0", tutorial[0]),
             (f"Recommended: {anomaly.RECIPES[anomaly.DEFAULT_RECIPE].title}", f"{anomaly.DEFAULT_RECIPE}-mnist-0",
              recommended[0])]):
-        scores = shared.test_scores(name, model, "mnist")
+        scores = caches.test_scores(name, model, "mnist")
         six = scores[TUTORIAL_SIX]
         pct = float((scores[zeros] < six).mean() * 100)
         with col:
@@ -59,16 +58,16 @@ scored = st.session_state.setdefault(K + "scores", {})       # name -> their tes
 source = st.radio("Detector", ["shipped", "train one"], horizontal=True, key=K + "source",
                   format_func={"shipped": "a shipped one (MNIST, one per digit)", "train one": "train one now"}.get)
 
-run = shared.linked_run(K + "run_id")
+run = session.linked_run(K + "run_id")
 collected = st.session_state.setdefault(K + "collected", set())   # run ids already measured
 if run is not None and not run.active and run.model is not None and run.id not in collected:
     recipe = anomaly.recipe_of(run.spec)
     try:
-        data = shared.data_for(run.spec.data)
-        meta = anomaly.detector_meta(run.model, run.spec, data.val, shared.raw_split(run.spec.data.dataset, "test"),
+        data = caches.data_for(run.spec.data)
+        meta = anomaly.detector_meta(run.model, run.spec, data.val, caches.raw_split(run.spec.data.dataset, "test"),
                                      recipe or "custom", run.snapshot.last.elapsed if run.snapshot.last else 0.0)
     except DataError as e:
-        shared.data_error_box(str(e))
+        panels.data_error_box(str(e))
     else:
         trained[f"{run.spec.name} (yours)"] = (run.model, meta)
         scored.pop(f"{run.spec.name} (yours)", None)     # a retrained detector of the same name
@@ -89,29 +88,29 @@ if source == "train one":
                  key=K + "btn_start"):
         def start() -> str:
             spec = anomaly.run_spec(recipe, dataset, tuple(sorted(normal)), int(epochs))
-            return shared.run_registry().submit(spec, shared.data_for(spec.data), shared.visitor())
-        run_id = shared.submit(start)
+            return server.run_registry().submit(spec, caches.data_for(spec.data), session.visitor())
+        run_id = panels.submit(start)
         if run_id:
             st.session_state[K + "run_id"] = run_id
             st.query_params["run"] = run_id
             st.rerun()
-    if dataset not in shared.available_datasets():
-        shared.data_missing(dataset)
+    if dataset not in caches.available_datasets():
+        panels.data_missing(dataset)
 
     @st.fragment(run_every={"running": 0.5, "queued": 2.0}.get(run.state if run else None))
     def progress():
-        r = shared.run_registry().view(run.id) if run else None
+        r = server.run_registry().view(run.id) if run else None
         if r is None:
             return
         m = r.snapshot.last
         if r.state == "queued":
-            st.progress(0.0, text=shared.queue_text(r))
+            st.progress(0.0, text=panels.queue_text(r))
         elif m:
             st.progress(r.snapshot.progress, text=f"{r.state} · {r.spec.name} · epoch {m.epoch}/{r.spec.train.epochs}"
                                                   f" · loss {m.train_loss:.4f}")
         if r.active:
             if st.button("Stop", icon=":material/stop:", key=K + "btn_stop"):
-                shared.run_registry().stop(r.id)
+                server.run_registry().stop(r.id)
         elif run.active:
             st.rerun()     # it ended: the whole page measures the new detector
     progress()
@@ -147,14 +146,14 @@ if len(table) > 1:
         st.markdown(f"Mean AUC **{np.mean([a['auc'] for a in table]):.3f}**, worst "
                     f"**{min(a['auc'] for a in table):.3f}**.")
 
-test_set, problem = shared.test_split(dataset)
+test_set, problem = caches.test_split(dataset)
 if test_set is None:
     if dataset != "mnist":      # MNIST's absence is reported at the top already
-        shared.data_error_box(problem)
-        shared.data_missing(dataset)
+        panels.data_error_box(problem)
+        panels.data_missing(dataset)
     st.stop()
 if pick.endswith("(shipped)"):
-    scores = shared.test_scores(pick, model, dataset)
+    scores = caches.test_scores(pick, model, dataset)
 else:
     scores = scored.setdefault(pick, None)
     if scores is None:

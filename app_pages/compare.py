@@ -8,10 +8,9 @@ import streamlit as st
 
 from aecore.labs import compare
 from aecore.engine import viz
-from pages import guide, shared
+from ui import caches, guide, panels, server, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 K = "compare."
 PICKED = K + "picked"
 CACHE_SIZE = 24      # pictures kept per session, about 60 KB each: a rerun redraws them all, and tiling is slow
@@ -78,15 +77,15 @@ def reconstructions(chosen: list[compare.Entry]) -> None:
     groups: dict[str, list[compare.Entry]] = {}
     for e in chosen:
         groups.setdefault(e.dataset or "mnist", []).append(e)
-    tests = {ds: shared.test_split(ds) for ds in groups}
+    tests = {ds: caches.test_split(ds) for ds in groups}
     missing = [ds for ds, (test, _) in tests.items() if test is None]
     if missing:
-        shared.data_error_box(tests[missing[0]][1])
+        panels.data_error_box(tests[missing[0]][1])
         names = [e.name for ds in missing for e in groups[ds]]
         st.caption(f"No reconstructions for {', '.join(names)}: the {' and '.join(missing)} test images are not "
                    f"on this server.")
         for ds in missing:
-            shared.data_missing(ds)
+            panels.data_missing(ds)
     for ds, members in groups.items():
         test = tests[ds][0]
         if test is None:
@@ -141,8 +140,8 @@ def filter_picture(entry: compare.Entry, count: int) -> tuple[int, np.ndarray]:
 # ------------------------------------------------------------------------------------------------ the list
 st.title("Compare runs")
 guide.intro("compare")
-entries = compare.gather(shared.run_registry().runs_of(shared.visitor()), shared.session_models(),
-                         shared.shipped_models())
+entries = compare.gather(server.run_registry().runs_of(session.visitor()), session.session_models(),
+                         caches.shipped_models())
 if not entries:
     st.info("Nothing to compare yet: the models/ folder is empty. Train a model on the Train page.")
 else:

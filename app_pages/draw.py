@@ -8,9 +8,8 @@ from streamlit_drawable_canvas import st_canvas   # only importable inside a run
 
 from aecore.labs import anomaly, classifier, drawset
 from aecore.engine import preprocess, scoring, viz
-from pages import guide, shared
+from ui import caches, guide, session
 
-shared.require_frame()
 K = "draw."
 SURE = 0.9          # below this top probability the reading is called unsure (the classifier's "confident" line)
 RUNNER_UP = 0.10    # a second digit this likely is named too
@@ -91,8 +90,8 @@ def digit_verdict(x, detector) -> None:
 
 st.title("Draw a digit")
 guide.intro("draw")
-am = shared.page_model()
-detector = shared.digit_detector()        # loaded once per server, like the active model
+am = session.page_model()
+detector = caches.digit_detector()        # loaded once per server, like the active model
 st.caption(f"Active model: **{am.name}** (the reconstruction); which digit it reads as is told by the digit "
            f"classifier, whether it is a digit at all by the digit detector. Draw white on black, as MNIST digits "
            f"are; it is cropped, scaled to 20×20 and centred by its centre of mass in 28×28, like the MNIST "

@@ -7,10 +7,9 @@ import streamlit as st
 from aecore.labs import classifier, generative, studies
 from aecore.engine import viz
 from aecore.engine.data import CLASS_NAMES, DataConfig, DataError
-from pages import guide, shared
+from ui import caches, guide, panels, server, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 K = "generate."
 # Samples judged per model, and real test digits judged as the reference: the same count for both, because an
 # inception score estimated from few images comes out lower than from many (its p(y) is a sample mean).
@@ -43,7 +42,7 @@ def versus(verdict: dict, ref: dict | None, key: str, scale: float, digits: int,
 
 def fit_codes(model, data_cfg: DataConfig):
     """(mean, cov, codes used, training images) of the Gaussian fitted to a model's training codes."""
-    train = shared.data_for(data_cfg).train
+    train = caches.data_for(data_cfg).train
     used = train.images[:FIT_IMAGES]
     return (*generative.code_gaussian(model, used), len(used), len(train))
 
@@ -57,7 +56,7 @@ def shipped_gaussian(name: str, _model, data_cfg: DataConfig):
 @st.cache_resource(show_spinner="Judging real test digits…", max_entries=4)
 def reference(dataset: str, n: int, _judge, judge_id: int) -> dict:
     """The classifier's figures for the first n real test digits, once per server and classifier."""
-    return generative.judge_images(shared.raw_split(dataset, "test").images[:n], _judge)
+    return generative.judge_images(caches.raw_split(dataset, "test").images[:n], _judge)
 
 
 def samples(am, seed: int) -> tuple[np.ndarray, str]:
@@ -116,17 +115,17 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
 
 st.title("Generate digits")
 guide.intro("generate")
-am = shared.page_model()
+am = session.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, " + (f"a variational autoencoder with a {code_dim}-number Gaussian code"
                                                if cfg.variational else
                                                f"a plain autoencoder with a code of {code_dim} numbers"))
 dataset = am.dataset
-test, problem = shared.test_split(dataset)
+test, problem = caches.test_split(dataset)
 if test is None:
-    shared.data_error_box(problem)
-    shared.data_missing(dataset)
+    panels.data_error_box(problem)
+    panels.data_missing(dataset)
 try:
     (judge_model, judge_meta), judge_problem = classifier.digit_classifier(), None
 except classifier.ClassifierFileError as e:
@@ -134,7 +133,7 @@ except classifier.ClassifierFileError as e:
 
 # ------------------------------------------------------------------------------------------------ samples
 st.header("Samples")
-choices = shared.model_choices()
+choices = session.model_choices()
 others = [k for k in choices if k != am.key]
 if cfg.variational:   # the default pairing: a plain autoencoder beside a VAE, whichever of the two is active
     plain = [k for k in others if k.startswith("shipped:") and not choices[k].config.variational]
@@ -238,7 +237,7 @@ st.caption(f"{len(beta_study.specs)} runs ({', '.join(beta_study.run_names)}), q
            f"service one after another; **{beta_study.epochs_note}**. The Studies page follows them and plots the "
            "figures as each run finishes.")
 if st.button("Run the β study", icon=":material/play_arrow:", key=K + "beta_start"):
-    registry, me = shared.run_registry(), shared.visitor()
-    series = shared.submit(lambda: registry.submit_series(beta_study.specs, shared.data_for(beta_study.data), me))
+    registry, me = server.run_registry(), session.visitor()
+    series = panels.submit(lambda: registry.submit_series(beta_study.specs, caches.data_for(beta_study.data), me))
     if series:
-        st.switch_page("pages/studies.py", query_params={"study": series})
+        st.switch_page("app_pages/studies.py", query_params={"study": series})

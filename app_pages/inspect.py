@@ -7,10 +7,9 @@ import streamlit as st
 from aecore.engine import scoring, viz
 from aecore.engine.data import to_float
 from aecore.engine.train import corrupt
-from pages import guide, shared
+from ui import caches, guide, panels, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 K = "inspect."
 SPARSITY_IMAGES = 2000   # test images the code sparsity is measured on
 BINS = 40                # histogram bins, shared by the two models shown
@@ -53,7 +52,7 @@ def sparsity_section(am, dataset: str, images) -> None:
     """The active model's code sparsity beside a comparison model's (of the same data set), on the same test
     images."""
     st.header("How sparse is the code?")
-    choices = shared.model_choices()
+    choices = session.model_choices()
     others = [k for k, m in choices.items() if k != am.key and flat_code(m) and m.dataset == dataset]
     # the Keras blog's pairing: the sparse 784-32 beside the plain one it was made from
     default = "shipped:keras-784-32" if am.key == "shipped:sparse-784-32" and "shipped:keras-784-32" in others \
@@ -76,7 +75,7 @@ def sparsity_section(am, dataset: str, images) -> None:
 
 st.title("Look inside the model")
 guide.intro("inspect")
-am = shared.page_model()
+am = session.page_model()
 cfg = am.config
 st.caption(f"Active model: **{am.name}** ({cfg.family}). Choose another in the sidebar.")
 
@@ -110,10 +109,10 @@ else:
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.header("Reconstructions")
 dataset = am.dataset
-test, problem = shared.test_split(dataset)
+test, problem = caches.test_split(dataset)
 if test is None:
-    shared.data_error_box(problem)
-    shared.data_missing(dataset)
+    panels.data_error_box(problem)
+    panels.data_missing(dataset)
 else:
     c1, c2 = st.columns([2, 1])
     picks = c1.text_input("Test digits (indices, comma-separated)", "0,1,2,3,4,5,6,7,8,9", key=K + "picks")
@@ -160,7 +159,7 @@ else:
 
 # ------------------------------------------------------------------------------------------------ timeline
 st.header("Last run's timeline")
-run = shared.current_run()
+run = session.current_run()
 snap = run.snapshot if run else None
 if not snap or not snap.timeline:
     st.info("Reconstructions of eight fixed test digits are recorded at each epoch end of a run started on the "

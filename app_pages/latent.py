@@ -4,10 +4,9 @@ import streamlit as st
 
 from aecore.engine import viz
 from aecore.engine.data import CLASS_NAMES
-from pages import guide, shared
+from ui import caches, guide, panels, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 K = "latent."
 RANGES = [0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0]
 GRID_STEP = 0.25                                                  # the stacked tutorial's grid step
@@ -15,14 +14,14 @@ OUTSIDE_POINTS = ((-1.5, -1.5), (1.5, 1.5), (10.0, 10.0), (-100.0, 100.0))   # i
 
 st.title("Explore the latent space")
 guide.intro("latent")
-am = shared.page_model()
+am = session.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
            + ("" if code_dim == 2 else " — shown through its first two principal components"))
 
 dataset = am.dataset
-test, problem = shared.test_split(dataset)
+test, problem = caches.test_split(dataset)
 n_points = st.slider("Test digits to encode", 500, 10_000, 5_000, step=500, key=K + "n")
 
 # The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes.
@@ -39,8 +38,8 @@ if test is not None:
                              "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
     st.plotly_chart(fig, key=K + "scatter", width="stretch")
 else:
-    shared.data_error_box(problem)
-    shared.data_missing(dataset)
+    panels.data_error_box(problem)
+    panels.data_missing(dataset)
     if code_dim != 2:
         st.stop()
     codes, origin, axes = None, np.zeros(2), np.eye(2)

@@ -6,9 +6,8 @@ import streamlit as st
 from aecore.labs import pretrain
 from aecore.engine import viz
 from aecore.engine.data import DataError
-from pages import guide, shared
+from ui import caches, guide
 
-shared.require_frame()
 K = "pretrain."
 
 st.title("Pretraining with few labels")
@@ -54,7 +53,7 @@ if results is not None:
 st.header("The labelled images of one draw, N = 100")
 seed = st.number_input("Draw (seed)", min_value=0, max_value=99, value=0, step=1, key=K + "seed")
 try:
-    train = shared.raw_split("mnist", "train")
+    train = caches.raw_split("mnist", "train")
     picked = pretrain.draw_labelled(train.labels, 100, int(seed))
 except (DataError, ValueError) as e:
     st.info(f"Needs the MNIST training images to show the draw: {e}", icon=":material/folder_off:")

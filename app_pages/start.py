@@ -8,12 +8,11 @@ from aecore.labs import anomaly, generative
 from aecore.engine import links, presets, viz
 from aecore.engine.preprocess import to_mnist
 from aecore.runs.settings import HOSTED_LIMITS
-from pages import guide, shared
+from ui import caches, guide, server, session
 
-shared.require_frame()
 if st.query_params.get("run") or st.query_params.get(links.PRESET):
     # A run's or a configuration's link made before Start became the front page: it belongs to Train.
-    st.switch_page("pages/train.py", query_params=st.query_params.to_dict())
+    st.switch_page("app_pages/train.py", query_params=st.query_params.to_dict())
 K = "start."             # every session key of this page starts with this
 LIVE = "keras-784-32"    # the model of the live example: a 32-number code is small enough to show whole
 
@@ -22,7 +21,7 @@ LIVE = "keras-784-32"    # the model of the live example: a 32-number code is sm
 @st.cache_resource(show_spinner=False)
 def example_digits() -> tuple[np.ndarray, str]:
     """Digits for the live example: the MNIST test set when it is here, else digits rendered in fonts."""
-    test, _ = shared.test_split("mnist")
+    test, _ = caches.test_split("mnist")
     if test is not None:
         return test.images.numpy(), "MNIST test digit"
     from aecore.labs import drawset
@@ -36,7 +35,7 @@ def example_digits() -> tuple[np.ndarray, str]:
 @st.cache_resource(show_spinner=False)
 def card_figure(name: str) -> np.ndarray | None:
     """A card's picture, from a shipped model's weights alone (no data needed); None when it is not shipped."""
-    model = shared.shipped_models().get(name, (None,))[0]
+    model = caches.shipped_models().get(name, (None,))[0]
     if model is None:
         return None
     if name in ("pytorch-784-200", "keras-784-32", "chainer-case7", "sparse-784-32"):
@@ -51,8 +50,8 @@ def card_figure(name: str) -> np.ndarray | None:
 def zero_against_six() -> tuple[float, np.ndarray] | None:
     """The conv tutorial's claim, measured: the AUC of conv-digit0's error separating test 6s from test 0s, and a
     0 and a 6 beside their reconstructions. None without the test set or the model."""
-    test, _ = shared.test_split("mnist")
-    model = shared.shipped_models().get("conv-digit0", (None,))[0]
+    test, _ = caches.test_split("mnist")
+    model = caches.shipped_models().get("conv-digit0", (None,))[0]
     if test is None or model is None:
         return None
     keep = (test.labels == 0) | (test.labels == 6)
@@ -69,18 +68,18 @@ def open_preset(name: str) -> None:
     saved = st.session_state.pop("train.saved", {})
     for key in [*saved, "train.preset", "train.link_problems"]:
         st.session_state.pop(key, None)
-    st.switch_page("pages/train.py", query_params={"preset": name})
+    st.switch_page("app_pages/train.py", query_params={"preset": name})
 
 
 def open_model(name: str, page: str) -> None:
     """`page` with the shipped model `name` active."""
-    st.session_state[shared.ACTIVATE] = f"shipped:{name}"
+    st.session_state[session.ACTIVATE] = f"shipped:{name}"
     st.switch_page(page)
 
 
 def open_study(study: str) -> None:
     st.session_state["studies.pick"] = st.session_state["studies.chosen"] = study
-    st.switch_page("pages/studies.py")
+    st.switch_page("app_pages/studies.py")
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -93,7 +92,7 @@ st.markdown("An **autoencoder** is a network trained to copy its input through a
 
 st.header("An autoencoder at work")
 digits, kind = example_digits()
-live = shared.shipped_models().get(LIVE)
+live = caches.shipped_models().get(LIVE)
 if live is None or not len(digits):
     st.info(f"The live example needs the shipped model {LIVE} and either MNIST or a font for digits; neither is "
             "here.", icon=":material/info:")
@@ -131,11 +130,11 @@ with s1.container(border=True):
 with s2.container(border=True):
     st.markdown("**2 · Look inside**: each hidden unit's filter, the pattern it responds to, and reconstructions.")
     if st.button("Open Inspect", icon=":material/biotech:", key=K + "step2"):
-        st.switch_page("pages/inspect.py")
+        st.switch_page("app_pages/inspect.py")
 with s3.container(border=True):
     st.markdown("**3 · Draw a digit** and see how the model rebuilds it, and whether it calls it typical.")
     if st.button("Open Draw", icon=":material/draw:", key=K + "step3"):
-        st.switch_page("pages/draw.py")
+        st.switch_page("app_pages/draw.py")
 
 st.header("The five tutorials")
 st.caption("Each card opens its experiment ready to use: the preset in the Train form, or the shipped model made "
@@ -154,7 +153,7 @@ def card(column, title: str, shows: str, figure: np.ndarray | None, alt: str, la
 
 def versus(name: str) -> str:
     """The preset's number and the shipped model's, in one phrase."""
-    p, shipped = presets.get(name), shared.shipped_models().get(name)
+    p, shipped = presets.get(name), caches.shipped_models().get(name)
     ours = (shipped[1].get("figures") or {}).get(p.figure_metric) if shipped else None
     theirs = f"tutorial {p.figure:g}" if p.figure is not None else "the tutorial gives pictures, no number"
     return f"{p.figure_label}: {theirs} · ours {ours:.4g}" if ours is not None else f"{p.figure_label}: {theirs}"
@@ -183,36 +182,36 @@ if card(t4, "Convolutional: trained on 0s only", "Its reconstruction error flags
         measured[1] if measured else None, "A test 0 and a test 6 (top row) and conv-digit0's reconstructions "
         "(bottom row): the 6 comes back as something like a 0", "Open it on Anomalies", ":material/troubleshoot:",
         "conv"):
-    open_model("conv-digit0", "pages/anomalies.py")
+    open_model("conv-digit0", "app_pages/anomalies.py")
 if card(t5, "Stacked: 784-256-128-64-2", f"A tanh code of two numbers: every digit becomes a point on a plane. "
         f"{versus('stacked-2d')}.", card_figure("stacked-2d"), "stacked-2d's decoder over an 8×8 grid of its "
         "2-number code from -1 to 1: digits blend into each other", "Open its latent space", ":material/scatter_plot:",
         "stacked"):
-    open_model("stacked-2d", "pages/latent.py")
+    open_model("stacked-2d", "app_pages/latent.py")
 
 st.header("The labs")
 l1, l2, l3 = st.columns(3)
 if card(l1, "Anomaly detection", "One autoencoder per digit, trained on that digit only; the other nine are the "
         "anomalies. How well the error separates them is a ROC-AUC, per digit.", None, "", "Open Anomalies",
         ":material/troubleshoot:", "anomalies"):
-    st.switch_page("pages/anomalies.py")
+    st.switch_page("app_pages/anomalies.py")
 if card(l2, "Compare runs and studies", "Loss curves of several runs on one chart; studies of several runs in one "
         "click: the Chainer cases, code size against PCA, β for a VAE.", None, "", "Open Compare",
         ":material/compare:", "compare"):
-    st.switch_page("pages/compare.py")
+    st.switch_page("app_pages/compare.py")
 if card(l3, "Generate digits", "A variational autoencoder's code plane is a map you can sample: digits where a "
         "plain autoencoder draws blurs. A digit classifier judges the samples.", card_figure("keras-vae-2d"),
         "keras-vae-2d's decoder over an 8×8 grid of its prior's quantiles: a map of digits", "Open Generate",
         ":material/auto_awesome:", "generate"):
-    open_model("keras-vae-2d", "pages/generate.py")
+    open_model("keras-vae-2d", "app_pages/generate.py")
 f1, _, _ = st.columns(3)
 if card(f1, "Pretraining with few labels", "An autoencoder trained on all 60,000 images without their labels, then "
         "a classifier trained on 100 to 1,000 labelled ones: does the pretraining help? Mean ± std over seeds, "
         "against a network trained from scratch.", None, "", "Open Few labels", ":material/label:", "pretrain"):
-    st.switch_page("pages/pretrain.py")
+    st.switch_page("app_pages/pretrain.py")
 
 st.header("Sharing the link with a class")
-cfg = shared.run_registry().config
+cfg = server.run_registry().config
 st.markdown(
     f"- **One visitor's run**: the PyTorch preset trains 10 epochs of 60,000 images in about 43 s alone on a "
     f"2-core CPU (14,050 images/s measured, each run in a process of its own: ~150 MB with the CPU-only torch). "

@@ -10,22 +10,21 @@ import streamlit as st
 from aecore.labs import classifier, studies
 from aecore.engine import presets, viz
 from aecore.engine.data import DataError
-from pages import guide, shared
+from ui import caches, guide, panels, server, session
 
-shared.require_frame()
 K = "studies."          # every session key of this page starts with this
 SERIES = K + "series"   # the id of the series this session shows (also in the URL)
 TILES = 36              # filters shown per layer and case: a 6 x 6 grid
 
 st.title("Studies")
 guide.intro("studies")
-registry = shared.run_registry()
-me = shared.visitor()
+registry = server.run_registry()
+me = session.visitor()
 
 
 def watch(views) -> None:
-    """The session shows the series: watching one of its runs keeps the whole series going (see shared.watch)."""
-    shared.watch(next((v for v in views if v.active), views[-1]).id)
+    """The session shows the series: watching one of its runs keeps the whole series going (see session.watch)."""
+    session.watch(next((v for v in views if v.active), views[-1]).id)
 
 
 def linked_series():
@@ -73,7 +72,7 @@ st.caption(f"{len(study.specs)} runs, trained one after another: {', '.join(stud
 
 b1, b2, _ = st.columns([1, 1, 4])
 if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=busy, key=K + "btn_start"):
-    new_id = shared.submit(lambda: registry.submit_series(study.specs, shared.data_for(study.data), me))
+    new_id = panels.submit(lambda: registry.submit_series(study.specs, caches.data_for(study.data), me))
     if new_id:
         st.session_state[SERIES] = new_id
         st.query_params["study"] = new_id
@@ -90,10 +89,10 @@ def run_state(v) -> str:
     """One run of the series in words."""
     if v.state == "queued" and v.position is None:
         runs = "run" if v.series_ahead == 1 else "runs"
-        return (f"waits for {v.series_ahead} {runs} of this study · starts in {shared.about(v.starts_in_s)} "
+        return (f"waits for {v.series_ahead} {runs} of this study · starts in {panels.about(v.starts_in_s)} "
                 f"at the earliest")
     if v.state == "queued":
-        return shared.queue_text(v)
+        return panels.queue_text(v)
     m = v.snapshot.last
     if v.state in ("running", "paused"):
         return f"{v.state} · epoch {m.epoch}/{v.spec.train.epochs}" if m else f"{v.state} · preparing"
@@ -107,14 +106,14 @@ def run_state(v) -> str:
 @st.cache_resource(show_spinner="Fitting PCA on the training set…", max_entries=8)
 def pca_curve(dataset: str, sizes: tuple[int, ...]) -> tuple[float, ...]:
     """PCA's test error at each size, fitted on the shared training split; one computation per server."""
-    train, test = shared.raw_split(dataset, "train"), shared.raw_split(dataset, "test")
+    train, test = caches.raw_split(dataset, "train"), caches.raw_split(dataset, "test")
     return tuple(float(e) for e in studies.pca_errors(train.images, test.images, sizes))
 
 
 @st.cache_data(max_entries=256, show_spinner="Measuring the test error…")
 def ae_mse(run_id: str, dataset: str, _model) -> float:
     """A finished run's test MSE per pixel (its own figures hold its BCE); the run id keys it."""
-    return studies.ae_test_mse(_model, shared.raw_split(dataset, "test").images)
+    return studies.ae_test_mse(_model, caches.raw_split(dataset, "test").images)
 
 
 def chainer_grid(views) -> None:
@@ -147,9 +146,9 @@ def code_size_chart(views) -> None:
     dataset, sizes = views[0].spec.data.dataset, tuple(v.spec.model.hidden[0] for v in views)
     try:
         pca = pca_curve(dataset, sizes)
-        n_train, n_test = len(shared.raw_split(dataset, "train")), len(shared.raw_split(dataset, "test"))
+        n_train, n_test = len(caches.raw_split(dataset, "train")), len(caches.raw_split(dataset, "test"))
     except DataError as e:
-        shared.data_error_box(str(e))
+        panels.data_error_box(str(e))
         return
     points = studies.code_size_results(views, lambda v: ae_mse(v.id, dataset, v.model))
     epochs = views[0].spec.train.epochs
@@ -168,7 +167,7 @@ def code_size_chart(views) -> None:
 @st.cache_data(max_entries=256, show_spinner="Measuring the test set and judging prior samples…")
 def beta_figures(run_id: str, dataset: str, _model) -> dict:
     """A finished β run's test terms and judged samples (studies.beta_measure); the run id keys it."""
-    return studies.beta_measure(_model, shared.raw_split(dataset, "test").images)
+    return studies.beta_measure(_model, caches.raw_split(dataset, "test").images)
 
 
 def beta_chart(views) -> None:
@@ -177,7 +176,7 @@ def beta_chart(views) -> None:
     try:
         points = studies.beta_results(views, lambda v: beta_figures(v.id, dataset, v.model))
     except DataError as e:
-        shared.data_error_box(str(e))
+        panels.data_error_box(str(e))
         return
     except classifier.ClassifierFileError as e:
         st.warning(f"The samples cannot be judged: {e}", icon=":material/warning:")

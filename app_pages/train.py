@@ -14,10 +14,9 @@ from aecore.runs import RunSpec
 from aecore.engine.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
                            count_params, summary)
 from aecore.engine.train import OPTIMIZERS, TrainConfig, available_devices
-from pages import guide, shared
+from ui import caches, guide, panels, server, session
 
-shared.require_frame()
-shared.readable_sliders()
+panels.readable_sliders()
 CUSTOM = links.CUSTOM
 K = "train."   # every session key of this page starts with this
 NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
@@ -128,7 +127,7 @@ if K + "link_problems" in st.session_state:    # shown until the form changes
         del st.session_state[K + "link_problems"]
 
 # Values the form needs before its widgets are drawn (the configs are read from them just below).
-datasets = shared.available_datasets() or list(DATASETS)
+datasets = caches.available_datasets() or list(DATASETS)
 if st.session_state.get(K + "dataset") not in datasets:
     if selected:
         st.warning(f"This preset trains on {st.session_state.get(K + 'dataset')}, whose files are not available "
@@ -164,15 +163,15 @@ with p3.popover("Copy link", icon=":material/link:", disabled=config_error is no
     st.caption("The copy icon on the right copies this form as a link: the preset plus what differs from it. "
                "Opening it fills the form the same way; it starts nothing.")
 
-registry = shared.run_registry()
-me = shared.visitor()
-run = shared.linked_run()   # from the URL (a reload, another tab) or this session
+registry = server.run_registry()
+me = session.visitor()
+run = session.linked_run()   # from the URL (a reload, another tab) or this session
 busy = run is not None and run.active
-if not busy and shared.collect_finished_run():
+if not busy and session.collect_finished_run():
     st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
 
-if st.session_state[K + "dataset"] not in shared.available_datasets():
-    shared.data_missing(st.session_state[K + "dataset"])
+if st.session_state[K + "dataset"] not in caches.available_datasets():
+    panels.data_missing(st.session_state[K + "dataset"])
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -236,7 +235,7 @@ with left:
                     help="Each pixel becomes 1 with probability equal to its intensity, anew at every batch; "
                          "held-out images are binarised once. The IWAE paper's dynamically binarised MNIST.")
         st.selectbox("Device", devices, key=K + "device",
-                     format_func=lambda d: f"auto ({shared.describe_device()})" if d == "auto" else d)
+                     format_func=lambda d: f"auto ({session.describe_device()})" if d == "auto" else d)
 
 # Buttons, the download button and the uploader cannot be given a value, so they are not kept.
 saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)
@@ -259,7 +258,7 @@ with right:
                 st.error(f"**Cannot load {up.name}.** {e}", icon=":material/block:")
             else:
                 st.session_state[K + "upload_id"] = up.file_id
-                shared.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
+                session.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
                 st.rerun()   # the sidebar now shows the uploaded model as the active one
 
 # ------------------------------------------------------------------------------------------------ controls
@@ -268,9 +267,9 @@ if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=bus
              key=K + "btn_start"):
     spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
                    preset=preset.name if preset else None)
-    run_id = shared.submit(lambda: registry.submit(spec, shared.data_for(data_cfg), me))
+    run_id = panels.submit(lambda: registry.submit(spec, caches.data_for(data_cfg), me))
     if run_id:
-        st.session_state[shared.RUN_ID] = run_id
+        st.session_state[session.RUN_ID] = run_id
         st.query_params["run"] = run_id
         st.rerun()   # draw the buttons for the new run (they were drawn above for the idle form)
 state = run.state if run else None
@@ -293,7 +292,7 @@ STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finishe
 # A running run redraws its chart three times a second; a queued one only its place in line, every 2 s.
 @st.fragment(run_every={"running": 0.3, "queued": 2.0}.get(state))
 def live_view():
-    run = shared.current_run()
+    run = session.current_run()
     if run is None:
         st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
         return
@@ -303,7 +302,7 @@ def live_view():
     pre = presets.PRESETS.get(spec.preset or "")
     status = STATUS[run.state]
     if run.state == "queued":
-        st.progress(0.0, text=shared.queue_text(run))
+        st.progress(0.0, text=panels.queue_text(run))
         where = ("The Ray cluster trains as many runs at once as it has free CPUs and GPUs; yours starts by "
                  "itself when they free" if registry.cluster_resources() is not None else
                  "This server trains a limited number of runs at once; yours starts by itself when a slot frees")
@@ -372,4 +371,4 @@ if len(mine) > 1:
         labels = {r.id: f"{r.spec.name} · {STATUS[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
         st.session_state[K + "show_run"] = run.id if run else mine[-1].id
         st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run",
-                 on_change=lambda: st.session_state.update({shared.RUN_ID: st.session_state[K + "show_run"]}))
+                 on_change=lambda: st.session_state.update({session.RUN_ID: st.session_state[K + "show_run"]}))

@@ -1,0 +1,90 @@
+"""What the server loads once and every visitor reads: the data sets' splits, the shipped checkpoints, the
+shipped detectors, the test-set scores of shipped models, and the one download per data set.
+
+Everything here is an `st.cache_resource`, shared by every session and never modified; a visitor's own models
+live in `ui.session`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from aecore.engine import checkpoint, fetch
+from aecore.engine.data import DATASETS, DataConfig, DataError, load_split, split
+from aecore.labs import anomaly
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = ROOT / "models"
+DATA_DIR = os.environ.get("AECORE_DATA_DIR") or None   # read once, when first imported (tests set it here)
+
+
+# ------------------------------------------------------------------------------------------- data sets
+@st.cache_resource(show_spinner="Loading images…")
+def raw_split(dataset: str, which: str):
+    """One split ('train' or 'test') of a data set, shared by every session (never modified)."""
+    return load_split(dataset, which, DATA_DIR)
+
+
+def data_for(cfg: DataConfig):
+    """Data for a config, built from the shared splits (views and small copies); raises DataError."""
+    return split(raw_split(cfg.dataset, "train"), raw_split(cfg.dataset, "test"), cfg)
+
+
+def test_split(dataset: str = "mnist"):
+    """The test split, or None with the reason when the files are missing."""
+    try:
+        return raw_split(dataset, "test"), None
+    except DataError as e:
+        return None, str(e)
+
+
+def available_datasets() -> list[str]:
+    out = []
+    for name in DATASETS:
+        try:
+            raw_split(name, "train")
+            out.append(name)
+        except DataError:
+            pass
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def downloader(dataset: str) -> fetch.Download:
+    """One download per data set per server, shared by every session (a second visitor sees the same one)."""
+    return fetch.Download(dataset)
+
+
+# ------------------------------------------------------------------------------------------- shipped models
+@st.cache_resource(show_spinner="Loading the shipped models…")
+def shipped_models() -> dict:
+    """name -> (model, meta) for every checkpoint in models/ (loaded through the safe loader)."""
+    out = {}
+    for path in sorted(MODELS_DIR.glob("*.safetensors")):
+        model, meta = checkpoint.load(path)
+        out[path.stem] = (model, meta)
+    return out
+
+
+@st.cache_resource(show_spinner="Loading the one-class detectors…")
+def shipped_detectors() -> dict:
+    """name -> (model, meta) for the one-class detectors in models/anomaly/."""
+    return {name: anomaly.load_detector(path) for name, path in anomaly.shipped_detectors().items()}
+
+
+@st.cache_resource(show_spinner="Loading the digit detector…")
+def digit_detector():
+    """The Draw page's "is this a digit?" detector, (model, meta), or None when its checkpoint is missing."""
+    try:
+        return anomaly.digit_detector()
+    except (OSError, checkpoint.CheckpointError):
+        return None
+
+
+@st.cache_resource(show_spinner="Scoring the test set…", max_entries=32)
+def test_scores(name: str, _model, dataset: str) -> np.ndarray:
+    """A shipped model's anomaly scores on the whole test set, computed once per server (read-only)."""
+    return anomaly.score(_model, raw_split(dataset, "test").images)
