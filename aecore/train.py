@@ -14,9 +14,12 @@ from pathlib import Path
 from aecore.argv import OneLineParser, ints
 from aecore.engine import checkpoint, fetch, presets
 from aecore.engine.data import DataConfig, DataError, load
-from aecore.engine.models import FAMILIES, ModelConfig, build, count_params
-from aecore.engine.train import (OPTIMIZERS, Control, RunSpec, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
-                          results)
+from aecore.engine.fields import FAMILIES, FIELDS
+from aecore.engine.models import ModelConfig, build, count_params
+from aecore.engine.train import (Control, RunSpec, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
+                                 results)
+
+GROUPS = {"model": "model (override a preset, or build a custom model)", "data": "data", "train": "training"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,48 +34,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint path (default runs/<name>.safetensors)")
     p.add_argument("--minutes", type=float, help="stop once training has taken this long (pauses and evaluation "
                                                    "excluded), even mid-epoch; the model is saved as it is then")
-    m = p.add_argument_group("model (override a preset, or build a custom model)")
-    m.add_argument("--family", choices=FAMILIES)
-    m.add_argument("--hidden", type=ints, help="MLP sizes, e.g. 200 or 256,128,64,2")
-    m.add_argument("--channels", type=ints, help="conv channels, e.g. 16,4")
-    m.add_argument("--activation", choices=("relu", "sigmoid", "tanh"))
-    m.add_argument("--linear-code", action=argparse.BooleanOptionalAction, default=None)
-    m.add_argument("--output", choices=("sigmoid", "identity"))
-    m.add_argument("--loss", choices=("bce", "mse"))
-    m.add_argument("--dropout", type=float)
-    m.add_argument("--dropout-where", choices=("hidden", "hidden+output"))
-    m.add_argument("--init", choices=("torch", "keras", "chainer"))
-    m.add_argument("--sparsity", type=float, help="shallow: weight of the L1 penalty on the code")
-    m.add_argument("--latent", type=int, help="vae, conv-vae: the code size")
-    m.add_argument("--beta", type=float, help="vae, conv-vae: weight of the KL term")
-    m.add_argument("--kl-warmup", type=int, help="vae, conv-vae: epochs over which the KL weight rises to beta")
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=("mnist", "fashion-mnist"))
-    d.add_argument("--val-fraction", type=float)
-    d.add_argument("--classes", type=ints, help="train only on these labels, e.g. 0")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--adam-eps", type=float)
-    t.add_argument("--lr-milestones", type=ints)
-    t.add_argument("--lr-gamma", type=float)
-    t.add_argument("--noise", choices=("none", "mask", "gaussian"))
-    t.add_argument("--noise-level", type=float)
-    t.add_argument("--deform", type=float, help="random turn, scaling, shift and elastic bend of the input, 0 to 2 "
-                                                 "(1: up to 15 degrees, 10 %%, 3 px, a 34 px bend); the target "
-                                                 "stays clean")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    t.add_argument("--optimizer", choices=OPTIMIZERS)
-    t.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
-                   help="draw each batch's pixels as Bernoulli(intensity)")
+    # One option per setting of the table (aecore.engine.fields), named after its config field; the configs check
+    # the ranges, the same as the form's and a link's.
+    for section, title in GROUPS.items():
+        group = p.add_argument_group(title)
+        for f in (f for f in FIELDS.values() if f.config == section):
+            notes = [f.describe()] if f.kind in ("int", "float", "ints") else []
+            notes += [] if f.families == FAMILIES else [", ".join(f.families) + " only"]
+            text = (f.help + (f" ({'; '.join(notes)})" if notes else "")).replace("%", "%%")
+            if f.kind == "bool":
+                group.add_argument(f.option, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif f.kind == "choice":
+                group.add_argument(f.option, choices=f.choices, help=text)
+            else:
+                group.add_argument(f.option, type={"int": int, "float": float, "ints": ints}[f.kind], help=text,
+                                   metavar=f.name.upper())
     return p
 
 
-def _override(cfg, args, names):
-    changes = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    return replace(cfg, **changes)
+def configs(args: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """The three configs the options ask for: the preset's (or the defaults), with every option given over it;
+    ValueError naming the setting when one is out of range."""
+    pre = presets.get(args.preset) if args.preset else None
+    base = {"model": pre.model if pre else ModelConfig(), "data": pre.data if pre else DataConfig(),
+            "train": pre.train if pre else TrainConfig()}
+    return tuple(replace(cfg, **{n: getattr(args, n) for n, f in FIELDS.items()
+                                 if f.config == section and getattr(args, n) is not None})
+                 for section, cfg in base.items())
 
 
 def main(argv=None) -> int:
@@ -84,13 +72,7 @@ def main(argv=None) -> int:
         return 0
     try:
         pre = presets.get(args.preset) if args.preset else None
-        model_cfg = _override(pre.model if pre else ModelConfig(), args,
-                              ("family", "hidden", "channels", "activation", "linear_code", "output", "loss",
-                               "dropout", "dropout_where", "init", "sparsity", "latent", "beta", "kl_warmup"))
-        data_cfg = _override(pre.data if pre else DataConfig(), args, ("dataset", "val_fraction", "classes"))
-        train_cfg = _override(pre.train if pre else TrainConfig(), args,
-                              ("epochs", "batch_size", "lr", "adam_eps", "lr_milestones", "lr_gamma", "noise",
-                               "noise_level", "deform", "seed", "device", "optimizer", "binarize"))
+        model_cfg, data_cfg, train_cfg = configs(args)
         device = resolve_device(train_cfg.device)
     except ValueError as e:
         p.error(str(e))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from aecore.labs import anomaly
 from aecore.engine import viz
-from aecore.engine.data import CLASS_NAMES, DATASETS, DataError
+from aecore.engine.data import CLASS_NAMES, DATASETS, DataError, to_float
 from ui import caches, guide, panels, server, session
 
 panels.readable_sliders()
@@ -54,7 +54,6 @@ elif tutorial and recommended:
 # ------------------------------------------------------------------------------------------------ choose a detector
 st.header("A detector")
 trained = st.session_state.setdefault(K + "trained", {})     # name -> (model, meta), this session's detectors
-scored = st.session_state.setdefault(K + "scores", {})       # name -> their test-set scores, computed once
 source = st.radio("Detector", ["shipped", "train one"], horizontal=True, key=K + "source",
                   format_func={"shipped": "a shipped one (MNIST, one per digit)", "train one": "train one now"}.get)
 
@@ -70,7 +69,6 @@ if run is not None and not run.active and run.model is not None and run.id not i
         panels.data_error_box(str(e))
     else:
         trained[f"{run.spec.name} (yours)"] = (run.model, meta)
-        scored.pop(f"{run.spec.name} (yours)", None)     # a retrained detector of the same name
         collected.add(run.id)
         st.session_state[K + "pick"] = f"{run.spec.name} (yours)"
 
@@ -155,9 +153,8 @@ if test_set is None:
 if pick.endswith("(shipped)"):
     scores = caches.test_scores(pick, model, dataset)
 else:
-    scores = scored.setdefault(pick, None)
-    if scores is None:
-        scores = scored[pick] = anomaly.score(model, test_set.images)
+    # this session's detectors' test-set scores, once per model (a retrained one of the same name is a new model)
+    scores = session.cached(K + "scores", pick, lambda: anomaly.score(model, test_set.images), most=8, owner=model)
 labels = test_set.labels.numpy()
 is_anomaly = ~np.isin(labels, list(normal))
 
@@ -192,9 +189,9 @@ st.header("The most and the least anomalous test images")
 order = np.argsort(scores)
 most, least = order[::-1][:20].copy(), order[:20]   # copy: torch takes no negative strides
 a, b = st.columns(2)
-a.image(viz.grid(test_set.images[most].numpy() / 255.0, nrow=10, zoom=2),
+a.image(viz.grid(to_float(test_set.images[most]).numpy(), nrow=10, zoom=2),
         caption="highest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in most[:10]) + " …",
         alt=f"The {len(most)} test images this detector scores most anomalous, ten a row, highest score first.")
-b.image(viz.grid(test_set.images[least].numpy() / 255.0, nrow=10, zoom=2),
+b.image(viz.grid(to_float(test_set.images[least]).numpy(), nrow=10, zoom=2),
         caption="lowest scores: " + ", ".join(f"{names_of[labels[i]]} {scores[i]:.3f}" for i in least[:10]) + " …",
         alt=f"The {len(least)} test images this detector scores least anomalous, ten a row, lowest score first.")

@@ -1,18 +1,19 @@
 """Compare: this visitor's finished and stopped runs, their uploads and the shipped models in one table; two to
 eight of them side by side (loss curves, the settings that differ, figures, reconstructions, first-layer filters).
 """
-import weakref
-
 import numpy as np
 import streamlit as st
+import torch
 
 from aecore.labs import compare
 from aecore.engine import viz
+from aecore.engine.data import to_float
 from ui import caches, guide, panels, server, session
 
 panels.readable_sliders()
 K = "compare."
 PICKED = K + "picked"
+CACHE = K + "cache"  # this session's pictures (`session.cached`)
 CACHE_SIZE = 24      # pictures kept per session, about 60 KB each: a rerun redraws them all, and tiling is slow
 PER_ROW = 4          # filter blocks side by side
 N_DIGITS = 8
@@ -20,20 +21,6 @@ BASELINE = "shipped:pytorch-784-200"   # the Train page's default preset: the sh
 LOSS = st.column_config.NumberColumn(format="%.5f")
 COLUMNS = {"parameters": st.column_config.NumberColumn(format="localized"), "train loss": LOSS,
            "validation loss": LOSS, "test loss": LOSS, "median test error (MSE per image)": LOSS}
-
-
-def derived(owner, what: str, compute):
-    """`compute()`, kept in this session (bounded, oldest out) for as long as `owner` (a model, a test split)
-    lives: found by the owner's identity, so a new model under an old name (a second upload) is never mixed up."""
-    cache = st.session_state.setdefault(K + "cache", {})
-    key = (id(owner), what)
-    hit = cache.pop(key, None)
-    if hit is None or hit[0]() is not owner:
-        hit = (weakref.ref(owner), compute())
-    cache[key] = hit
-    while len(cache) > CACHE_SIZE:
-        del cache[next(iter(cache))]
-    return hit[1]
 
 
 def curves(chosen: list[compare.Entry]) -> None:
@@ -76,7 +63,7 @@ def reconstructions(chosen: list[compare.Entry]) -> None:
                f"every model of that data set, given clean (without the noise some were trained with).")
     groups: dict[str, list[compare.Entry]] = {}
     for e in chosen:
-        groups.setdefault(e.dataset or "mnist", []).append(e)
+        groups.setdefault(e.dataset, []).append(e)
     tests = {ds: caches.test_split(ds) for ds in groups}
     missing = [ds for ds, (test, _) in tests.items() if test is None]
     if missing:
@@ -90,12 +77,14 @@ def reconstructions(chosen: list[compare.Entry]) -> None:
         test = tests[ds][0]
         if test is None:
             continue
-        idx, images, picture = derived(test, "digits", lambda test=test: originals(test))
+        idx, images, picture = session.cached(CACHE, "digits", lambda test=test: originals(test),
+                                              most=CACHE_SIZE, owner=test)
         st.image(picture, caption=f"originals: {ds} test images #{', #'.join(map(str, idx))}",
                  alt=f"A row of {len(idx)} {ds} test images, one of each class.")
         for e in members:
-            mse, picture = derived(e.model, f"recon:{id(test)}",   # the split the digits come from
-                                   lambda e=e, images=images: reconstruction(e, images))
+            mse, picture = session.cached(CACHE, f"recon:{id(test)}",   # the split the digits come from
+                                          lambda e=e, images=images: reconstruction(e, images),
+                                          most=CACHE_SIZE, owner=e.model)
             st.image(picture, caption=f"{e.name} · mean squared error on these {len(idx)}: {mse:.4f}",
                      alt=f"The same {len(idx)} images as reconstructed by {e.name}.")
 
@@ -104,12 +93,13 @@ def originals(test) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The digits every model of this data set is shown: indices, uint8 images (N, 28, 28), their picture."""
     idx = compare.digit_picks(test.labels.numpy(), N_DIGITS)
     images = test.images[idx].numpy()
-    return idx, images, viz.grid(images / 255.0, nrow=N_DIGITS, zoom=3)
+    return idx, images, viz.grid(to_float(images).numpy(), nrow=N_DIGITS, zoom=3)
 
 
 def reconstruction(entry: compare.Entry, images: np.ndarray) -> tuple[float, np.ndarray]:
     recon = compare.reconstructions([entry], images)[0]
-    return float(((recon - images / 255.0) ** 2).mean()), viz.grid(recon, nrow=N_DIGITS, zoom=3)
+    x = to_float(images, torch.float64, channel=False).numpy()             # float64, as the error is summed
+    return float(((recon - x) ** 2).mean()), viz.grid(recon, nrow=N_DIGITS, zoom=3)
 
 
 def filters(chosen: list[compare.Entry]) -> None:
@@ -124,7 +114,8 @@ def filters(chosen: list[compare.Entry]) -> None:
                f"(784 per unit, shown 28×28), a conv model's first kernels.")
     for start in range(0, len(chosen), PER_ROW):
         for col, e in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
-            side, picture = derived(e.model, f"filters:{count}", lambda e=e: filter_picture(e, count))
+            side, picture = session.cached(CACHE, f"filters:{count}", lambda e=e: filter_picture(e, count),
+                                           most=CACHE_SIZE, owner=e.model)
             what = f"kernels {side}×{side}" if e.config.convolutional else "units"
             col.image(picture, caption=f"{e.name}: {count} of {compare.filter_count(e)} {what}",
                       alt=f"A grid of {count} grey tiles: the first-layer weights of {e.name}.")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from aecore.labs import classifier, generative, studies
 from aecore.engine import viz
-from aecore.engine.data import CLASS_NAMES, DataConfig, DataError
+from aecore.engine.data import CLASS_NAMES, DataConfig, DataError, to_float
 from ui import caches, guide, panels, server, session
 
 panels.readable_sliders()
@@ -18,19 +18,10 @@ FIT_IMAGES = 5000       # training codes a plain autoencoder's Gaussian is fitte
 SCATTER_POINTS = 2000   # test codes drawn under the interpolation path
 STEPS, MANIFOLD = 10, 15
 NONE = "none"
+MEMO = K + "memo"       # this session's results on this page (samples, verdicts, codes), a few at a time
 IS_HELP = ("The classifier-based inception score exp(E_x KL(p(y|x) ‖ p(y))): 1 when every image gets the same "
            "verdict, at most 10 (the number of digits) when each image is read with certainty and the ten digits "
            "come equally often.")
-
-
-def memo(key: tuple, compute):
-    """This session's results on this page (samples, verdicts, codes), a few at a time."""
-    cache = st.session_state.setdefault(K + "memo", {})
-    if key not in cache:
-        while len(cache) >= 12:
-            cache.pop(next(iter(cache)))
-        cache[key] = compute()
-    return cache[key]
 
 
 def versus(verdict: dict, ref: dict | None, key: str, scale: float, digits: int, unit: str) -> str | None:
@@ -64,14 +55,16 @@ def samples(am, seed: int) -> tuple[np.ndarray, str]:
     when a plain autoencoder's training images are missing."""
     ident = (am.key, id(am.model), seed)
     if am.config.variational:
-        images = memo(("prior", *ident), lambda: generative.sample_images(am.model, JUDGED, seed))
+        images = session.cached(MEMO, ("prior", *ident), lambda: generative.sample_images(am.model, JUDGED, seed))
         return images, f"the prior N(0, I) of its {am.config.latent}-number code"
     data_cfg = am.meta.get("data") or DataConfig()
     if am.key.startswith("shipped:"):
         mean, cov, used, total = shipped_gaussian(am.name, am.model, data_cfg)
     else:
-        mean, cov, used, total = memo(("fit", am.key, id(am.model)), lambda: fit_codes(am.model, data_cfg))
-    images = memo(("gauss", *ident), lambda: generative.sample_images(am.model, JUDGED, seed, gaussian=(mean, cov)))
+        mean, cov, used, total = session.cached(MEMO, ("fit", am.key, id(am.model)),
+                                                lambda: fit_codes(am.model, data_cfg))
+    images = session.cached(MEMO, ("gauss", *ident),
+                            lambda: generative.sample_images(am.model, JUDGED, seed, gaussian=(mean, cov)))
     whose = "its" if am.meta.get("data") else f"the {data_cfg.dataset}"   # a checkpoint may not say what it learned
     which = f"all {used:,} of {whose}" if used == total else f"the first {used:,} of {whose} {total:,}"
     return images, (f"a Gaussian N(μ, Σ) fitted to the codes of {which} training images ({len(mean):,} numbers a "
@@ -94,8 +87,8 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
     if am.dataset != "mnist":
         st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {am.dataset}.")
         return
-    j = memo(("judge", am.key, id(am.model), seed, id(judge_model)),
-             lambda: generative.judge_images(images, judge_model))
+    j = session.cached(MEMO, ("judge", am.key, id(am.model), seed, id(judge_model)),
+                       lambda: generative.judge_images(images, judge_model))
     c1, c2 = st.columns(2)
     c1.metric("Read with confidence ≥ 0.9", f"{j['confident_share']:.1%}",
               delta=versus(j, ref, "confident_share", 100, 1, " points"))
@@ -180,18 +173,18 @@ else:
     path, strip = generative.interpolation(am.model, test.images[a], test.images[b], STEPS, spherical)
     names = CLASS_NAMES[dataset]
     left, middle, right = st.columns([1, 10, 1], vertical_alignment="center")
-    left.image(viz.zoom(test.images[a].numpy() / 255.0, 2), caption=f"#{a}: {names[labels[a]]}",
+    left.image(viz.zoom(to_float(test.images[a], channel=False).numpy(), 2), caption=f"#{a}: {names[labels[a]]}",
                alt=f"Test image #{a}, a {names[labels[a]]}, where the path starts.")
     middle.image(viz.grid(strip, nrow=STEPS, zoom=2),
                  caption=f"{STEPS} codes {'along the great circle' if spherical else 'on the straight line'} from the "
                          f"code of test digit #{a} to that of #{b}, decoded; the first and last are the two digits' "
                          "reconstructions",
                  alt=f"A row of {STEPS} decoded images that change step by step from test image #{a} into #{b}.")
-    right.image(viz.zoom(test.images[b].numpy() / 255.0, 2), caption=f"#{b}: {names[labels[b]]}",
+    right.image(viz.zoom(to_float(test.images[b], channel=False).numpy(), 2), caption=f"#{b}: {names[labels[b]]}",
                 alt=f"Test image #{b}, a {names[labels[b]]}, where the path ends.")
     if code_dim == 2:
-        xy = memo(("scatter", am.key, id(am.model), dataset),
-                  lambda: viz.encode_all(am.model, test.images[:SCATTER_POINTS]))
+        xy = session.cached(MEMO, ("scatter", am.key, id(am.model), dataset),
+                            lambda: viz.encode_all(am.model, test.images[:SCATTER_POINTS]))
         fig = viz.latent_scatter(xy, labels[:len(xy)], names,
                                  f"2-D codes of the first {len(xy):,} test digits, and the interpolation path")
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="path",
@@ -214,8 +207,8 @@ elif cfg.code_range is None and test is None:
     st.info("This code is unbounded: the grid spans the 1st to 99th percentile of the test codes, which needs the "
             "test images (see above).", icon=":material/info:")
 else:
-    codes = None if cfg.code_range else memo(("codes", am.key, id(am.model), dataset),
-                                             lambda: viz.encode_all(am.model, test.images))
+    codes = None if cfg.code_range else session.cached(MEMO, ("codes", am.key, id(am.model), dataset),
+                                                       lambda: viz.encode_all(am.model, test.images))
     low, high = generative.code_box(cfg, codes)
     span = (f"the code's whole range ({cfg.activation})" if cfg.code_range else
             f"the 1st to 99th percentile of the codes of its {len(codes):,} test digits")

@@ -3,6 +3,7 @@ another model's), and the last run's timeline."""
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from aecore.engine import scoring, viz
 from aecore.engine.data import to_float
@@ -124,7 +125,7 @@ else:
         st.error(f"Give 1 to 32 indices between 0 and {len(test) - 1}, separated by commas.")
         idx = list(range(10))
     images = test.images[idx]
-    originals = images.numpy() / 255.0
+    originals = to_float(images, torch.float64, channel=False).numpy()   # float64, as the errors are summed
     rows = [originals]
     labels = ["original"]
     tr = am.meta.get("train")

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from aecore.engine import viz
-from aecore.engine.data import CLASS_NAMES
+from aecore.engine.data import CLASS_NAMES, to_float
 from ui import caches, guide, panels, session
 
 panels.readable_sliders()
@@ -24,15 +24,16 @@ dataset = am.dataset
 test, problem = caches.test_split(dataset)
 n_points = st.slider("Test digits to encode", 500, 10_000, 5_000, step=500, key=K + "n")
 
-# The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes.
-cache = st.session_state.setdefault(K + "cache", {})
-plane_key = (am.key, id(am.model), dataset, n_points)
+
+# The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes (one model's at a time).
+def encoded_plane() -> tuple:
+    codes = viz.encode_all(am.model, test.images[:n_points])
+    return (codes, *viz.plane(codes))
+
+
 if test is not None:
-    if plane_key not in cache:
-        cache.clear()   # one model's codes at a time per session
-        codes = viz.encode_all(am.model, test.images[:n_points])
-        cache[plane_key] = (codes, *viz.plane(codes))
-    codes, xy, origin, axes = cache[plane_key]
+    plane_key = (am.key, id(am.model), dataset, n_points)
+    codes, xy, origin, axes = session.cached(K + "cache", plane_key, encoded_plane, most=1)
     labels = test.labels[:n_points].numpy()
     fig = viz.latent_scatter(xy, labels, CLASS_NAMES[dataset],
                              "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
@@ -91,7 +92,7 @@ else:
     lo, hi = strip.min(), strip.max()
     for i in range(k):
         a, b, c = st.columns([1, 6, 1])
-        a.image(viz.zoom(test.images[i].numpy() / 255.0, 3), caption=f"test #{i}",
+        a.image(viz.zoom(to_float(test.images[i], channel=False).numpy(), 3), caption=f"test #{i}",
                 alt=f"Test image #{i}, a {CLASS_NAMES[dataset][int(test.labels[i])]}.")
         scaled = (strip[i] - lo) / max(hi - lo, 1e-12)                # (d,) in [0, 1]
         width = code_dim if code_dim <= 40 else 28                    # long codes wrap into rows

@@ -5,7 +5,7 @@ import streamlit as st
 
 from aecore.labs import pretrain
 from aecore.engine import viz
-from aecore.engine.data import DataError
+from aecore.engine.data import DataError, to_float
 from ui import caches, guide
 
 K = "pretrain."
@@ -58,7 +58,7 @@ try:
 except (DataError, ValueError) as e:
     st.info(f"Needs the MNIST training images to show the draw: {e}", icon=":material/folder_off:")
 else:
-    st.image(viz.grid(train.images[picked].float() / 255, nrow=10),
+    st.image(viz.grid(to_float(train.images[picked]), nrow=10),
              caption=f"The 100 labelled images of draw {seed}: ten of each digit, one row per digit (0 at the top). "
                      "The classifiers see these and no other labels.",
              alt="100 handwritten MNIST training digits in ten rows of ten: the 0s in the top row, then the 1s, "

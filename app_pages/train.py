@@ -10,44 +10,40 @@ import streamlit as st
 
 from aecore.engine import checkpoint, links, presets, viz
 from aecore.engine.data import DATASETS, DataConfig
+from aecore.engine.fields import FIELDS
 from aecore.runs import RunSpec
-from aecore.engine.models import (ACTIVATIONS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS, ModelConfig, build,
-                           count_params, summary)
-from aecore.engine.train import OPTIMIZERS, TrainConfig, available_devices
-from ui import caches, guide, panels, server, session
+from aecore.engine.models import ModelConfig, build, count_params, summary
+from aecore.engine.train import TrainConfig, available_devices
+from ui import caches, form, guide, panels, server, session
 
 panels.readable_sliders()
 CUSTOM = links.CUSTOM
-K = "train."   # every session key of this page starts with this
-NOISE_LABELS = {"none": "none", "mask": "masking (zero a ratio of pixels)", "gaussian": "Gaussian (σ)"}
-FAMILY_LABELS = {"shallow": "shallow MLP", "deep": "deep MLP", "conv": "convolutional", "vae": "VAE (MLP)",
-                 "conv-vae": "VAE (convolutional)"}
-LAYERED = ("deep", "vae", "conv-vae")   # families whose hidden sizes are typed as a list
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ValueError(f"expected comma-separated whole numbers, got {text!r}") from None
+K = "train."   # every session key of this page starts with this; a setting's widget is K + its field name
+# Where each setting's widget goes (aecore.engine.fields has them all; a model family shows those it uses).
+COLUMNS = {
+    "Data": ("dataset", "val_fraction", "classes", "noise", "noise_level", "deform"),
+    "Model": ("family", "channels", "hidden", "linear_code", "sparsity", "latent", "beta", "kl_warmup", "activation",
+              "output", "loss", "init"),
+    "Training": ("dropout", "dropout_where", "optimizer", "adam_eps", "lr", "batch_size", "epochs", "lr_milestones",
+                 "lr_gamma", "seed", "binarize", "device"),
+}
 
 
 def form_values(v: dict) -> dict:
     """Widget values (by key) that show a configuration (aecore.engine.links.values: parameter name -> value)."""
-    fam = v["family"]
-    return {
-        K + "dataset": v["dataset"], K + "val_fraction": v["val_fraction"], K + "classes": list(v["classes"]),
-        K + "family": fam, K + "hidden": v["hidden"][0] if fam == "shallow" else 200,
-        K + "layers": ",".join(map(str, v["hidden"])) if fam in LAYERED else "256,128,64,2",
-        K + "sparsity": v["sparsity"], K + "latent": v["latent"], K + "beta": v["beta"], K + "kl_warmup": v["kl_warmup"],
-        K + "optimizer": v["optimizer"], K + "binarize": v["binarize"],
-        K + "channels": ",".join(map(str, v["channels"])), K + "activation": v["activation"],
-        K + "linear_code": v["linear_code"], K + "output": v["output"], K + "loss": v["loss"],
-        K + "dropout": v["dropout"], K + "dropout_where": v["dropout_where"], K + "init": v["init"],
-        K + "noise": v["noise"], K + "noise_level": v["noise_level"], K + "deform": v["deform"], K + "lr": v["lr"],
-        K + "adam_eps": v["adam_eps"], K + "batch": v["batch_size"], K + "epochs": v["epochs"], K + "seed": v["seed"],
-        K + "milestones": ",".join(map(str, v["lr_milestones"])),
-    }
+    return form.widget_values(v, K)
+
+
+def family_changed() -> None:
+    """Carry the sizes over to the new family: a shallow model's one size is a number, the others' a list as text."""
+    s = st.session_state
+    kept = s.get(K + "saved", {})          # a widget not drawn on the last run is only there
+    for name in FIELDS:
+        key = K + name
+        current = s.get(key, kept.get(key))
+        value = form.carry(name, current, s[K + "family"])
+        if value is not None and value != current:
+            s[key] = value
 
 
 def apply_preset() -> None:
@@ -69,24 +65,7 @@ def matches(p: presets.Preset, model: ModelConfig, data: DataConfig, train: Trai
 
 
 def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    s = st.session_state
-    family = s[K + "family"]
-    hidden = (int(s[K + "hidden"]),) if family == "shallow" else _ints(s[K + "layers"]) if family in LAYERED \
-        else (200,)
-    model = ModelConfig(family=family, hidden=hidden, channels=_ints(s[K + "channels"]),
-                        activation=s[K + "activation"], linear_code=bool(s[K + "linear_code"]),
-                        output=s[K + "output"], loss=s[K + "loss"], dropout=float(s[K + "dropout"]),
-                        dropout_where=s[K + "dropout_where"], init=s[K + "init"],
-                        sparsity=float(s[K + "sparsity"]) if family == "shallow" else 0.0,
-                        latent=int(s[K + "latent"]), beta=float(s[K + "beta"]), kl_warmup=int(s[K + "kl_warmup"]))
-    data = DataConfig(dataset=s[K + "dataset"], val_fraction=float(s[K + "val_fraction"]),
-                      classes=tuple(s[K + "classes"]))
-    train = TrainConfig(epochs=int(s[K + "epochs"]), batch_size=int(s[K + "batch"]), lr=float(s[K + "lr"]),
-                        adam_eps=float(s[K + "adam_eps"]), lr_milestones=_ints(s[K + "milestones"]),
-                        noise=s[K + "noise"], noise_level=float(s[K + "noise_level"]),
-                        deform=float(s[K + "deform"]), seed=int(s[K + "seed"]),
-                        device=s[K + "device"], optimizer=s[K + "optimizer"], binarize=bool(s[K + "binarize"]))
-    return model, data, train
+    return form.read(st.session_state, K)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -136,7 +115,6 @@ if st.session_state.get(K + "dataset") not in datasets:
 devices = available_devices()
 if st.session_state.get(K + "device") not in devices:
     st.session_state[K + "device"] = "auto"
-st.session_state.setdefault(K + "adam_eps", 1e-8)
 
 config_error, preset = None, None
 try:
@@ -175,67 +153,16 @@ if st.session_state[K + "dataset"] not in caches.available_datasets():
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        st.markdown("**Data**")
-        st.selectbox("Dataset", datasets, key=K + "dataset")
-        st.number_input("Validation fraction (first part of train)", 0.0, 0.9, step=0.05, key=K + "val_fraction")
-        st.multiselect("Train only on classes", list(range(10)), key=K + "classes",
-                       help="Empty = all ten. The anomaly-detection preset trains on 0s only.")
-        st.selectbox("Noise", list(NOISE_LABELS), key=K + "noise", format_func=NOISE_LABELS.get)
-        st.slider("Noise ratio / σ", 0.0, 1.0, step=0.05, key=K + "noise_level",
-                  disabled=st.session_state[K + "noise"] == "none")
-        st.slider("Deform the input", 0.0, 2.0, step=0.25, key=K + "deform",
-                  help="0 = off. At 1 each training image is turned by up to 15°, scaled by up to 10 %, moved by up "
-                       "to 3 px and bent a little (twice that at 2); the target stays the original, so the code "
-                       "learns a digit's shape rather than its pose. The Few labels page's autoencoder uses 1.")
-    with c2:
-        st.markdown("**Model**")
-        st.selectbox("Family", FAMILIES, key=K + "family", format_func=FAMILY_LABELS.get,
-                     help="shallow: 784-h-784 · deep: any encoder sizes, mirrored in the decoder · conv: "
-                          "3×3 conv + 2×2 pool per stage, transposed convs back · VAE: the encoder gives a mean "
-                          "and a variance per code number, the code is sampled while training, and the loss adds "
-                          "the KL divergence to N(0, I), so codes drawn from N(0, I) decode to digits")
-        fam = st.session_state[K + "family"]
-        if fam == "shallow":
-            st.number_input("Hidden units", 2, 2000, step=1, key=K + "hidden")
-            st.number_input("Sparsity: L1 weight on the code", 0.0, 10.0, step=1e-5, format="%.5f",
-                            key=K + "sparsity", help="0 = a plain autoencoder. The penalty adds this weight times "
-                                                     "the sum of the code's absolute values, per image.")
-        elif fam == "deep":
-            st.text_input("Encoder sizes (comma-separated)", key=K + "layers")
-            st.checkbox("Linear code layer (no activation)", key=K + "linear_code")
-        elif fam == "conv":
-            st.text_input("Conv channels (comma-separated)", key=K + "channels")
-        else:
-            if fam == "conv-vae":
-                st.text_input("Conv channels (1 or 2, stride 2)", key=K + "channels")
-            st.text_input("Dense sizes before the code" if fam == "conv-vae" else "Encoder sizes before the code",
-                          key=K + "layers")
-            st.number_input("Latent size", 1, 512, step=1, key=K + "latent")
-            st.number_input("β (weight of the KL term)", 0.0, 100.0, step=0.5, key=K + "beta")
-            st.number_input("KL warm-up (epochs)", 0, 1000, step=1, key=K + "kl_warmup",
-                            help="The KL weight rises from 0 to β over these epochs; 0 = β from the start.")
-        st.selectbox("Hidden activation", list(ACTIVATIONS), key=K + "activation")
-        st.selectbox("Output", OUTPUTS, key=K + "output")
-        st.selectbox("Loss", LOSSES, key=K + "loss", format_func=str.upper)
-        st.selectbox("Weight init", INITS, key=K + "init")
-    with c3:
-        st.markdown("**Training**")
-        st.slider("Dropout rate", 0.0, 0.9, step=0.05, key=K + "dropout")
-        st.selectbox("Dropout on", DROPOUT_PLACES, key=K + "dropout_where")
-        st.selectbox("Optimiser", OPTIMIZERS, key=K + "optimizer", format_func={"adam": "Adam",
-                                                                              "rmsprop": "RMSprop"}.get)
-        st.number_input("Learning rate", 1e-6, 10.0, format="%.6f", step=1e-4, key=K + "lr")
-        st.number_input("Batch size", 1, 4096, step=1, key=K + "batch")
-        st.number_input("Epochs", 1, 200, step=1, key=K + "epochs")
-        st.text_input("Halve LR after epochs", key=K + "milestones")
-        st.number_input("Seed", 0, 2**31 - 1, step=1, key=K + "seed")
-        st.checkbox("Binarise pixels (new draw every batch)", key=K + "binarize",
-                    help="Each pixel becomes 1 with probability equal to its intensity, anew at every batch; "
-                         "held-out images are binarised once. The IWAE paper's dynamically binarised MNIST.")
-        st.selectbox("Device", devices, key=K + "device",
-                     format_func=lambda d: f"auto ({session.describe_device()})" if d == "auto" else d)
+    family = st.session_state[K + "family"]
+    options = {"dataset": dict(options=datasets), "family": dict(on_change=family_changed),
+               "device": dict(options=devices, format_func=lambda d: f"auto ({session.describe_device()})"
+                              if d == "auto" else d)}
+    for column, (title, names) in zip(st.columns(3), COLUMNS.items()):
+        with column:
+            st.markdown(f"**{title}**")
+            for name in names:
+                if family in FIELDS[name].families:
+                    form.draw(name, K, family, **options.get(name, {}))
 
 # Buttons, the download button and the uploader cannot be given a value, so they are not kept.
 saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)

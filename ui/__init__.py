@@ -5,9 +5,10 @@ modules it needs (`from ui import caches, session`) and calls through them, so a
   test-set scores, the one download per data set (`st.cache_resource`, never modified).
 - `server`: the server's one run registry (aecore.runs), configured by the AELAB_* settings.
 - `session`: this visitor's state: the run a page shows and its `?run=` link, the session's models, the active
-  model and its description.
+  model and its description, and `cached`, the one bounded per-session store of what a page computed.
 - `panels`: pieces of page in the same words everywhere: the download panel, a run's submission and its place in
   the queue, readable sliders.
+- `form`: a configuration's widgets, drawn from the settings table (aecore.engine.fields), keyed by field name.
 - `guide`: each page's line and its "What am I looking at?" expander, texts in `guides/<page>.md`.
 
 Arrows point down only: app.py → app_pages → ui → aecore; nothing here imports a page.

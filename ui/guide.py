@@ -65,12 +65,11 @@ def figure(name: str, metric: str) -> float | None:
 def versus(name: str) -> str:
     """A preset's figure: 'the tutorial: 0.066 · ours: 0.06622 (shipped pytorch-784-200, 10 epochs)'."""
     p = presets.get(name)
-    theirs = f"{p.figure:g}" if p.figure is not None else "a picture, no number"   # as the tutorial wrote it
     ours = figure(name, p.figure_metric)
     if ours is None:
-        return f"the tutorial: {theirs} · ours: {NOT_AVAILABLE} (no shipped {name} checkpoint: train the preset)"
+        return presets.versus(p.figure, f"{NOT_AVAILABLE} (no shipped {name} checkpoint: train the preset)")
     epochs = (shipped(name).get("train") or {}).get("epochs")
-    return f"the tutorial: {theirs} · ours: {ours:.4g} (shipped {name}" + (f", {epochs} epochs)" if epochs else ")")
+    return presets.versus(p.figure, ours) + f" (shipped {name}" + (f", {epochs} epochs)" if epochs else ")")
 
 
 def compared(name: str) -> str:

@@ -1,5 +1,5 @@
-"""This visitor's state: the session's models and the active one, the run a page shows (and its link), and this
-session as a watcher of runs.
+"""This visitor's state: the session's models and the active one (each a `checkpoint.ModelEntry`), the run a page
+shows (and its link), this session as a watcher of runs, and what its pages computed (`cached`).
 
 A session holds the id of the run it shows, never the run (the server's registry, `ui.server`, holds that); the
 models a visitor trains or uploads belong to that visitor's session (at most MAX_SESSION_MODELS of them).
@@ -7,10 +7,11 @@ models a visitor trains or uploads belong to that visitor's session (at most MAX
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import weakref
 
 import streamlit as st
 
+from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.models import count_params
 from aecore.engine.train import resolve_device
 from aecore.runs import RunRegistry
@@ -19,30 +20,6 @@ from ui import caches, server
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
 MAX_SESSION_MODELS = 8   # models a visitor trains or uploads, kept in the session; the oldest go first
 RUN_ID = "app.run_id"     # the run this session shows on the Train page (also in that page's URL)
-
-
-@dataclass(frozen=True)
-class ActiveModel:
-    key: str          # "shipped:<name>" or "session:<name>"
-    name: str
-    model: object     # aecore.engine.models.Autoencoder, in eval mode; never trained further
-    meta: dict
-    source: str       # where it came from, in words
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def dataset(self) -> str:
-        """The data set it learned (a checkpoint without data settings learned MNIST)."""
-        return self.meta["data"].dataset if self.meta.get("data") else "mnist"
-
-    @property
-    def uses_noise(self) -> bool:
-        """True when it trained on corrupted inputs: noise, or deformation."""
-        tr = self.meta.get("train")
-        return bool(tr and ((tr.noise != "none" and tr.noise_level > 0) or tr.deform > 0))
 
 
 # ------------------------------------------------------------------------------------------- the run a page shows
@@ -112,7 +89,7 @@ def add_session_model(name: str, model, meta: dict, source: str, activate: bool 
         key = f"session:{name} ({n})"
         name = key.removeprefix("session:")
     models = session_models()
-    models[key] = ActiveModel(key, name, model, meta, source)
+    models[key] = ModelEntry(key, name, source, model, meta)
     while len(models) > MAX_SESSION_MODELS:   # bounded memory per visitor: drop the oldest one not in use
         oldest = next(k for k in models if k not in (key, st.session_state.get("app.active")))
         del models[oldest]
@@ -136,14 +113,14 @@ def collect_finished_run() -> bool:
 
 
 # ------------------------------------------------------------------------------------------- the active model
-def model_choices() -> dict[str, ActiveModel]:
-    choices = {f"shipped:{n}": ActiveModel(f"shipped:{n}", n, m, meta, "shipped pretrained checkpoint")
+def model_choices() -> dict[str, ModelEntry]:
+    choices = {f"shipped:{n}": ModelEntry(f"shipped:{n}", n, "shipped pretrained checkpoint", m, meta)
                for n, (m, meta) in caches.shipped_models().items()}
     choices.update(session_models())
     return choices
 
 
-def active_model() -> ActiveModel | None:
+def active_model() -> ModelEntry | None:
     choices = model_choices()
     if not choices:
         return None
@@ -157,7 +134,7 @@ def active_model() -> ActiveModel | None:
     return choices[key]
 
 
-def page_model() -> ActiveModel:
+def page_model() -> ModelEntry:
     """The active model for a page; with none at all, a hint and the page stops."""
     am = active_model()
     if am is None:
@@ -166,7 +143,7 @@ def page_model() -> ActiveModel:
     return am
 
 
-def describe(am: ActiveModel) -> dict:
+def describe(am: ModelEntry) -> dict:
     cfg = am.config
     return {"name": am.name, "family": cfg.family, "sizes": cfg.sizes_text, "parameters": f"{count_params(am.model):,}",
             "source": am.source, "device": describe_device()}
@@ -174,3 +151,20 @@ def describe(am: ActiveModel) -> dict:
 
 def describe_device() -> str:
     return str(resolve_device("auto"))
+
+
+# ------------------------------------------------------------------------------------------- per-session results
+def cached(name: str, key, compute, most: int = 12, owner=None):
+    """`compute()`, kept in this session (session_state[name], a page's namespace) under `key`, at most `most`
+    results (the least recently used go first): what one visitor's models produce, never shared as
+    `st.cache_resource` would. With `owner` (a model, a test split) a result also lives only as long as that
+    object: found by its identity, so a new model under an old name (a second upload) is never mixed up."""
+    cache = st.session_state.setdefault(name, {})
+    slot = key if owner is None else (key, id(owner))
+    hit = cache.pop(slot, None)
+    if hit is None or (owner is not None and hit[0]() is not owner):
+        hit = (None if owner is None else weakref.ref(owner), compute())
+    cache[slot] = hit
+    while len(cache) > most:
+        del cache[next(iter(cache))]
+    return hit[1]

@@ -1,4 +1,5 @@
-"""Checkpoints as safetensors: weights plus JSON metadata (configs, history, test-error quantiles).
+"""Checkpoints as safetensors: weights plus JSON metadata (configs, history, test-error quantiles), and
+`ModelEntry`, a model with what its checkpoint records, as the app lists, activates and compares models.
 
 Loading never unpickles. We parse the safetensors header ourselves first so that a pickle or torch.save
 file, a truncated file, wrong tensor shapes or an unknown config field each get a message that says which.
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +26,45 @@ MAX_HEADER = 10 * 1024 * 1024   # our headers are a few kB; anything huge is not
 
 class CheckpointError(Exception):
     """The file is not a usable AE Lab checkpoint; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)   # eq=False: hashed by identity (meta is a dict)
+class ModelEntry:
+    """One model and what its checkpoint records: the sidebar's active model, a row of the Compare page."""
+    key: str        # "shipped:<name>", "session:<name>" (as the sidebar's selector) or "run:<id>"
+    name: str       # unique among the entries of one listing
+    source: str     # where it came from, in words
+    model: Autoencoder   # in eval mode; never trained further
+    meta: dict      # as `load` returns it (or a run's): configs, figures, per-epoch history
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def shipped(self) -> bool:
+        return self.key.startswith("shipped:")
+
+    @property
+    def dataset(self) -> str:
+        """The data set it learned (a checkpoint without data settings learned MNIST)."""
+        data = self.meta.get("data")
+        recorded = data.get("dataset") if isinstance(data, Mapping) else getattr(data, "dataset", None)
+        return recorded or "mnist"
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self.meta.get("history") or [])
+
+    @property
+    def figures(self) -> dict:
+        return dict(self.meta.get("figures") or {})
+
+    @property
+    def uses_noise(self) -> bool:
+        """True when it trained on corrupted inputs: noise, or deformation."""
+        tr = self.meta.get("train")
+        return bool(tr and ((tr.noise != "none" and tr.noise_level > 0) or tr.deform > 0))
 
 
 def to_bytes(model: Autoencoder, meta: dict) -> bytes:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS = ("mnist", "fashion-mnist")
+from aecore.engine.fields import DATASETS, NOISE_KINDS, validate
+
 ENV_VAR = "AECORE_DATA_DIR"
 CACHE_ENV = "AECORE_CACHE_DIR"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -49,13 +50,8 @@ class DataConfig:
     classes: tuple[int, ...] = ()       # train/test only on these labels (conv tutorial: (0,)); () = all
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"DataConfig.dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"DataConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-        if any(not 0 <= c <= 9 for c in self.classes):
-            raise ValueError(f"DataConfig.classes must be labels 0..9, got {self.classes}")
+        validate(self, "data")   # the ranges of aecore.engine.fields, the one table of settings
 
 
 @dataclass(frozen=True)
@@ -196,9 +192,6 @@ def split(train: Split, test: Split, cfg: DataConfig) -> Data:
 
 
 # ---------------------------------------------------------------------------------------------- noise
-NOISE_KINDS = ("none", "mask", "gaussian")
-
-
 def add_noise(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Corrupt a batch of [0, 1] images; the clean batch stays the target.
 
@@ -261,6 +254,13 @@ def deform(x: torch.Tensor, level: float, generator: torch.Generator | None = No
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1], on the images' device."""
-    return images.unsqueeze(1).to(torch.float32).div_(255.0)
+def to_float(images, dtype: torch.dtype = torch.float32, channel: bool = True) -> torch.Tensor:
+    """Images as floats in [0, 1], a tensor on the images' device: numpy or torch; uint8 is divided by 255, floats
+    are taken as they are (cast to `dtype`). With `channel`, images (N, 28, 28), (N, 1, 28, 28) or one (28, 28)
+    come back (N, 1, 28, 28) (ValueError for other shapes); without, in the shape they came."""
+    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    if channel:
+        if x.ndim not in (2, 3, 4) or tuple(x.shape[-2:]) != (28, 28) or (x.ndim == 4 and x.shape[1] != 1):
+            raise ValueError(f"images must have shape (N, 28, 28), (N, 1, 28, 28) or (28, 28); got {tuple(x.shape)}")
+        x = x.reshape(1 if x.ndim == 2 else len(x), 1, 28, 28)
+    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)

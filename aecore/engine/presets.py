@@ -25,11 +25,19 @@ class Preset:
     figure_label: str = ""
 
     def figure_text(self, measured: float | None = None) -> str:
-        """'tutorial: 0.066 · this run: 0.0655' as the UI and CLI show it."""
-        parts = [f"tutorial: {self.figure:.4g}" if self.figure is not None else "tutorial: (no number)"]
-        if measured is not None:
-            parts.append(f"this run: {measured:.4g}")
-        return " · ".join(parts)
+        """'tutorial: 0.066 · this run: 0.0655' as the Train page and the CLI show a run's figure."""
+        return versus(self.figure, measured, ours_name="this run", tutorial="tutorial", no_number="(no number)")
+
+
+def versus(theirs: float | None, ours: float | str | None, ours_name: str = "ours", tutorial: str = "the tutorial",
+           no_number: str = "a picture, no number") -> str:
+    """A tutorial's figure beside ours, the one wording every page uses: 'the tutorial: 0.066 · ours: 0.06551'.
+    Theirs as the tutorial wrote it (`no_number` where it showed a picture), ours to 4 significant digits (a text,
+    such as 'not available', as given; None: left out)."""
+    parts = [f"{tutorial}: {theirs:g}" if theirs is not None else f"{tutorial}: {no_number}"]
+    if ours is not None:
+        parts.append(f"{ours_name}: {ours}" if isinstance(ours, str) else f"{ours_name}: {ours:.4g}")
+    return " · ".join(parts)
 
 
 def _chainer(case: int, act: str, units: int, dropout: bool, mask: float = 0.0, figure=None) -> Preset:

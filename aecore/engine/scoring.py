@@ -3,26 +3,22 @@ model's code is."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from aecore.engine.models import Autoencoder, inference
+from aecore.engine.data import to_float
+from aecore.engine.models import Autoencoder, batched
 
 QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 quantiles (0.1 % apart)
 
 
 def reconstruct(model: Autoencoder, images, batch_size: int = 1000) -> np.ndarray:
     """Reconstructions in [0, 1] pixel space, float32 (N, 28, 28), of images (N, 28, 28) (uint8 or [0, 1] float)."""
-    x = _as_float(images)
-    device = next(model.parameters()).device
-    with inference(model):
-        parts = [model(x[i:i + batch_size].to(device)).x_hat.clamp(0, 1).cpu()
-                 for i in range(0, len(x), batch_size)]
-    return torch.cat(parts).reshape(-1, 28, 28).numpy() if parts else np.zeros((0, 28, 28), np.float32)
+    x = to_float(images)                                                      # (N, 1, 28, 28)
+    return batched(model, lambda b: model(b).x_hat.clamp(0, 1), x, batch_size).reshape(-1, 28, 28).numpy()
 
 
 def pixel_errors(model: Autoencoder, images) -> np.ndarray:
     """Squared error of every pixel's reconstruction in [0, 1] pixel space, float32 (N, 784)."""
-    x = _as_float(images).reshape(-1, 28, 28).numpy()
+    x = to_float(images)[:, 0].numpy()                                        # (N, 28, 28)
     return ((reconstruct(model, images) - x) ** 2).reshape(len(x), -1)
 
 
@@ -56,24 +52,11 @@ def code_sparsity(model: Autoencoder, images, batch_size: int = 1000) -> dict:
     if cfg.convolutional or cfg.variational:
         raise ValueError(f"model: code_sparsity needs an MLP autoencoder with a flat code, got the {cfg.family} "
                          f"family")
-    x = _as_float(images)
+    x = to_float(images)
     if len(x) == 0:
         raise ValueError("images: code_sparsity needs at least one image")
-    device = next(model.parameters()).device
-    with inference(model):
-        z = torch.cat([model.encode(x[i:i + batch_size].to(device)).cpu()
-                       for i in range(0, len(x), batch_size)]).numpy()   # (N, units)
+    z = batched(model, model.encode, x, batch_size).numpy()   # (N, units)
     zero = z == 0
     return {"mean_activation": float(z.mean(dtype=np.float64)), "zero_share": zero.mean(axis=0),
             "zero_share_all": float(zero.mean()), "dead_units": int(zero.all(axis=0).sum()),
             "values": z.reshape(-1).astype(np.float32), "images": len(z)}
-
-
-def _as_float(images) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
-    if x.shape[-2:] != (28, 28):
-        raise ValueError(f"images must be shaped (N, 28, 28), got {tuple(x.shape)}")
-    x = x.reshape(-1, 1, 28, 28)
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()

@@ -15,12 +15,10 @@ from typing import Iterator
 
 import torch
 
-from aecore.engine.data import Data, DataConfig, NOISE_KINDS, add_noise, deform, to_float
+from aecore.engine.data import Data, DataConfig, add_noise, deform, to_float
+from aecore.engine.fields import OPTIMIZERS, validate  # noqa: F401 (OPTIMIZERS: public here too)
 from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
 from aecore.engine.scoring import error_quantiles, reconstruction_error
-
-
-OPTIMIZERS = ("adam", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -43,24 +41,9 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
-        rules = [
-            ("epochs", 1 <= self.epochs <= 1000, "an integer from 1 to 1000"),
-            ("batch_size", 1 <= self.batch_size <= 65536, "an integer from 1 to 65536"),
-            ("lr", 0 < self.lr <= 10, "in (0, 10]"),
-            ("adam_eps", 0 < self.adam_eps <= 1, "in (0, 1]"),
-            ("lr_gamma", 0 < self.lr_gamma <= 1, "in (0, 1]"),
-            ("lr_milestones", all(m >= 1 for m in self.lr_milestones), "epoch numbers >= 1"),
-            ("noise", self.noise in NOISE_KINDS, f"one of {NOISE_KINDS}"),
-            ("noise_level", 0 <= self.noise_level <= 1, "in [0, 1]"),
-            ("deform", 0 <= self.deform <= 2, "in [0, 2] (1: up to 15 degrees, 10 %, 3 px, and a 34 px bend)"),
-            ("device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-            ("log_every", 1 <= self.log_every, "an integer >= 1"),
-            ("optimizer", self.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
-            ("binarize", isinstance(self.binarize, bool), "true or false"),
-        ]
-        for name, ok, allowed in rules:
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} must be {allowed}, got {getattr(self, name)!r}")
+        validate(self, "train")   # the ranges of aecore.engine.fields, the one table of settings
+        if not 1 <= self.log_every:
+            raise ValueError(f"TrainConfig.log_every must be an integer >= 1, got {self.log_every!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

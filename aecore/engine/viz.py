@@ -2,7 +2,8 @@
 
 Everything returns arrays or Plotly figures; nothing here knows about the dashboard. Grids use `tile_grid`,
 our copy of `torchvision.utils.make_grid`'s layout (the app's runtime does not need torchvision; a test
-checks the two agree), and are upscaled with nearest-neighbour so each pixel stays crisp on screen.
+checks the two agree), and are upscaled with nearest-neighbour so each pixel stays crisp on screen. The app's
+chart colours are all here: PALETTE (one per class), TWO (two groups), LINES (models overlaid), NEUTRAL (guides).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aecore.engine.data import to_float
-from aecore.engine.models import ACTIVATIONS, Autoencoder, inference
+from aecore.engine.models import ACTIVATIONS, Autoencoder, batched, inference
 
 # One colour per class (0-9): Paul Tol's "muted" scheme, its nine colours and pale grey, made to stay apart for
 # colour-blind readers (tests/test_viz.py checks them under simulated protan-, deuter- and tritanopia; Plotly's
@@ -25,6 +26,9 @@ PALETTE = ["#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
 # Lines drawn over a chart in the light and the dark theme alike: at least 3:1 against white and against #0f1117.
 NEUTRAL = "#8a8a8a"
 TWO = ("#4477AA", "#CC6677")   # two groups (normal, anomalous): Tol's blue and rose, 3.6:1 or more on both pages
+# One colour per model when up to eight are overlaid (Compare's loss curves): Okabe & Ito's colour-blind-safe
+# palette, black left out (invisible on a dark theme), yellow and grey last.
+LINES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 
 
 def scale_each(tiles: torch.Tensor) -> torch.Tensor:
@@ -90,8 +94,7 @@ def conv_kernels(model: Autoencoder) -> torch.Tensor:
 
 def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch.Tensor]]:
     """Activations of each encoder stage for one image (28, 28): [(name, (C, H, W) scaled per map)]."""
-    x = to_float(torch.as_tensor(image).reshape(1, 28, 28)) if image.dtype == np.uint8 else \
-        torch.as_tensor(image, dtype=torch.float32).reshape(1, 1, 28, 28)
+    x = to_float(image)                                                       # (1, 1, 28, 28)
     out, layers = [], list(model.encoder)
     with inference(model):
         for layer, following in zip(layers, layers[1:] + [None]):
@@ -106,10 +109,7 @@ def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch
 
 def encode_all(model: Autoencoder, images, batch_size: int = 2000) -> np.ndarray:
     """Codes of uint8 images (N, 28, 28), flattened to (N, d)."""
-    with inference(model):
-        parts = [model.encode(to_float(torch.as_tensor(images[i:i + batch_size]))).flatten(1)
-                 for i in range(0, len(images), batch_size)]
-    return torch.cat(parts).numpy()
+    return batched(model, lambda x: model.encode(x).flatten(1), images, batch_size).numpy()
 
 
 def plane(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,12 +140,11 @@ def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: f
     return decode_codes(model, origin + pts @ axes)
 
 
-def decode_codes(model: Autoencoder, codes: np.ndarray) -> np.ndarray:
+def decode_codes(model: Autoencoder, codes: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Flat codes (N, d) -> decoder images (N, 28, 28) in [0, 1]."""
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
-    with inference(model):
-        imgs = model.decode(z.reshape(len(z), *model.config.code_shape)).clamp(0, 1)
-    return imgs.reshape(-1, 28, 28).numpy()
+    return batched(model, lambda c: model.decode(c).clamp(0, 1), z.reshape(len(z), *model.config.code_shape),
+                   batch_size).reshape(-1, 28, 28).numpy()
 
 
 def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> go.Figure:

@@ -1,21 +1,24 @@
 """Models side by side: what the Compare page lists, the settings that set picked models apart, their loss curves
 overlaid, the same digits reconstructed by each, and their first-layer filters.
 
-An `Entry` is one model with what its checkpoint records (`meta`: configs, figures, per-epoch history). `gather`
-lists a visitor's ended runs, the models the session holds and the shipped checkpoints, each model once; the
-other functions are pure and return rows, arrays or a Plotly figure.
+An `Entry` (`checkpoint.ModelEntry`, also the sidebar's active model) is one model with what its checkpoint
+records (`meta`: configs, figures, per-epoch history). `gather` lists a visitor's ended runs, the models the
+session holds and the shipped checkpoints, each model once; the other functions are pure and return rows, arrays
+or a Plotly figure.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Iterable, Mapping
 
 import numpy as np
 import plotly.graph_objects as go
 
 from aecore.engine import viz
+from aecore.engine.checkpoint import ModelEntry as Entry   # the app's one model-with-its-checkpoint record
 from aecore.engine.data import DataConfig
+from aecore.engine.fields import merged, used_by
 from aecore.engine.models import ModelConfig, count_params
 from aecore.engine.scoring import reconstruct
 from aecore.engine.train import TrainConfig
@@ -23,41 +26,10 @@ from aecore.engine.train import TrainConfig
 MAX_PICKS = 8
 MISSING = "—"           # the entry's checkpoint does not record this setting or figure
 NOT_USED = "not used"   # the setting has no effect for this entry (e.g. model.channels of an MLP)
-# Okabe & Ito's colour-blind-safe palette, black left out (invisible on a dark theme), yellow and grey last.
-COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+COLOURS = viz.LINES     # one colour per entry, by its place among the picks
 SECTIONS = (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig))
 EMPTY = {"data.classes": "all", "train.lr_milestones": "none"}   # what an empty tuple means for these settings
 RUN_STATES = ("finished", "stopped")   # ended runs whose weights the page compares (a failed run's are not)
-
-
-@dataclass(frozen=True, eq=False)   # eq=False: hashed by identity (meta is a dict)
-class Entry:
-    key: str        # "shipped:<name>", "session:<name>" (as the sidebar's selector) or "run:<id>"
-    name: str       # unique among the entries of one listing
-    source: str
-    model: object   # aecore.engine.models.Autoencoder, eval mode
-    meta: dict
-
-    @property
-    def config(self) -> ModelConfig:
-        return self.model.config
-
-    @property
-    def shipped(self) -> bool:
-        return self.key.startswith("shipped:")
-
-    @property
-    def dataset(self) -> str | None:
-        """The data set it was trained on, or None when its checkpoint does not say."""
-        return (_as_dict(self.meta.get("data")) or {}).get("dataset")
-
-    @property
-    def history(self) -> list[dict]:
-        return list(self.meta.get("history") or [])
-
-    @property
-    def figures(self) -> dict:
-        return dict(self.meta.get("figures") or {})
 
 
 # ------------------------------------------------------------------------------------------- listing
@@ -186,34 +158,23 @@ def figure_rows(entries: list[Entry]) -> list[dict]:
 
 def settings(entry: Entry) -> dict[str, object]:
     """Every setting by dotted name ('model.hidden', 'data.classes', 'train.lr') -> its value, NOT_USED when
-    it has no effect on this model, MISSING when the checkpoint does not record it."""
+    it has no effect on this model (`fields.used_by`: a conv model's hidden sizes, the noise level without noise),
+    MISSING when the checkpoint does not record it."""
+    sections = {section: _as_dict(entry.config if section == "model" else entry.meta.get(section))
+                for section, _ in SECTIONS}
+    every = merged(*sections.values())
     out = {}
     for section, cls in SECTIONS:
-        values = _as_dict(entry.config if section == "model" else entry.meta.get(section))
+        values = sections[section]
         for f in fields(cls):
             name = f"{section}.{f.name}"
             if values is None or f.name not in values:
                 out[name] = MISSING
-            elif _unused(section, f.name, values):
+            elif not used_by(f.name, every):
                 out[name] = NOT_USED
             else:
                 out[name] = values[f.name]
     return out
-
-
-def _unused(section: str, name: str, v: dict) -> bool:
-    """Settings the model never reads: comparing them would show differences that change nothing."""
-    if section == "model":
-        family = v.get("family")
-        variational = family in ("vae", "conv-vae")
-        return ((name == "hidden" and family == "conv") or (name == "channels" and family not in ("conv", "conv-vae"))
-                or (name == "linear_code" and family != "deep") or (name == "dropout_where" and not v.get("dropout"))
-                or (name == "sparsity" and not v.get("sparsity"))
-                or (name in ("latent", "beta", "kl_warmup") and not variational))
-    if section == "train":
-        return ((name == "noise_level" and v.get("noise") == "none")
-                or (name == "lr_gamma" and not v.get("lr_milestones")))
-    return False
 
 
 def differing_settings(entries: list[Entry]) -> list[dict]:

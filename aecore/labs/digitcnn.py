@@ -25,7 +25,7 @@ from torch import nn
 
 from aecore.engine import checkpoint
 from aecore.engine.data import Split, to_float
-from aecore.engine.models import from_dict, inference
+from aecore.engine.models import batched, from_dict
 from aecore.engine.train import TrainingDiverged
 
 FORMAT = "aecore-classifier/1"
@@ -160,29 +160,15 @@ def predict_proba(model: nn.Module, images) -> np.ndarray:
     or tensor; uint8 is scaled by 1/255) or one image (28, 28) -> (1, 10). Raises ValueError for other shapes,
     NaN or values outside [0, 1]."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
-    shape = tuple(x.shape)
-    if x.ndim == 4 and shape[1] == 1:
-        x = x[:, 0]
-    elif x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or tuple(x.shape[1:]) != (SIDE, SIDE):
-        raise ValueError(f"images must have shape (N, 28, 28), (N, 1, 28, 28) or (28, 28); got {shape}")
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    elif x.dtype.is_floating_point:
-        x = x.float()
-    else:
+    if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
         raise ValueError(f"images must be floats in [0, 1] or uint8 in 0..255; got dtype {x.dtype}")
+    x = to_float(x)                                       # (N, 1, 28, 28); ValueError for any other shape
     if len(x) and not torch.isfinite(x).all():
         raise ValueError("images hold NaN or infinite values")
     if len(x) and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"image values must lie in [0, 1] (uint8: 0..255); got {x.min():.3g} .. {x.max():.3g}")
-    device = next(model.parameters()).device
-    out = []
-    with inference(model):
-        for i in range(0, len(x), BATCH):
-            out.append(torch.softmax(model(x[i:i + BATCH, None].to(device)).double(), 1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, CLASSES))
+    probs = batched(model, lambda b: torch.softmax(model(b).double(), 1), x, BATCH)
+    return probs.reshape(-1, CLASSES).double().numpy()
 
 
 def accuracy(model: nn.Module, split: Split) -> float:

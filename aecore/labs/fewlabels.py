@@ -30,7 +30,7 @@ from torch import nn
 
 from aecore.engine import checkpoint
 from aecore.engine.data import Data, DataConfig, to_float
-from aecore.engine.models import Autoencoder, ModelConfig, build, from_dict, inference
+from aecore.engine.models import Autoencoder, ModelConfig, batched, build, from_dict
 from aecore.engine.train import TrainConfig, TrainingDiverged, evaluate, fit
 
 DEFAULT_LABELS = (100, 300, 1000, 60_000)
@@ -203,13 +203,8 @@ def fine_tune(net: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: 
 
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
     """Fraction of uint8 images (N, 28, 28) whose most likely class is their label, in eval mode."""
-    device = next(net.parameters()).device
-    right = 0
-    with inference(net):
-        for i in range(0, len(labels), batch_size):
-            logits = net(to_float(images[i:i + batch_size].to(device)))
-            right += (logits.argmax(1).cpu() == labels[i:i + batch_size]).sum().item()
-    return right / max(len(labels), 1)
+    guesses = batched(net, lambda x: net(x).argmax(1), images, batch_size)   # (N,)
+    return (guesses == labels).sum().item() / max(len(labels), 1)
 
 
 # ---------------------------------------------------------------------------------------------- pretraining

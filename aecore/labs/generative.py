@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from aecore.labs import classifier
-from aecore.engine.models import inference
+from aecore.engine.data import to_float
+from aecore.engine.models import batched, inference
 from aecore.engine.models.vae import gaussian_kl
 
 MAX_DECODED = 50_000   # decoded images per chunk: 50k x 784 float32 is ~157 MB a tensor, a few such at the peak
@@ -112,15 +113,11 @@ def decode_images(model, codes, batch: int = 1000) -> np.ndarray:
     flat (a conv autoencoder's (C, 7, 7) code), so a Gaussian fitted to flattened codes can be decoded.
     """
     z = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
-    param = next(model.parameters())
     shape = getattr(getattr(model, "config", None), "code_shape", None)
     if shape is not None and len(shape) > 1 and z.ndim == 2:
         z = z.reshape(len(z), *shape)
     decode = getattr(model, "decode", None) or (lambda c: torch.sigmoid(model.decode_raw(c)))
-    with inference(model):
-        parts = [decode(z[i:i + batch].to(param.device, param.dtype)).float().clamp(0, 1).cpu()
-                 for i in range(0, len(z), batch)]
-    return torch.cat(parts).reshape(-1, 28, 28).numpy() if parts else np.zeros((0, 28, 28), np.float32)
+    return batched(model, lambda c: decode(c).float().clamp(0, 1), z, batch).reshape(-1, 28, 28).numpy()
 
 
 def fit_gaussian(codes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,14 +205,10 @@ def range_grid(low, high, n: int = 15) -> torch.Tensor:
 def encode_images(model, images, batch: int = MAX_BATCH) -> torch.Tensor:
     """Codes of images (N, 28, 28) or (N, 1, 28, 28), uint8 or floats in [0, 1], flattened: float32 (N, D) on the
     CPU, in eval mode without gradients (a VAE's codes are its posterior means)."""
-    param = next(model.parameters())
-    x = _as_input(images, param.dtype)
+    x = _as_input(images, next(model.parameters()).dtype)
     if len(x) == 0:
         raise ValueError("images: no images to encode (got an empty batch)")
-    with inference(model):
-        parts = [model.encode(x[i:i + batch].to(param.device)).flatten(1).float().cpu()
-                 for i in range(0, len(x), batch)]
-    return torch.cat(parts)
+    return batched(model, lambda b: model.encode(b).flatten(1).float(), x, batch)
 
 
 def code_gaussian(model, images) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,4 +280,4 @@ def _as_input(images, dtype: torch.dtype) -> torch.Tensor:
     x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if x.ndim < 2:
         raise ValueError(f"images must be a batch (N, ...) with at least 2 dimensions, got {tuple(x.shape)}")
-    return x.to(dtype).div(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+    return to_float(x, dtype, channel=False)

@@ -41,7 +41,7 @@ import torch
 
 from aecore.labs import generative
 from aecore.engine import presets, viz
-from aecore.engine.data import DataConfig, DataError, load
+from aecore.engine.data import DataConfig, DataError, load, to_float
 from aecore.runs import RegistryConfig, RunRegistry, RunSpec
 from aecore.engine.scoring import reconstruction_error
 from aecore.engine.train import evaluate_terms
@@ -236,11 +236,10 @@ def pca_errors(train_images, test_images, sizes, chunk: int = 10_000) -> np.ndar
 def _pixels(images, start: int, count: int) -> np.ndarray:
     """Images [start, start + count) as float64 (n, 784) in [0, 1]."""
     part = images[start:start + count]
-    raw = part.numpy() if isinstance(part, torch.Tensor) else np.asarray(part)
-    a = raw.reshape(len(raw), -1).astype(np.float64)
+    a = to_float(part, torch.float64, channel=False).reshape(len(part), -1).numpy()
     if a.shape[1] != PIXELS:
         raise ValueError(f"images must be 28x28, got {a.shape[1]} pixels each")
-    return a / 255.0 if raw.dtype == np.uint8 else a
+    return a
 
 
 def code_size_figure(points: list[SizePoint], sizes, pca: np.ndarray, epochs: int) -> go.Figure:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aecore.engine import checkpoint
-from aecore.engine.data import Data
+from aecore.engine.data import Data, to_float
 from aecore.engine.models import Autoencoder, build
 from aecore.engine.scoring import reconstruct
 from aecore.engine.train import Control, Metrics, RunSpec, TrainingDiverged, fit, resolve_device, results
@@ -77,7 +77,8 @@ class TrainingJob:
         # The fixed test digits (8, 28, 28) uint8, and in [0, 1] for every snapshot. A job without data (one that
         # mirrors a run trained elsewhere) gets them from where the run trains.
         self._probe = _fixed_digits(data, N_TIMELINE) if data is not None else None
-        self._originals = self._probe.numpy() / 255.0 if data is not None else np.zeros((0, 28, 28))
+        self._originals = to_float(self._probe, torch.float64, channel=False).numpy() if data is not None \
+            else np.zeros((0, 28, 28))
 
     def _resolve(self, spec: RunSpec) -> str:
         """The device the run trains on; ValueError for one this machine lacks."""

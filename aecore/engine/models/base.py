@@ -14,17 +14,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FAMILIES = ("shallow", "deep", "conv", "vae", "conv-vae")
-VARIATIONAL = ("vae", "conv-vae")
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-OUTPUTS = ("sigmoid", "identity")
-LOSSES = ("bce", "mse")
-INITS = ("torch", "keras", "chainer")
-DROPOUT_PLACES = ("hidden", "hidden+output")
+from aecore.engine.data import to_float
+from aecore.engine.fields import (DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS,  # noqa: F401 (public here too)
+                                  VARIATIONAL, validate)
+
+# The choices are the settings table's (aecore.engine.fields), which also holds every range checked below.
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}   # keyed as fields.ACTIVATION_NAMES
 SIDE = 28  # MNIST images are 28 x 28
 
 
@@ -33,7 +33,7 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
     family: str = "shallow"             # shallow 784-h-784, deep (mirrored MLP), conv
     hidden: tuple[int, ...] = (200,)    # MLP encoder sizes after the input; shallow takes exactly one
-    channels: tuple[int, ...] = (16, 4)  # conv encoder channels, one 3x3 conv + 2x2 max-pool per entry
+    channels: tuple[int, ...] = (16, 4)  # conv encoder channels, one 3x3 conv + 2x2 max-pool per entry (1 or 2)
     activation: str = "relu"            # hidden activation: relu, sigmoid or tanh
     linear_code: bool = False           # deep only: no activation on the code layer (unbounded latent)
     output: str = "sigmoid"             # sigmoid keeps pixels in [0, 1]; identity as in the Chainer study
@@ -53,48 +53,12 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{field} must be {allowed}, got {value!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        check(self.family in FAMILIES, "family", f"one of {FAMILIES}", self.family)
-        check(self.activation in ACTIVATIONS, "activation", f"one of {tuple(ACTIVATIONS)}", self.activation)
-        check(self.output in OUTPUTS, "output", f"one of {OUTPUTS}", self.output)
-        check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
-        check(self.init in INITS, "init", f"one of {INITS}", self.init)
-        check(self.dropout_where in DROPOUT_PLACES, "dropout_where", f"one of {DROPOUT_PLACES}", self.dropout_where)
+        validate(self, "model", self.family)   # the family, then each setting's range as this family takes it
         check(isinstance(self.batch_norm, bool), "batch_norm", "true or false", self.batch_norm)
-        check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         check(not (self.loss == "bce" and self.output == "identity"), "loss",
               "'mse' when output is 'identity' (BCE needs outputs in [0, 1])", self.loss)
-        check(0.0 <= self.sparsity <= 10.0, "sparsity", "in [0, 10]", self.sparsity)
-        check(self.sparsity == 0.0 or self.family == "shallow", "sparsity", "0 outside the shallow family",
-              self.sparsity)
-        if self.family in VARIATIONAL:
-            check(1 <= self.latent <= 512, "latent", "an integer from 1 to 512", self.latent)
-            check(0.0 <= self.beta <= 100.0, "beta", "in [0, 100]", self.beta)
-            check(0 <= self.kl_warmup <= 1000, "kl_warmup", "an integer from 0 to 1000 (epochs)", self.kl_warmup)
-            check(self.output == "sigmoid", "output", "'sigmoid' for a variational autoencoder", self.output)
-            check(self.dropout == 0.0 and not self.batch_norm, "dropout",
-                  "0 (and batch_norm off) for a variational autoencoder", self.dropout)
-            check(len(self.hidden) <= 8 and all(1 <= h <= 4096 for h in self.hidden), "hidden",
-                  "0 to 8 sizes, each from 1 to 4096, for a variational autoencoder", self.hidden)
-            if self.family == "conv-vae":
-                check(1 <= len(self.channels) <= 2 and all(1 <= c <= 256 for c in self.channels), "channels",
-                      "1 or 2 channel counts from 1 to 256 (stride-2 stages: 28 -> 14 -> 7)", self.channels)
-        elif self.family == "shallow":
-            check(len(self.hidden) == 1 and 2 <= self.hidden[0] <= 2000, "hidden",
-                  "one size from 2 to 2000 for the shallow family", self.hidden)
-        elif self.family == "deep":
-            check(1 <= len(self.hidden) <= 8 and all(1 <= h <= 4096 for h in self.hidden), "hidden",
-                  "1 to 8 sizes, each from 1 to 4096, for the deep family", self.hidden)
-        else:
-            check(1 <= len(self.channels) and all(1 <= c <= 256 for c in self.channels), "channels",
-                  "one or more channel counts from 1 to 256", self.channels)
-            side = SIDE
-            for stage in range(len(self.channels)):
-                if side % 2:
-                    raise ValueError(
-                        f"ModelConfig.channels: {len(self.channels)} pooling stages cannot decode back to "
-                        f"28x28 (after {stage} stages the map is {side}x{side}, odd, so 2x2 pooling loses a "
-                        f"row); use at most 2 stages")
-                side //= 2
+        check(not (self.batch_norm and self.family in VARIATIONAL), "dropout",
+              "0 (and batch_norm off) for a variational autoencoder", self.dropout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -293,6 +257,19 @@ def inference(model: nn.Module):
             yield model
     finally:
         model.train(was_training)
+
+
+def batched(model: nn.Module, fn, inputs, batch_size: int = 1000) -> torch.Tensor:
+    """`fn(batch)` for each `batch_size` inputs in turn, under `inference(model)`, the results concatenated on the
+    CPU: torch.cat([fn(x[i:i + batch_size]) ...]). `inputs` (N, ...), numpy or torch: uint8 images become floats in
+    [0, 1] (`data.to_float`, shape kept), floats the model's dtype; each batch goes to the model's device. No
+    inputs give an empty float32 tensor (0,), for the caller to reshape."""
+    param = next(model.parameters())
+    x = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
+    with inference(model):
+        parts = [fn(to_float(x[i:i + batch_size], param.dtype, channel=False).to(param.device)).cpu()
+                 for i in range(0, len(x), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def summary(model: Autoencoder) -> list[dict]:
