@@ -1,18 +1,13 @@
-"""What the real-browser test modules share: Debian's Chromium and its flags, one `streamlit run app.py` per test
-module (aecore.loadtest.serve, with AELAB_MAX_RUNS=1 and a short grace time), and waiting for the app.
-
-Imported by tests/test_browser.py and tests/test_accessibility.py; a module that imports the `chromium` and
-`server` fixtures gets a server of its own. Both skip when Chromium or the real MNIST files are missing.
+"""Plain helpers the real-browser test modules share: Debian's Chromium and its flags, waiting for the app, and
+reading a run's progress, step and id off the page. The fixtures built on them (chromium, server, browser: one
+`streamlit run app.py` per test module, with AELAB_MAX_RUNS=1 and a short grace time) are in conftest.py; they
+skip when Chromium or the real MNIST files are missing.
 """
 from __future__ import annotations
 
-import os
+import re
 import shutil
 from pathlib import Path
-
-import pytest
-
-from conftest import real_mnist_dir
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"    # git-ignored: logs, screenshots, measurements
@@ -22,49 +17,18 @@ VIEWPORT = {"width": 1400, "height": 1000}
 STARTUP_S = 90          # server start and first page load
 GRACE_S = 15            # the server stops a run nobody has watched for this long
 SERVER_PID = [0]        # the running server's process id, for CPU readings
+TRAIN_S = 180           # a 1-epoch run of pytorch-784-200; seconds on a free machine, much longer on a busy one
+
+START = re.compile(r"\bStart$")   # buttons carry a material icon, whose ligature text comes first
+STOP = re.compile(r"\bStop$")
+RUN_ID = re.compile(r"[?&]run=([\w-]+)")
+STEP = re.compile(r"step ([\d,]+)/")
 
 
 def chromium_path() -> str | None:
     if Path("/usr/bin/chromium").is_file():
         return "/usr/bin/chromium"
     return shutil.which("chromium")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = chromium_path()
-    if path is None:
-        pytest.skip("chromium not installed (/usr/bin/chromium or `chromium` on PATH)")
-    if real_mnist_dir() is None:
-        pytest.skip("real MNIST not available: set AECORE_DATA_DIR to a folder with the four IDX files")
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(request, chromium) -> str:
-    """`streamlit run app.py` on a free port (aecore.loadtest.serve), its default page served once; its base URL,
-    for this module's tests. Its log: tests/artifacts/<module>.streamlit.log."""
-    from aecore.loadtest import Deadline, serve
-
-    env = dict(os.environ, AELAB_MAX_RUNS="1", AELAB_RUN_GRACE_S=str(GRACE_S))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = ARTIFACTS / f"{request.module.__name__}.streamlit.log"
-    with serve(env, log, Deadline(STARTUP_S + 60)) as (url, pid):
-        SERVER_PID[0] = pid
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser(chromium):
-    """One headless Chromium for a test module (Playwright's sync API)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def wait_idle(page, timeout_s: float = 60) -> None:
@@ -77,3 +41,20 @@ def goto(page, name: str, heading: str) -> None:
     """Click a page in the sidebar navigation and wait for its title."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
     page.get_by_role("heading", name=heading).wait_for()
+
+
+def progress_text(page) -> str:
+    bar = page.get_by_test_id("stProgress")
+    return bar.inner_text() if bar.count() else ""
+
+
+def step_of(text: str) -> int:
+    m = STEP.search(text)
+    assert m, f"no step in {text!r}"
+    return int(m.group(1).replace(",", ""))
+
+
+def run_id_of(page) -> str:
+    m = RUN_ID.search(page.url)
+    assert m, f"no run id in the URL {page.url}"
+    return m.group(1)

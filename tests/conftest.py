@@ -1,77 +1,35 @@
-"""Shared fixtures: tiny IDX files written on the fly, a tiny in-memory `Data`, and the real-MNIST skip rule.
+"""Every shared fixture of the test suite (plain helpers live in idx_helpers.py, app_helpers.py,
+browser_support.py and local_mirror.py; no test module imports another's fixtures).
 
 Tests marked `@pytest.mark.mnist` run only when AECORE_DATA_DIR names a folder holding the four MNIST IDX
 files. Every other test runs with AECORE_DATA_DIR removed and the working directory set to its own tmp_path,
 so neither a developer's environment nor a stray ./data folder can change which files are found; every test,
 those included, gets an empty download cache of its own (AECORE_CACHE_DIR).
+
+Fixtures by topic: tiny IDX files and a tiny in-memory `Data` (arrays, make_dataset, mnist_dir, mnist_raw_dir,
+tiny_data); the local HTTP mirror (serve); Ray (ray_address); the dashboard through AppTest (app_environment,
+which a module applies with `pytestmark = pytest.mark.usefixtures("app_environment")`, started_jobs, tiny_idx,
+no_data); the real browser (chromium, server, browser).
 """
 from __future__ import annotations
 
-import gzip
 import os
-import struct
+import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from aecore.engine.data import ENV_VAR, Data, Split
+from aecore.engine.data import ENV_VAR, Data
 from aecore.engine.fetch import CACHE_ENV
+from idx_helpers import as_data, real_mnist_dir, tiny_arrays, write_dataset, write_idx_folder
 
 N_TRAIN, N_TEST = 64, 32
-STEMS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-# ---------------------------------------------------------------------------------------------- IDX writing
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The IDX encoding of a uint8 array of 1 or 3 dimensions (magic 0x00000801 / 0x00000803)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    return header + array.tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray) -> Path:
-    """Write `array` as IDX to `path`, gzip-compressed when the name ends in .gz."""
-    data = idx_bytes(array)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
-    return path
-
-
-def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n learnable 28x28 uint8 images: a bright bar whose place depends on the label, plus speckle."""
-    rng = np.random.default_rng(seed)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    rng.shuffle(labels)
-    images = (rng.random((n, 28, 28)) < 0.05).astype(np.uint8) * 60
-    for i, c in enumerate(labels):
-        row = 3 + 2 * int(c)
-        images[i, row:row + 3, 4:24] = 255
-        images[i, 4:24, row:row + 2] = 200
-    return images, labels
 
 
 @pytest.fixture(scope="session")
-def arrays() -> dict[str, np.ndarray]:
+def arrays() -> dict:
     """The contents every tiny IDX folder holds (64 train and 32 test images, labels 0-9)."""
-    train_x, train_y = make_images(N_TRAIN, seed=1)
-    test_x, test_y = make_images(N_TEST, seed=2)
-    return {"train-images": train_x, "train-labels": train_y, "test-images": test_x, "test-labels": test_y}
-
-
-def write_dataset(root: Path, arrays: dict, gz: bool = True, layout: str = "flat") -> Path:
-    """Write the four files under `root` (flat) or `root/MNIST/raw` (torchvision); returns that folder."""
-    folder = {"flat": root, "torchvision": root / "MNIST" / "raw",
-              "fashion": root / "fashion-mnist", "fashion-torchvision": root / "FashionMNIST" / "raw"}[layout]
-    ext = ".gz" if gz else ""
-    for split, (img_stem, lab_stem) in STEMS.items():
-        write_idx(folder / (img_stem + ext), arrays[f"{split}-images"])
-        write_idx(folder / (lab_stem + ext), arrays[f"{split}-labels"])
-    return folder
+    return tiny_arrays(N_TRAIN, N_TEST, seed=1)
 
 
 @pytest.fixture
@@ -99,25 +57,11 @@ def mnist_raw_dir(make_dataset) -> Path:
 
 @pytest.fixture
 def tiny_data(arrays) -> Data:
-    """The tiny images as a `Data` (no validation split), straight from tensors."""
-    def split(name):
-        return Split(torch.from_numpy(arrays[f"{name}-images"].copy()),
-                     torch.from_numpy(arrays[f"{name}-labels"].astype(np.int64)))
-    return Data(train=split("train"), val=None, test=split("test"))
+    """The tiny images of `arrays` as a `Data` (no validation split), straight from tensors."""
+    return as_data(arrays)
 
 
 # ---------------------------------------------------------------------------------------------- real MNIST
-def real_mnist_dir() -> Path | None:
-    """The folder AECORE_DATA_DIR names, if it (or its MNIST/raw) holds all four MNIST files."""
-    value = os.environ.get(ENV_VAR)
-    if not value:
-        return None
-    for folder in (Path(value), Path(value) / "mnist", Path(value) / "MNIST" / "raw"):
-        if all(any((folder / (s + e)).is_file() for e in ("", ".gz")) for pair in STEMS.values() for s in pair):
-            return folder
-    return None
-
-
 def pytest_runtest_setup(item):
     if item.get_closest_marker("mnist") and real_mnist_dir() is None:
         pytest.skip(f"real MNIST not available: set {ENV_VAR} to a folder with the four IDX files")
@@ -143,7 +87,7 @@ def _isolated(request, monkeypatch, tmp_path, tmp_path_factory):
 @pytest.fixture
 def serve():
     """Factory: serve(files, delay=0) -> a running Mirror, shut down after the test."""
-    from local_mirror import Mirror   # it imports this module's idx_bytes
+    from local_mirror import Mirror
     started = []
 
     def make(files: dict[str, bytes], delay: float = 0.0) -> Mirror:
@@ -168,3 +112,104 @@ def ray_address():
     finally:
         cluster.disconnect()
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- the dashboard (AppTest)
+@pytest.fixture
+def app_environment(monkeypatch, tmp_path):
+    """For a module of AppTest tests (`pytestmark = pytest.mark.usefixtures("app_environment")`), every test:
+    runs in threads, no Debian Fashion-MNIST, fresh caches; afterwards the session's resources are released (which
+    stops its training run) and the run's thread is waited for."""
+    import streamlit as st
+
+    import aecore.engine.data
+    from app_helpers import WAIT
+
+    monkeypatch.setenv("AELAB_RUN_BACKEND", "threads")   # runs stay in this process: fakes and spies reach them
+    monkeypatch.setattr(aecore.engine.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    for thread in threading.enumerate():
+        if thread.name.startswith("train-"):
+            thread.join(WAIT)
+
+
+@pytest.fixture
+def started_jobs(monkeypatch) -> list:
+    """The training jobs the app starts during a test."""
+    from aecore.runs import TrainingJob
+
+    jobs: list[TrainingJob] = []
+    real_start = TrainingJob.start
+
+    def start(self):
+        self.train_size = len(self.data.train)   # the job lets go of its data once it ends
+        jobs.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(TrainingJob, "start", start)
+    return jobs
+
+
+@pytest.fixture
+def tiny_idx(tmp_path, monkeypatch) -> Path:
+    """120 train and 40 test synthetic digits as gzip IDX files, made the dashboard's data."""
+    from app_helpers import use_data
+
+    folder = write_idx_folder(tmp_path / "idx", n_train=120, n_test=40)
+    use_data(monkeypatch, tmp_path, folder)
+    return folder
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch) -> None:
+    """No data anywhere the dashboard looks."""
+    from app_helpers import use_data
+
+    use_data(monkeypatch, tmp_path, None)
+
+
+# ---------------------------------------------------------------------------------------------- the real browser
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium; skips the module when it, or the real MNIST files, are missing."""
+    from browser_support import chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium not installed (/usr/bin/chromium or `chromium` on PATH)")
+    if real_mnist_dir() is None:
+        pytest.skip("real MNIST not available: set AECORE_DATA_DIR to a folder with the four IDX files")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(request, chromium) -> str:
+    """`streamlit run app.py` on a free port (aecore.loadtest.serve), its default page served once, with
+    AELAB_MAX_RUNS=1 and a short grace time; its base URL, for this module's tests (one server per module). Its
+    log: tests/artifacts/<module>.streamlit.log; its process id: browser_support.SERVER_PID."""
+    from aecore.loadtest import Deadline, serve
+    from browser_support import ARTIFACTS, GRACE_S, SERVER_PID, STARTUP_S
+
+    env = dict(os.environ, AELAB_MAX_RUNS="1", AELAB_RUN_GRACE_S=str(GRACE_S))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / f"{request.module.__name__}.streamlit.log"
+    with serve(env, log, Deadline(STARTUP_S + 60)) as (url, pid):
+        SERVER_PID[0] = pid
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """One headless Chromium for a test module (Playwright's sync API)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -9,7 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aecore.engine.fetch import FILES
-from conftest import idx_bytes
+from idx_helpers import idx_bytes
 
 
 class Mirror:

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from browser_support import (ARTIFACTS, REPO, STARTUP_S, VIEWPORT, browser, chromium, server,  # noqa: F401
-                             wait_idle)
+from browser_support import ARTIFACTS, REPO, STARTUP_S, VIEWPORT, wait_idle
 
-pytestmark = [pytest.mark.browser, pytest.mark.mnist]
+pytestmark = [pytest.mark.browser, pytest.mark.mnist, pytest.mark.slow]
 
 SEVERE = ("critical", "serious")
 ALSO_ASSERTED = ("heading-order",)          # moderate in axe, but a skipped level misleads a screen-reader user

@@ -16,7 +16,7 @@ from aecore.engine import checkpoint
 from aecore.labs.anomaly import auc, confusion, roc_curve, threshold_for
 from aecore.engine.data import Split
 
-from conftest import STEMS, write_idx
+from idx_helpers import STEMS, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,6 +177,7 @@ def test_score_is_the_squared_error_over_the_worst_pixels():
 
 
 # ---------------------------------------------------------------------------------------------- digit detector
+@pytest.mark.slow
 def test_the_cli_trains_a_digit_detector_with_a_verdict_threshold(tmp_path):
     folder = tmp_path / "idx"
     write_easy(folder, 200, 100)

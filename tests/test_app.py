@@ -2,181 +2,40 @@
 run from the Train page, and a drawing sent through the Draw page."""
 from __future__ import annotations
 
-import base64
 import io
-import os
 import re
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import streamlit as st
-import streamlit.testing.v1.app_test as app_test_module
 from PIL import Image, ImageDraw
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-import aecore.engine.data
 import aecore.runs.job
 from aecore.engine import checkpoint
 from aecore.engine.data import ENV_VAR
-from aecore.runs import TrainingJob
 from aecore.engine.train import TrainingDiverged
 from aecore.engine.models import ModelConfig, build
 
-from idx_helpers import png_bytes, write_idx_folder
+from app_helpers import (APP, DEFAULT_MODEL, TITLES, WAIT, blank_canvas, canvas_value, custom_form, drawn_digit, goto,
+                         open_app, caches, server, texts, use_data, wait_for_end)
+from idx_helpers import real_mnist_dir
 from local_mirror import closed_port_url
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "app.py"
-if str(ROOT) not in sys.path:       # the pages import `pages.shared` from the repository root
-    sys.path.insert(0, str(ROOT))
-
-from pages import shared  # noqa: E402
-
-TITLES = {"pages/train.py": "Train an autoencoder", "pages/inspect.py": "Look inside the model",
-          "pages/latent.py": "Explore the latent space", "pages/generate.py": "Generate digits",
-          "pages/draw.py": "Draw a digit",
-          "pages/anomalies.py": "Find anomalies", "pages/compare.py": "Compare runs",
-          "pages/studies.py": "Studies", "pages/pretrain.py": "Pretraining with few labels"}
-DEFAULT_MODEL = "shipped:pytorch-784-200"
-WAIT = 120.0
-
-
-# ------------------------------------------------------------------------------------------- set-up
-class _NavigationPagesManager(PagesManager):
-    """Pages as app.py declares them with st.navigation, on every run.
-
-    A running server ignores the legacy `pages/` folder convention once app.py has called st.navigation,
-    which the first script run does. AppTest forgets that before each run, so without this every rerun after
-    the first would execute the page file alone, without app.py's page config and sidebar.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-
-@pytest.fixture(autouse=True)
-def _app_environment(monkeypatch, tmp_path):
-    """Every test: pages as app.py declares them, no Debian Fashion-MNIST, fresh caches; afterwards the
-    session's resources are released (which stops its training run) and the run's thread is waited for."""
-    monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
-    monkeypatch.setenv("AELAB_RUN_BACKEND", "threads")   # runs stay in this process: fakes and spies reach them
-    monkeypatch.setattr(aecore.engine.data, "DEBIAN_FASHION", tmp_path / "no-debian-fashion-mnist")
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-    for thread in threading.enumerate():
-        if thread.name.startswith("train-"):
-            thread.join(WAIT)
-
-
-@pytest.fixture
-def started_jobs(monkeypatch) -> list[TrainingJob]:
-    """The training jobs the app starts during a test."""
-    jobs: list[TrainingJob] = []
-    real_start = TrainingJob.start
-
-    def start(self):
-        self.train_size = len(self.data.train)   # the job lets go of its data once it ends
-        jobs.append(self)
-        real_start(self)
-
-    monkeypatch.setattr(TrainingJob, "start", start)
-    return jobs
-
-
-def use_data(monkeypatch, tmp_path, folder: Path | None) -> None:
-    """Make `folder` (or nothing) the only place the dashboard finds data; cwd is an empty tmp folder."""
-    work = tmp_path / "cwd"
-    work.mkdir(exist_ok=True)
-    monkeypatch.chdir(work)
-    if folder is None:
-        monkeypatch.delenv(ENV_VAR, raising=False)
-    else:
-        monkeypatch.setenv(ENV_VAR, str(folder))
-    # pages/shared.py reads the setting once, when first imported; the module stays loaded across app runs.
-    monkeypatch.setattr(shared, "DATA_DIR", str(folder) if folder else None)
-
-
-@pytest.fixture
-def tiny_idx(tmp_path, monkeypatch) -> Path:
-    """120 train and 40 test synthetic digits as gzip IDX files, made the dashboard's data."""
-    folder = write_idx_folder(tmp_path / "idx", n_train=120, n_test=40)
-    use_data(monkeypatch, tmp_path, folder)
-    return folder
-
-
-@pytest.fixture
-def no_data(tmp_path, monkeypatch) -> None:
-    use_data(monkeypatch, tmp_path, None)
-
-
-def real_mnist() -> Path | None:
-    """The folder AECORE_DATA_DIR names, if it holds the MNIST test images."""
-    folder = Path(os.environ.get(ENV_VAR) or "/nonexistent")
-    return folder if any((folder / f"t10k-images-idx3-ubyte{gz}").is_file() for gz in ("", ".gz")) else None
-
-
-def open_app() -> AppTest:
-    """A new session on the Train page (the link opens on the Start page: see test_start.py)."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def open_link(params: dict) -> AppTest:
-    """A new visitor opening the app's address with `params` as its query."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    assert [t.value for t in at.title] == [TITLES[page]]
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+# Fixtures (conftest.py): app_environment for every test here, started_jobs, tiny_idx, no_data, serve.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 
 def sidebar_markdown(at: AppTest) -> str:
     return "\n".join(texts(at.sidebar.markdown))
 
 
-def canvas_value(image: np.ndarray) -> dict:
-    """The drawing canvas's component state for an RGBA image, as the browser sends it."""
-    url = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
-    return {"drawing": {"raw": {"objects": []}, "data": url}, "backgroundFit": None}
-
-
-def drawn_digit() -> np.ndarray:
-    im = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
-    ImageDraw.Draw(im).line([(90, 60), (190, 60), (120, 220)], fill=(255, 255, 255, 255), width=18)
-    return np.asarray(im)
-
-
-def blank_canvas() -> np.ndarray:
-    a = np.zeros((280, 280, 4), np.uint8)
-    a[..., 3] = 255
-    return a
-
-
 # ------------------------------------------------------------------------------------------- every page renders
 def test_train_page_and_sidebar(tiny_idx):
     at = open_app()
-    assert texts(at.title) == [TITLES["pages/train.py"]]
+    assert texts(at.title) == [TITLES["app_pages/train.py"]]
     preset = at.selectbox(key="train.preset")
     assert preset.value == "pytorch-784-200"
     assert "Custom (set everything by hand)" in preset.options and "Keras 784-32-784" in preset.options
@@ -203,7 +62,7 @@ def test_choosing_a_preset_fills_the_form(tiny_idx):
     assert not at.exception
     assert at.number_input(key="train.hidden").value == 32
     assert at.number_input(key="train.val_fraction").value == pytest.approx(0.2)
-    assert at.number_input(key="train.batch").value == 128
+    assert at.number_input(key="train.batch_size").value == 128
     assert at.selectbox(key="train.init").value == "keras"
     assert any("Total parameters: **50,992**" in t for t in texts(at.markdown))
     # Editing a field makes the run a custom one; the selector keeps the preset and Reset puts it back.
@@ -219,14 +78,14 @@ def test_choosing_a_preset_fills_the_form(tiny_idx):
 def test_invalid_layer_sizes_disable_start(tiny_idx):
     at = open_app()
     at.selectbox(key="train.family").set_value("deep").run()
-    at.text_input(key="train.layers").input("64,x").run()
+    at.text_input(key="train.hidden").input("64,x").run()
     assert not at.exception
     assert any("Invalid combination" in t for t in texts(at.error))
     assert at.button(key="train.btn_start").disabled
 
 
 def test_inspect_page(tiny_idx):
-    at = goto(open_app(), "pages/inspect.py")
+    at = goto(open_app(), "app_pages/inspect.py")
     assert not at.error
     assert {"Encoder filters", "Decoder filters",
             "Reconstructions"} <= set(texts(at.header))
@@ -238,7 +97,7 @@ def test_inspect_page(tiny_idx):
 
 
 def test_inspect_page_rejects_bad_indices(tiny_idx):
-    at = goto(open_app(), "pages/inspect.py")
+    at = goto(open_app(), "app_pages/inspect.py")
     at.text_input(key="inspect.picks").input("3,999").run()
     assert not at.exception
     assert any("between 0 and 39" in t for t in texts(at.error))
@@ -248,7 +107,7 @@ def test_inspect_page_rejects_bad_indices(tiny_idx):
 
 
 def test_latent_page(tiny_idx):
-    at = goto(open_app(), "pages/latent.py")
+    at = goto(open_app(), "app_pages/latent.py")
     assert not at.error
     assert len(at.get("plotly_chart")) == 1
     assert "What the decoder draws across the plane" in texts(at.header)
@@ -256,7 +115,7 @@ def test_latent_page(tiny_idx):
 
 
 def test_draw_page_without_a_drawing(tiny_idx):
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     assert len(at.get("bidi_component")) == 1          # the drawing canvas
     assert at.get("bidi_component")[0].proto.component_name.endswith("streamlit_drawable_canvas")
     assert len(at.get("file_uploader")) == 1
@@ -269,15 +128,15 @@ def test_other_shipped_models_on_each_page(tiny_idx):
     at.sidebar.selectbox(key="app.active").set_value("shipped:conv-digit0").run()
     assert not at.exception
     assert "family: `conv`" in sidebar_markdown(at)
-    goto(at, "pages/inspect.py")
+    goto(at, "app_pages/inspect.py")
     assert {"Convolution kernels", "Feature maps"} <= set(texts(at.header))
-    goto(at, "pages/latent.py")
+    goto(at, "app_pages/latent.py")
     assert len(at.get("plotly_chart")) == 1
     at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
     assert not at.exception
     assert any("code of 2 numbers" in t for t in texts(at.caption))
     assert any("The test codes span" in t for t in texts(at.caption))
-    goto(at, "pages/draw.py")
+    goto(at, "app_pages/draw.py")
     assert any("stacked-2d" in t for t in texts(at.caption))
 
 
@@ -285,13 +144,13 @@ def test_other_shipped_models_on_each_page(tiny_idx):
 @pytest.mark.parametrize("page", list(TITLES))
 def test_every_page_renders_without_data(no_data, page):
     at = open_app()
-    if page != "pages/train.py":
+    if page != "app_pages/train.py":
         goto(at, page)
     assert texts(at.title) == [TITLES[page]]
     assert at.sidebar.selectbox(key="app.active").value == DEFAULT_MODEL   # shipped models do not need data
     assert "**pytorch-784-200**" in sidebar_markdown(at)
-    if page in ("pages/inspect.py", "pages/latent.py", "pages/generate.py", "pages/anomalies.py",
-                "pages/compare.py"):
+    if page in ("app_pages/inspect.py", "app_pages/latent.py", "app_pages/generate.py", "app_pages/anomalies.py",
+                "app_pages/compare.py"):
         boxes = [t for t in texts(at.error) if "Data not available" in t]
         assert len(boxes) == 1 and ENV_VAR in boxes[0]
     else:
@@ -301,7 +160,7 @@ def test_every_page_renders_without_data(no_data, page):
 def test_latent_2d_model_without_data_still_draws_the_plane(no_data):
     at = open_app()
     at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
-    goto(at, "pages/latent.py")
+    goto(at, "app_pages/latent.py")
     assert any(ENV_VAR in t for t in texts(at.error))
     assert not at.get("plotly_chart")
     # Its tanh code is bounded: the tutorial's 9 x 9 grid over -1..1, then its four points outside that square.
@@ -324,7 +183,7 @@ def test_start_without_data_explains(no_data, started_jobs):
 
 # ------------------------------------------------------------------------------------------- anomalies
 def test_anomalies_page_with_a_shipped_detector(tiny_idx):
-    at = goto(open_app(), "pages/anomalies.py")
+    at = goto(open_app(), "app_pages/anomalies.py")
     assert not at.error
     headers = texts(at.header)
     assert "The tutorial's case: trained on 0s, is a 6 abnormal?" in headers and "Where to draw the line" in headers
@@ -348,7 +207,7 @@ def test_anomalies_page_with_a_shipped_detector(tiny_idx):
 
 
 def test_anomalies_page_trains_a_detector_through_the_run_service(tiny_idx, started_jobs):
-    at = goto(open_app(), "pages/anomalies.py")
+    at = goto(open_app(), "app_pages/anomalies.py")
     at.radio(key="anomalies.source").set_value("train one").run()
     at.number_input(key="anomalies.epochs").set_value(2).run()
     at.button(key="anomalies.btn_start").click().run()
@@ -384,7 +243,7 @@ def test_without_data_the_train_page_offers_the_download(no_data, monkeypatch):
     at = open_app()
     assert any("mnist is not on this server" in t for t in texts(at.markdown))
     at.button(key="app.download.mnist").click().run()
-    shared.downloader("mnist").wait(WAIT)
+    caches.downloader("mnist").wait(WAIT)
     at.run()
     failures = [t for t in texts(at.error) if "Download failed" in t]
     assert len(failures) == 1
@@ -396,15 +255,15 @@ def test_hosted_profile_downloads_by_itself(no_data, monkeypatch):
     monkeypatch.setenv("AECORE_MNIST_MIRROR", closed_port_url())
     monkeypatch.setenv("AELAB_PROFILE", "hosted")
     open_app()
-    assert shared.downloader("mnist").status().state in ("running", "failed")   # started without a click
+    assert caches.downloader("mnist").status().state in ("running", "failed")   # started without a click
 
 
 @pytest.mark.mnist
-@pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not available: set {ENV_VAR}")
+@pytest.mark.skipif(real_mnist_dir() is None, reason=f"real MNIST not available: set {ENV_VAR}")
 def test_a_fresh_machine_trains_after_the_in_app_download(serve, tmp_path, monkeypatch, started_jobs):
     """No data anywhere: the page downloads the four real files from a local mirror (checksums and all),
     every page then finds them, and a run trains on them."""
-    source = real_mnist()
+    source = real_mnist_dir()
     use_data(monkeypatch, tmp_path, None)
     mirror = serve({f.name: f.read_bytes() for f in source.glob("*-ubyte.gz")})
     monkeypatch.setenv("AECORE_MNIST_MIRROR", mirror.url)
@@ -425,45 +284,19 @@ def test_a_fresh_machine_trains_after_the_in_app_download(serve, tmp_path, monke
 
 # ------------------------------------------------------------------------------------------- real MNIST
 @pytest.mark.mnist
-@pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not available: set {ENV_VAR}")
+@pytest.mark.skipif(real_mnist_dir() is None, reason=f"real MNIST not available: set {ENV_VAR}")
 def test_pages_with_real_mnist(tmp_path, monkeypatch):
-    use_data(monkeypatch, tmp_path, real_mnist())
-    at = goto(open_app(), "pages/latent.py")
+    use_data(monkeypatch, tmp_path, real_mnist_dir())
+    at = goto(open_app(), "app_pages/latent.py")
     assert not at.error
     assert len(at.get("plotly_chart")) == 1
-    goto(at, "pages/inspect.py")
+    goto(at, "app_pages/inspect.py")
     assert not at.error
     errors = at.dataframe[0].value["error (MSE)"]
     assert len(errors) == 10 and errors.max() < 0.05     # the shipped model reconstructs MNIST well
 
 
 # ------------------------------------------------------------------------------------------- training
-def wait_for_end(at: AppTest, timeout: float = WAIT) -> str:
-    """Rerun the app as the browser's polling would until the run has ended (its progress text says so and
-    Start is enabled again, so the worker thread is gone); returns the progress text."""
-    deadline = time.monotonic() + timeout
-    while True:
-        at.run()
-        assert not at.exception, at.exception
-        progress = [p.proto.text for p in at.get("progress")]
-        ended = progress and any(progress[0].startswith(s) for s in ("finished", "stopped", "failed"))
-        if ended and not at.button(key="train.btn_start").disabled:
-            return progress[0]
-        assert time.monotonic() < deadline, f"the run did not end in {timeout} s: {progress}"
-        time.sleep(0.3)
-
-
-def custom_form(at: AppTest, hidden: int, epochs: int, batch: int) -> AppTest:
-    at.selectbox(key="train.preset").set_value("custom").run()
-    at.selectbox(key="train.family").set_value("shallow")
-    at.number_input(key="train.hidden").set_value(hidden)
-    at.number_input(key="train.epochs").set_value(epochs)
-    at.number_input(key="train.batch").set_value(batch)
-    at.run()
-    assert not at.exception
-    return at
-
-
 def progress_text(at: AppTest) -> str:
     bars = [p.proto.text for p in at.get("progress")]
     assert len(bars) == 1, bars
@@ -499,13 +332,13 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     assert "trained in this session (finished" in side and "784-8-784" in side
 
     # The run's timeline shows on the Inspect page, and the new model is the one inspected.
-    goto(at, "pages/inspect.py")
+    goto(at, "app_pages/inspect.py")
     assert any("custom run 1" in t for t in texts(at.caption))
     assert "Last run's timeline" in texts(at.header)
     assert any("one row per epoch (1 … 2)" in (img.proto.imgs[0].caption if img.proto.imgs else "")
                for img in at.get("image"))
     # Back on Train, the form kept its values.
-    goto(at, "pages/train.py")
+    goto(at, "app_pages/train.py")
     assert at.number_input(key="train.hidden").value == 8
     assert at.selectbox(key="train.preset").value == "custom"
 
@@ -519,11 +352,11 @@ def test_a_vae_trains_from_the_train_page_and_is_inspected(tiny_idx, started_job
     at.selectbox(key="train.family").set_value(family).run()
     if family == "conv-vae":
         at.text_input(key="train.channels").set_value("4,8")
-    at.text_input(key="train.layers").set_value("4")
+    at.text_input(key="train.hidden").set_value("4")
     at.number_input(key="train.latent").set_value(2)
     at.number_input(key="train.beta").set_value(1.5)
     at.number_input(key="train.epochs").set_value(2)
-    at.number_input(key="train.batch").set_value(20)
+    at.number_input(key="train.batch_size").set_value(20)
     at.run()
     assert not at.exception and not at.error
     assert any(f"Total parameters: **{param_count:,}**" in t for t in texts(at.markdown)), texts(at.markdown)
@@ -537,7 +370,7 @@ def test_a_vae_trains_from_the_train_page_and_is_inspected(tiny_idx, started_job
     terms = json.loads(charts[1].proto.spec)
     assert [t["name"] for t in terms["data"]] == ["reconstruction", "KL"]
     assert "Gaussian" in sidebar_markdown(at)
-    goto(at, "pages/inspect.py")
+    goto(at, "app_pages/inspect.py")
     assert not at.exception
     headings = texts(at.header)
     assert ("Convolution kernels" if family == "conv-vae" else "Encoder filters") in headings
@@ -593,7 +426,7 @@ def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(
     job, run_id = started_jobs[0], at.query_params["run"]
     time.sleep(2.5)                   # past the grace time, but the session is open: it watches the run
     assert job.active
-    shared.run_registry().unwatch(at.session_state["app.visitor"])   # what closing the tab does
+    server.run_registry().unwatch(at.session_state["app.visitor"])   # what closing the tab does
     assert job.join(WAIT), "the run kept going with nobody watching"  # the registry's sweeper stopped it
     at.run()
     assert progress_text(at).startswith("stopped")
@@ -604,7 +437,7 @@ def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(
 def test_releasing_the_session_unwatches_its_runs(tiny_idx, started_jobs, monkeypatch):
     at = custom_form(open_app(), hidden=8, epochs=200, batch=1)
     at.button(key="train.btn_start").click().run()
-    registry, visitor = shared.run_registry(), at.session_state["app.visitor"]
+    registry, visitor = server.run_registry(), at.session_state["app.visitor"]
     run = registry._runs[at.query_params["run"]]
     assert run.watchers == {visitor}
     released = []
@@ -739,11 +572,11 @@ def test_settings_come_from_secrets_too(tiny_idx, monkeypatch):
     monkeypatch.setattr(type(st.secrets), "items", lambda self: {"AELAB_MAX_RUNS": 3, "other": 1}.items())
     monkeypatch.delenv("AELAB_MAX_RUNS", raising=False)
     open_app()
-    assert shared.run_registry().config.max_runs == 3
+    assert server.run_registry().config.max_runs == 3
     monkeypatch.setenv("AELAB_MAX_RUNS", "2")        # the environment wins
     st.cache_resource.clear()
     open_app()
-    assert shared.run_registry().config.max_runs == 2
+    assert server.run_registry().config.max_runs == 2
 
 
 def test_hosted_profile_names_the_limit(tiny_idx, started_jobs, monkeypatch):
@@ -778,7 +611,7 @@ def test_uploading_a_broken_checkpoint_explains(tiny_idx):
 
 # ------------------------------------------------------------------------------------------- drawing
 def test_drawing_is_scored(tiny_idx):
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.session_state["draw.canvas"] = canvas_value(drawn_digit())
     at.run()
     assert not at.exception and not at.error
@@ -804,7 +637,7 @@ def test_the_digit_verdict_tells_a_digit_from_a_symbol(tiny_idx):
     for char in "7#":
         picture = drawset.render_text(char, font)
         s = anomaly.score(model, to_mnist(picture)[None])[0]
-        at = goto(open_app(), "pages/draw.py")
+        at = goto(open_app(), "app_pages/draw.py")
         at.session_state["draw.canvas"] = canvas_value(np.stack([picture] * 3 + [np.full_like(picture, 255)], -1))
         at.run()
         assert not at.exception and not at.error
@@ -814,7 +647,7 @@ def test_the_digit_verdict_tells_a_digit_from_a_symbol(tiny_idx):
 
 
 def test_blank_drawing_gives_the_hint(tiny_idx):
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.session_state["draw.canvas"] = canvas_value(blank_canvas())
     at.run()
     assert not at.exception and not at.error
@@ -827,7 +660,7 @@ def test_uploaded_picture_is_scored(tiny_idx):
     ImageDraw.Draw(photo).line([(200, 40), (210, 260)], fill=(20, 20, 20), width=25)
     buf = io.BytesIO()
     photo.save(buf, "JPEG")
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.get("file_uploader")[0].set_value(("one.jpg", buf.getvalue(), "image/jpeg")).run()
     assert not at.exception and not at.error
     assert "Reconstruction error (MSE)" in [m.label for m in at.metric]
@@ -836,7 +669,7 @@ def test_uploaded_picture_is_scored(tiny_idx):
 
 
 def test_unusable_upload_is_explained(tiny_idx):
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.get("file_uploader")[0].set_value(("notes.png", b"these are notes, not a picture", "image/png")).run()
     assert not at.exception
     assert any("Cannot use notes.png" in t and "PNG or JPEG" in t for t in texts(at.error))

@@ -24,23 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import (ARTIFACTS, CHROMIUM_ARGS, GRACE_S, REPO, SERVER_PID, STARTUP_S, VIEWPORT,  # noqa: F401
-                             chromium, goto, server, wait_idle)
+from browser_support import (ARTIFACTS, CHROMIUM_ARGS, GRACE_S, REPO, SERVER_PID, START, STARTUP_S, STOP,  # noqa: F401
+                             TRAIN_S, VIEWPORT, goto, progress_text, run_id_of, step_of, wait_idle)
 
 # Screenshots go to the git-ignored artifacts folder; AELAB_SCREENSHOTS=docs/screenshots refreshes the README's.
 SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
-TRAIN_S = 180           # a 1-epoch run of pytorch-784-200; seconds on a free machine, much longer on a busy one
-
-START = re.compile(r"\bStart$")   # buttons carry a material icon, whose ligature text comes first
-STOP = re.compile(r"\bStop$")
-RUN_ID = re.compile(r"[?&]run=([\w-]+)")
-STEP = re.compile(r"step ([\d,]+)/")
-
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-# chromium and server (AELAB_MAX_RUNS=1, grace GRACE_S, its process id in SERVER_PID): tests/browser_support.py
+# chromium and server (AELAB_MAX_RUNS=1, grace GRACE_S, its process id in SERVER_PID): tests/conftest.py
 @pytest.fixture(scope="module")
 def problems() -> list[str]:
     """Console errors, page errors and failed requests seen by the browser (reported, not asserted)."""
@@ -122,23 +115,6 @@ def phone_screenshot(page, url: str, name: str, folder: Path = SCREENSHOTS) -> P
         return path
     finally:
         context.close()
-
-
-def progress_text(page) -> str:
-    bar = page.get_by_test_id("stProgress")
-    return bar.inner_text() if bar.count() else ""
-
-
-def step_of(text: str) -> int:
-    m = STEP.search(text)
-    assert m, f"no step in {text!r}"
-    return int(m.group(1).replace(",", ""))
-
-
-def run_id_of(page) -> str:
-    m = RUN_ID.search(page.url)
-    assert m, f"no run id in the URL {page.url}"
-    return m.group(1)
 
 
 def samples_per_s(text: str) -> int | None:

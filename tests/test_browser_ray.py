@@ -18,12 +18,10 @@ ray = pytest.importorskip("ray")
 
 from aecore.loadtest import Deadline, serve  # noqa: E402
 
-from browser_support import browser  # noqa: E402,F401
+from browser_support import (ARTIFACTS, START, STARTUP_S, STOP, TRAIN_S, VIEWPORT, progress_text, run_id_of,  # noqa: E402
+                             step_of, wait_idle)
 
-from test_browser import (ARTIFACTS, CHROMIUM_ARGS, START, STARTUP_S, STOP, TRAIN_S, VIEWPORT, chromium,  # noqa: E402,F401
-                          progress_text, run_id_of, step_of, wait_idle)
-
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
 PAUSE = re.compile(r"\bPause$")
 RESUME = re.compile(r"\bResume$")
 

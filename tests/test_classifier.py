@@ -21,8 +21,7 @@ from aecore.labs.classifier import ClassifierConfig, ClassifierFileError, incept
 from aecore.engine.data import load_split
 from aecore.engine.models import ModelConfig, build as build_autoencoder
 
-from conftest import real_mnist_dir
-from idx_helpers import tiny_data, write_idx_folder
+from idx_helpers import real_mnist_dir, tiny_data, write_idx_folder
 
 REPO = Path(__file__).resolve().parents[1]
 # Small and unaugmented: the synthetic digits are bars two pixels apart, which a shift of 2 px would confuse.

@@ -7,6 +7,7 @@ from dataclasses import fields
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from aecore.engine import checkpoint
@@ -16,11 +17,12 @@ from aecore.engine.data import DataConfig
 from aecore.engine.models import ModelConfig, build
 from aecore.engine.train import TrainConfig
 
-# The app fixtures, the autouse one included: every AppTest here runs in the environment test_app.py sets up.
-from test_app import (ROOT, _app_environment, custom_form, goto, no_data, open_app, shared,  # noqa: F401
-                      started_jobs, texts, tiny_idx, wait_for_end)
+from app_helpers import ROOT, caches, custom_form, goto, open_app, texts, wait_for_end
 
-PAGE = "pages/compare.py"
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
+
+PAGE = "app_pages/compare.py"
 SHIPPED = ("chainer-case7", "conv-digit0", "conv-vae-2d", "keras-784-32", "keras-vae-2d", "pytorch-784-200",
            "sparse-784-32", "stacked-2d")   # models/*.safetensors, in name order
 
@@ -242,7 +244,7 @@ def test_two_shipped_models_side_by_side(tiny_idx):
 def test_a_run_from_the_train_page_is_listed_once_and_joins_the_picks(tiny_idx, started_jobs):
     at = goto(open_app(), PAGE)
     at.multiselect(key="compare.picked").set_value(["shipped:keras-784-32", "shipped:pytorch-784-200"]).run()
-    goto(at, "pages/train.py")
+    goto(at, "app_pages/train.py")
     custom_form(at, hidden=8, epochs=2, batch=20)
     at.button(key="train.btn_start").click().run()
     assert wait_for_end(at).startswith("finished")
@@ -311,8 +313,8 @@ def test_each_model_reconstructs_its_own_data_set(tiny_idx, monkeypatch):
     rows = {r["setting"]: (r["shirts"], r["pytorch-784-200"]) for r in at.dataframe[1].value.to_dict("records")}
     assert rows["data.dataset"] == ("fashion-mnist", "mnist")
 
-    real = shared.test_split
-    monkeypatch.setattr(shared, "test_split", lambda ds="mnist": (None, "fashion-mnist test data not found.")
+    real = caches.test_split
+    monkeypatch.setattr(caches, "test_split", lambda ds="mnist": (None, "fashion-mnist test data not found.")
                         if ds == "fashion-mnist" else real(ds))
     at.run()
     assert not at.exception

@@ -11,7 +11,7 @@ from aecore.engine import data as D
 from aecore.engine import fetch
 from aecore.engine.data import (DEFORM_AT_1, DataConfig, DataError, Split, add_noise, deform, load, load_split, read_idx,
                          to_float)
-from conftest import STEMS, idx_bytes, make_images, write_dataset, write_idx
+from idx_helpers import STEMS, idx_bytes, images_and_labels, write_dataset, write_idx
 from local_mirror import closed_port_url, tiny_files
 
 TRAIN_IMAGES, TRAIN_LABELS = STEMS["train"]
@@ -185,7 +185,7 @@ def test_malformed_file_names_file_and_problem(make_dataset, case):
 
 def test_corrupt_gzip_body_is_a_data_error(tmp_path):
     """Damage inside the deflate stream raises zlib.error from gzip; read_idx must turn it into a DataError."""
-    images, _ = make_images(64, seed=3)
+    images, _ = images_and_labels(64, seed=3)
     raw = bytearray(gzip.compress(idx_bytes(images)))
     raw[40:60] = bytes(range(200, 220))
     path = tmp_path / "train-images-idx3-ubyte.gz"

@@ -13,15 +13,17 @@ from aecore.labs import classifier
 from aecore.engine.data import load_split
 from aecore.engine.preprocess import load_image, to_mnist
 
-from test_app import (ROOT, _app_environment, blank_canvas, canvas_value, drawn_digit, goto, open_app,  # noqa: F401
-                      texts, tiny_idx)
+from app_helpers import ROOT, blank_canvas, canvas_value, drawn_digit, goto, open_app, texts
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 SPARSE, PLAIN = "shipped:sparse-784-32", "shipped:keras-784-32"
 CHARTS = "vega_lite_chart"   # what st.bar_chart shows as in AppTest
 
 
 def draw(image: np.ndarray):
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.session_state["draw.canvas"] = canvas_value(image)
     at.run()
     assert not at.exception and not at.error
@@ -86,7 +88,7 @@ def test_an_uploaded_picture_is_read_too(tiny_idx):
     ImageDraw.Draw(photo).line([(80, 60), (220, 60), (130, 260)], fill=(10, 10, 10), width=24)   # a dark 7
     buf = io.BytesIO()
     photo.save(buf, "PNG")
-    at = goto(open_app(), "pages/draw.py")
+    at = goto(open_app(), "app_pages/draw.py")
     at.get("file_uploader")[0].set_value(("seven.png", buf.getvalue(), "image/png")).run()
     assert not at.exception and not at.error
     assert readings(at) == [expected_reading(load_image(buf.getvalue()))]
@@ -104,7 +106,7 @@ def inspect(key: str):
     at = open_app()
     at.sidebar.selectbox(key="app.active").set_value(key).run()
     assert not at.exception
-    return goto(at, "pages/inspect.py")
+    return goto(at, "app_pages/inspect.py")
 
 
 def mean_activations(at) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from aecore.engine import fetch
 from aecore.engine.data import ENV_VAR, DataError, load_split
 from aecore.engine.fetch import FILES, Download, FetchError, download
-from conftest import idx_bytes, real_mnist_dir
+from idx_helpers import idx_bytes, real_mnist_dir
 from local_mirror import closed_port_url, tiny_files
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,10 +20,13 @@ from aecore.labs import classifier, generative
 from aecore.engine.data import ENV_VAR, load_split, to_float
 from aecore.engine.models import ModelConfig, build
 
+from app_helpers import goto, open_app, texts
 from idx_helpers import images_and_labels
-from test_app import _app_environment, goto, no_data, open_app, texts, tiny_idx  # noqa: F401
 
-PAGE = "pages/generate.py"
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
+
+PAGE = "app_pages/generate.py"
 MODELS = Path(__file__).resolve().parents[1] / "models"
 TINY_JUDGE = classifier.ClassifierConfig(channels=(2, 4), dense=8)
 
@@ -93,7 +96,7 @@ def tiny_vae(latent: int = 2, family: str = "vae"):
 
 def upload(at, model, name: str):
     """Add `model` to the session through the Train page's upload widget; it becomes the active model."""
-    goto(at, "pages/train.py")
+    goto(at, "app_pages/train.py")
     at.get("file_uploader")[0].set_value((f"{name}.safetensors", checkpoint.to_bytes(model, {"name": name}),
                                           "application/octet-stream")).run()
     assert not at.exception

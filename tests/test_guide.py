@@ -1,4 +1,4 @@
-"""The pages' guides (pages/guide.py): every page app.py navigates to opens with its line and a collapsed "What
+"""The pages' guides (ui/guide.py, texts in ui/guides/): every page app.py navigates to opens with its line and a collapsed "What
 am I looking at?" expander whose figures are the shipped files' own (read here again, through the loaders), with
 data and without any; a missing or broken file reads "not available" and the guide still renders."""
 from __future__ import annotations
@@ -13,9 +13,12 @@ import pytest
 from aecore.labs import anomaly, classifier, pretrain, studies
 from aecore.engine import checkpoint, presets
 from aecore.engine.models import ModelConfig, build
-from test_app import APP, ROOT, _app_environment, no_data, open_app, tiny_idx  # noqa: F401 (fixtures)
 
-from pages import guide  # noqa: E402 (test_app puts the repository root on the path)
+from app_helpers import APP, ROOT, open_app
+from ui import guide  # noqa: E402 (app_helpers puts the repository root on the path)
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 MODELS = ROOT / "models"
 
@@ -27,7 +30,7 @@ def flat(text: str) -> str:
 
 def app_pages() -> list[str]:
     """The page files app.py hands to st.navigation, in its order."""
-    return re.findall(r'st\.Page\(\s*"(pages/[^"]+\.py)"', APP.read_text())
+    return re.findall(r'st\.Page\(\s*"(app_pages/[^"]+\.py)"', APP.read_text())
 
 
 def shipped(name: str) -> dict:
@@ -68,14 +71,14 @@ def expected_figures() -> dict[str, list[str]]:
 
 def test_every_page_has_a_guide():
     assert len(guide.GUIDES) == 10
-    assert {f"pages/{name}.py" for name in guide.GUIDES} == set(app_pages())
+    assert {f"app_pages/{name}.py" for name in guide.GUIDES} == set(app_pages())
 
 
 def check_intros(at, figures: dict[str, list[str]]) -> None:
     """Visit every guided page in one session: its line right under the title, then the collapsed expander."""
     for name, g in guide.GUIDES.items():
         at.query_params.clear()      # as the browser's navigation does (Start sends a ?preset= link to Train)
-        at.switch_page(f"pages/{name}.py").run()
+        at.switch_page(f"app_pages/{name}.py").run()
         assert not at.exception, (name, at.exception)
         assert at.main.markdown[0].value == g.line, name
         box = at.main.expander[0]

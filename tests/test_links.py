@@ -11,8 +11,10 @@ from aecore.engine.data import DataConfig
 from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
 
-from test_app import (_app_environment, custom_form, goto, open_app, open_link, started_jobs, texts,  # noqa: F401
-                      tiny_idx, wait_for_end)
+from app_helpers import custom_form, goto, open_app, open_link, texts, wait_for_end
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 
 def configs(name):
@@ -23,8 +25,9 @@ def configs(name):
 def test_every_field_is_a_config_field():
     known = {f.name for c in (ModelConfig, DataConfig, TrainConfig) for f in fields(c)}
     assert set(links.FIELDS) <= known
+    classes = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
     for name, field in links.FIELDS.items():
-        assert name in {f.name for f in fields(field.config)}
+        assert name in {f.name for f in fields(classes[field.config])}
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
@@ -76,7 +79,7 @@ def test_bad_parameters_are_named_and_the_rest_applies():
     assert (link.values["epochs"], link.values["family"], link.values["dropout"]) == \
         (base["epochs"], base["family"], base["dropout"])
     text = " | ".join(link.problems)
-    assert "`epochs=abc`: expected a whole number from 1 to 200" in text
+    assert "`epochs=abc`: expected a whole number from 1 to 1000" in text
     assert "`family=rnn`: expected one of shallow, deep, conv" in text
     assert "`dropout=0.95`: expected a number from 0 to 0.9" in text
     assert "unknown parameter `colour`" in text
@@ -105,7 +108,7 @@ def test_a_deformation_set_in_the_form_reaches_the_run_and_its_link(tiny_idx, st
     assert wait_for_end(at).startswith("finished")
     assert started_jobs[-1].spec.train.deform == 1.0
     assert any("deform=1" in c.value for c in at.code)
-    inspect = goto(at, "pages/inspect.py")                  # Inspect shows the inputs as the run saw them
+    inspect = goto(at, "app_pages/inspect.py")                  # Inspect shows the inputs as the run saw them
     captions = [img.proto.imgs[0].caption for img in inspect.get("image") if img.proto.imgs]
     assert any("row 2: input as in training (deformed 1)" in c for c in captions), captions
     assert "deform=3" in " ".join(texts(open_link({"preset": "pytorch-784-200", "deform": "3"}).warning))
@@ -116,7 +119,7 @@ def test_opening_a_link_fills_the_form_and_starts_nothing(tiny_idx, started_jobs
     assert at.selectbox(key="train.preset").value == "keras-784-32"
     assert at.number_input(key="train.epochs").value == 5
     assert at.number_input(key="train.hidden").value == 64
-    assert at.number_input(key="train.batch").value == 128                # the rest is the preset's
+    assert at.number_input(key="train.batch_size").value == 128                # the rest is the preset's
     assert any("differs from this preset" in t for t in texts(at.caption))
     assert not at.warning and not at.error and started_jobs == []
     assert dict(at.query_params) == {"preset": "keras-784-32", "hidden": "64", "epochs": "5"} or \

@@ -8,16 +8,12 @@ missing; about two and a half minutes.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.mnist]   # mnist: keeps AECORE_DATA_DIR for the server
+from browser_support import chromium_path
 
-
-def chromium_path() -> str | None:
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.mnist, pytest.mark.slow]   # mnist: keeps AECORE_DATA_DIR for the server
 
 
 def test_small_load_run(tmp_path, capsys):

@@ -17,9 +17,11 @@ from aecore.engine.data import Data, DataConfig, Split, load
 from aecore.engine.models import build
 from aecore.labs.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, ResultsError
 
+from app_helpers import TITLES, goto, open_app, texts
 from idx_helpers import tiny_data, write_idx_folder
-# The app fixtures, the autouse one included: every AppTest here runs in the environment test_app.py sets up.
-from test_app import TITLES, _app_environment, goto, no_data, open_app, texts, tiny_idx  # noqa: F401
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = replace(QUICK, hidden=(32, 8))   # seconds on the tiny data sets
@@ -116,6 +118,7 @@ def _noisy_patterns(n: int, seed: int, sigma: float = 0.4):
     return Split(torch.from_numpy((x * 255).round().astype(np.uint8)), torch.from_numpy(y.astype(np.int64)))
 
 
+@pytest.mark.slow
 def test_a_denoising_autoencoder_helps_when_one_label_per_class_is_noise_dominated():
     data = Data(_noisy_patterns(1000, 0), None, _noisy_patterns(300, 1))
     cfg = replace(QUICK, hidden=(64, 16), deform=0.0, ae_epochs=30, ae_batch=50, noise_level=0.3, batch=20,
@@ -229,7 +232,7 @@ def test_accuracy_figure_has_both_arms_error_bars_and_the_references(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the page
-PAGE = "pages/pretrain.py"
+PAGE = "app_pages/pretrain.py"
 
 
 def test_the_page_shows_the_table_the_chart_and_the_draw(tiny_idx, tmp_path, monkeypatch):
@@ -265,6 +268,7 @@ def test_the_page_with_results_but_no_data(no_data, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- real MNIST
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_pretraining_beats_random_initialisation_at_100_labels():
     # one thread, as the command line uses: on a busy two-core machine two threads make small batches crawl
     threads = torch.get_num_threads()

@@ -20,6 +20,7 @@ from aecore.engine.train import TrainConfig  # noqa: E402
 
 from idx_helpers import tiny_data  # noqa: E402
 
+pytestmark = pytest.mark.ray
 WAIT = 120.0     # a worker process starts and imports torch before its first metric: seconds on a busy machine
 CPUS = 2
 
@@ -73,6 +74,7 @@ def named_actors() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------- one run
+@pytest.mark.slow
 def test_a_run_streams_pauses_resumes_and_stops(registry, data):
     run_id = registry.submit(spec("long", epochs=400), data, "v1")
     assert run_id in named_actors() or registry.view(run_id).state == "queued"
@@ -105,6 +107,7 @@ def test_a_run_streams_pauses_resumes_and_stops(registry, data):
     assert wait_until(lambda: run_id not in named_actors(), 30), "the ended run's actor has exited"
 
 
+@pytest.mark.slow
 def test_a_finished_run_hands_back_its_checkpoint_and_frees_its_cpu(registry, data):
     run_id = registry.submit(spec("short", epochs=3), data, "v1")
     view = wait_state(registry, run_id, ("finished", "failed"))
@@ -118,6 +121,7 @@ def test_a_finished_run_hands_back_its_checkpoint_and_frees_its_cpu(registry, da
 
 
 # ---------------------------------------------------------------------------------------------- the cluster's queue
+@pytest.mark.slow
 def test_runs_beyond_the_cpus_wait_as_queued_and_start_when_one_frees(registry, data):
     ids = [registry.submit(spec(f"r{i}", epochs=400), data, f"visitor-{i}") for i in range(4)]
     assert wait_until(lambda: sum(registry.view(i).state == "running" for i in ids) == 2), \
@@ -146,6 +150,7 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(registry, data):
 
 
 # ---------------------------------------------------------------------------------------------- other servers
+@pytest.mark.slow
 def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_address, data):
     other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address, grace_s=60))
     try:
@@ -176,6 +181,7 @@ def test_another_server_reattaches_by_id_and_drives_the_run(registry, ray_addres
         other.shutdown()
 
 
+@pytest.mark.slow
 def test_a_series_is_found_from_another_server(registry, ray_address, data):
     series_id = registry.submit_series([spec("s1", epochs=2), spec("s2", epochs=2)], data, "v1")
     other = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address))
@@ -191,6 +197,7 @@ def test_a_series_is_found_from_another_server(registry, ray_address, data):
         other.shutdown()
 
 
+@pytest.mark.slow
 def test_an_unwatched_run_stops_itself(ray_address, data):
     reg = RunRegistry(RegistryConfig(backend="ray", ray_address=ray_address, grace_s=2.0))
     try:

@@ -441,7 +441,7 @@ def wait_state(reg, run_id, wanted, timeout=WAIT):
     pytest.fail(f"run stayed {reg.view(run_id).state}, wanted {wanted}")
 
 
-BACKENDS = pytest.mark.parametrize("backend", ["processes", "threads"])
+BACKENDS = pytest.mark.parametrize("backend", [pytest.param("processes", marks=pytest.mark.slow), "threads"])
 
 
 @BACKENDS

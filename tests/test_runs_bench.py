@@ -68,6 +68,8 @@ def test_threads_backend_reports_every_figure_and_runs_one_run_at_a_time(data):
     json.dumps(bench.rounded(result))       # what main prints
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_ray_backend_reports_actor_polls_and_staleness(data):
     ray = pytest.importorskip("ray")
     result = bench.run_backend("ray", spec(), data, repeats=1, view_calls=VIEW_CALLS, actor_calls=ACTOR_CALLS)

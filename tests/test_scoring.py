@@ -140,7 +140,7 @@ def test_code_sparsity_matches_the_code_of_a_deep_model(images):
     with torch.no_grad():
         z = model.eval().encode(images.float().div(255).view(-1, 1, 28, 28)).numpy()   # oracle: (7, 8)
     assert z.shape == (7, 8) and s["zero_share"].shape == (8,)
-    np.testing.assert_allclose(s["values"], z.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(s["values"], z.reshape(-1), rtol=1e-5, atol=1e-6)   # float32 GEMMs over batches of 4 and of 7 differ in the last bits
     assert s["mean_activation"] == pytest.approx(float(z.mean()), rel=1e-6)
     np.testing.assert_array_equal(s["zero_share"], (z == 0).mean(axis=0))
     assert s["zero_share"][5] == 1.0 and s["dead_units"] == int((z == 0).all(axis=0).sum()) >= 1

@@ -11,7 +11,10 @@ from aecore.labs import anomaly, generative
 from aecore.engine import checkpoint
 from aecore.engine.data import load_split
 
-from test_app import (TITLES, _app_environment, no_data, open_app, open_link, texts, tiny_idx)  # noqa: F401
+from app_helpers import TITLES, open_app, open_link, texts
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 START_TITLE = "AE Lab: what does an autoencoder learn?"
@@ -66,10 +69,10 @@ def test_a_tutorial_card_loads_its_preset_into_a_changed_form(tiny_idx):
     at.selectbox(key="train.preset").set_value("chainer-case1").run()
     at.number_input(key="train.epochs").set_value(3).run()
     at.query_params.clear()              # what the browser's navigation does when it leaves the Train page
-    at.switch_page("pages/start.py").run()
+    at.switch_page("app_pages/start.py").run()
     at.button(key="start.keras").click().run()
     assert not at.exception
-    assert texts(at.title) == [TITLES["pages/train.py"]]
+    assert texts(at.title) == [TITLES["app_pages/train.py"]]
     assert at.selectbox(key="train.preset").value == "keras-784-32"
     assert at.number_input(key="train.epochs").value == 20            # the preset's, not the 3 typed before
     assert at.query_params["preset"] == "keras-784-32"
@@ -78,22 +81,22 @@ def test_a_tutorial_card_loads_its_preset_into_a_changed_form(tiny_idx):
 def test_first_step_opens_train_and_cards_make_shipped_models_active(tiny_idx):
     at = open_link({})
     at.button(key="start.step1").click().run()
-    assert texts(at.title) == [TITLES["pages/train.py"]]
+    assert texts(at.title) == [TITLES["app_pages/train.py"]]
     assert at.selectbox(key="train.preset").value == "pytorch-784-200"
     at = open_link({})
     at.button(key="start.stacked").click().run()
-    assert texts(at.title) == [TITLES["pages/latent.py"]]
+    assert texts(at.title) == [TITLES["app_pages/latent.py"]]
     assert at.session_state["app.active"] == "shipped:stacked-2d"
     at = open_link({})
     at.button(key="start.chainer").click().run()
-    assert texts(at.title) == [TITLES["pages/studies.py"]]
+    assert texts(at.title) == [TITLES["app_pages/studies.py"]]
     assert at.radio(key="studies.pick").value == "chainer"
 
 
 @pytest.mark.parametrize("params", [{"run": "no-such-run"}, {"preset": "keras-784-32", "epochs": "5"}])
 def test_a_run_or_configuration_link_at_the_root_opens_train(tiny_idx, params):
     at = open_link(params)
-    assert texts(at.title) == [TITLES["pages/train.py"]]
+    assert texts(at.title) == [TITLES["app_pages/train.py"]]
     if "epochs" in params:
         assert at.selectbox(key="train.preset").value == "keras-784-32"
         assert at.number_input(key="train.epochs").value == 5

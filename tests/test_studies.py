@@ -18,9 +18,11 @@ from aecore.engine.models import count_params
 from aecore.runs import RegistryConfig, RunRegistry
 from aecore.engine.viz import scale_each
 
+from app_helpers import APP, WAIT, goto, open_app, texts
 from idx_helpers import tiny_data
-from test_app import (APP, WAIT, _app_environment, goto, no_data, open_app, started_jobs,  # noqa: F401
-                      texts, tiny_idx)
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
 
 
 # ------------------------------------------------------------------------------------------- definitions
@@ -246,7 +248,7 @@ def wait_until_ended(at: AppTest, runs: int, timeout: float = WAIT) -> None:
 def open_link(series: str) -> AppTest:
     """A new session opening the Studies page's URL with ?study=<series> (a reload, or the link in another tab)."""
     at = AppTest.from_file(str(APP), default_timeout=60)
-    at.switch_page("pages/studies.py")
+    at.switch_page("app_pages/studies.py")
     at.query_params["study"] = series
     at.run()
     assert not at.exception, at.exception
@@ -261,7 +263,7 @@ def chart_traces(at: AppTest) -> list[dict]:
 
 
 def test_the_code_size_study_from_the_page_and_after_a_reload(tiny_idx, started_jobs):
-    at = goto(open_app(), "pages/studies.py")
+    at = goto(open_app(), "app_pages/studies.py")
     at.radio(key="studies.pick").set_value("code-size").run()
     assert any("shortened to 5 epochs per run from the tutorial's 20" in t and
                f"the whole study took {studies.MINUTES['code-size']:g} min" in t for t in texts(at.caption))
@@ -292,7 +294,7 @@ def test_the_code_size_study_from_the_page_and_after_a_reload(tiny_idx, started_
 
 
 def test_the_beta_study_in_one_click_from_the_generate_page(tiny_idx, started_jobs):
-    at = goto(open_app(), "pages/generate.py")
+    at = goto(open_app(), "app_pages/generate.py")
     assert any("shortened to 10 epochs per run from the tutorial's 50" in t for t in texts(at.caption))
     at.button(key="generate.beta_start").click().run()
     assert not at.exception and not at.error
@@ -315,7 +317,7 @@ def test_the_beta_study_in_one_click_from_the_generate_page(tiny_idx, started_jo
 
 def test_stopping_a_study_stops_its_waiting_runs_and_it_blocks_other_runs(tiny_idx, started_jobs, monkeypatch):
     monkeypatch.setattr(studies, "CHAINER_EPOCHS", 1000)               # far longer than the test waits
-    at = goto(open_app(), "pages/studies.py")
+    at = goto(open_app(), "app_pages/studies.py")
     assert at.radio(key="studies.pick").value == "chainer"
     at.button(key="studies.btn_start").click().run()
     assert not at.exception and not at.error
@@ -327,11 +329,11 @@ def test_stopping_a_study_stops_its_waiting_runs_and_it_blocks_other_runs(tiny_i
     assert states[0].startswith("running · epoch ")
     assert states[1].startswith("waits for 1 run of this study") and states[6].startswith("waits for 6 runs")
     # The visitor's one piece of work: the Train page refuses another run while the study goes on.
-    goto(at, "pages/train.py")
+    goto(at, "app_pages/train.py")
     at.button(key="train.btn_start").click().run()
     refusals = [t for t in texts(at.error) if "Not started" in t]
     assert len(refusals) == 1 and "series of 7 runs in progress (0 ended, next: chainer-case1)" in refusals[0]
-    goto(at, "pages/studies.py")
+    goto(at, "app_pages/studies.py")
     at.button(key="studies.btn_stop").click().run()
     assert started_jobs[0].join(WAIT)
     wait_until_ended(at, 7)
@@ -342,7 +344,7 @@ def test_stopping_a_study_stops_its_waiting_runs_and_it_blocks_other_runs(tiny_i
 
 def test_the_chainer_study_draws_the_tutorials_grid(tiny_idx, started_jobs, monkeypatch):
     monkeypatch.setattr(studies, "CHAINER_EPOCHS", 1)
-    at = goto(open_app(), "pages/studies.py")
+    at = goto(open_app(), "app_pages/studies.py")
     assert any("shortened to 1 epochs per run" in t for t in texts(at.caption))
     at.button(key="studies.btn_start").click().run()
     wait_until_ended(at, 7)
@@ -357,7 +359,7 @@ def test_the_chainer_study_draws_the_tutorials_grid(tiny_idx, started_jobs, monk
 
 
 def test_start_without_data_explains(no_data, started_jobs):
-    at = goto(open_app(), "pages/studies.py")
+    at = goto(open_app(), "app_pages/studies.py")
     assert any("No study yet" in t for t in texts(at.info))
     at.button(key="studies.btn_start").click().run()
     assert not at.exception

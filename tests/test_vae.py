@@ -17,8 +17,7 @@ from aecore.engine.models import ModelConfig, build
 from aecore.engine.train import TrainConfig, evaluate, fit
 from aecore.engine.models.vae import gaussian_kl
 
-from conftest import real_mnist_dir
-from idx_helpers import tiny_data
+from idx_helpers import real_mnist_dir, tiny_data
 
 VAE = ModelConfig(family="vae", hidden=(32,), latent=3)
 CONV_VAE = ModelConfig(family="conv-vae", channels=(4, 8), hidden=(16,), latent=2)
