@@ -1,8 +1,41 @@
-"""aecore: the autoencoder laboratory's engine, with no user interface.
+"""aecore: the autoencoder laboratory without a user interface. Its folders are floors; imports point down only.
 
-Modules: data (MNIST / Fashion-MNIST IDX files, noise), models (shallow, deep, conv autoencoders),
-train (the `fit` generator, configs, `python -m aecore.train`), job (a run in a background thread),
-presets (the tutorials' experiments), checkpoint (safetensors save/load), scoring (reconstruction errors),
-preprocess (drawings and uploads to MNIST form), viz (tile grids, latent plots, charts), cli, bench.
+engine/ — data, models, the training loop, and what reads or writes a model (imports nothing above it)
+    data          MNIST / Fashion-MNIST IDX files as uint8 tensors, noise, deformation, `to_float` (to [0, 1])
+    fetch         downloads with mirrors and checksums; `fetch.load` downloads on a miss for callers that ask
+    models/       `build`, `batched` (inference batch by batch) and the public names; `base` (ModelConfig, the
+                  plain families), `vae` (variational)
+    train         TrainConfig, RunSpec, the `fit` generator, evaluation
+    checkpoint    safetensors checkpoints with JSON metadata (never unpickled); `ModelEntry`, a model and its record
+    scoring       reconstruction errors, quantiles, code sparsity
+    preprocess    drawings and uploads to MNIST form
+    viz           tile grids, latent plots, charts, the palettes
+    presets       the tutorials' experiments and their figures; `versus`, a tutorial's figure beside ours
+    fields        the one table of settings: each one's name, label, range, and the families that use it
+    links         a configuration as a shareable query string
+
+runs/ — the run service: the only thing that starts a training (see runs/__init__)
+    registry, queue, backend, job (threads), process (processes), cluster + relay + directory (Ray), settings,
+    bench (`python -m aecore.runs.bench`)
+
+labs/ — experiments on the engine, training through the run service
+    anomaly       one-class detectors and the Draw page's digit detector (`python -m aecore.labs.anomaly`)
+    generative    likelihoods, sampling, interpolation, decoded grids
+    likelihood    a VAE's test likelihood (`python -m aecore.labs.likelihood`)
+    classifier    the digit judge (`python -m aecore.labs.classifier`); digitcnn: its network and training
+    drawset       the drawing set that measures the Draw verdict
+    compare       runs and models side by side
+    studies       several runs in one click, PCA (`python -m aecore.labs.studies`)
+    pretrain      few labels: the command line and results; fewlabels: the experiment
+
+entry points (top floor) — command lines and benchmarks, nothing imports them
+    train         `python -m aecore.train`: train a preset or a custom model
+    bench         `python -m aecore.bench`: fit against the tutorial pipeline and the GEMM floor
+    loadtest      `python -m aecore.loadtest`: many browser sessions against one server
+    pagetimes     `python -m aecore.pagetimes`: each page's time to show, on a fresh server and warm
+    browse        the server and browser driver the last two share
+
+argv — command-line helpers every command shares (a leaf)
+
 Importing the package does no work; import the module you need.
 """
