@@ -2,7 +2,7 @@
 import streamlit as st
 
 from aecore.runs import RayUnavailable
-from ui import server, session
+from ui import server, session, visitor
 
 st.set_page_config(page_title="AE Lab", page_icon=":material/science:", layout="wide")
 
@@ -25,24 +25,43 @@ try:
 except (ValueError, RayUnavailable) as e:
     st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
     st.stop()
-session.collect_finished_run()          # before the model selector is drawn
+session.restore()                       # what this visitor's other sessions left: a reload, another tab
+on_train = nav.url_path == "train"
+session.collect_finished_run(activate=on_train)   # before the model selector is drawn
 
 
-def run_badge(polling: bool) -> None:
-    """This visitor's run, on every page; while it is active the badge polls (slowly: the open session itself is
-    what keeps the run going, see session.watch)."""
+def run_badge() -> None:
+    """This visitor's run, on every page, with the same progress figure as the Train page (step / total steps).
+    It polls every 2 s while the run is active; when the run ends, the whole app reruns and collects its model."""
     run = session.current_run()
     if run is None or not run.active:
-        if polling:
-            st.rerun()   # it ended while this page showed: the whole app collects its model and stops polling
+        if st.session_state.pop("app.badge", False):
+            st.rerun()   # it ended while this page showed: the whole app collects its model
         return
+    st.session_state["app.badge"] = True
     session.watch(run.id)
-    where = {"queued": f"number {run.position} in line" if run.position else "waiting for the cluster's resources"
-             }.get(run.state, f"{run.snapshot.progress:.0%}")
+    last = run.snapshot.last
+    where = ({"queued": f"number {run.position} in line" if run.position else "waiting for the cluster's resources"}
+             .get(run.state) or (f"epoch {last.epoch} of {run.spec.train.epochs}, {run.snapshot.progress:.0%}" if last
+                                 else "starting"))
     st.info(f"Training **{run.spec.name}**: {run.state}, {where}", icon=":material/hourglass_top:")
 
 
-with st.sidebar:
+def offer_new_model(choices: dict) -> None:
+    """A run that ended while another page showed: its model is the visitor's now; say so, and let them use it."""
+    key = st.session_state.get(session.NEW_MODEL)
+    if key not in choices:
+        st.session_state.pop(session.NEW_MODEL, None)
+        return
+    st.success(f"Your run ended: **{choices[key].name}** is in your models.", icon=":material/check_circle:")
+    if st.button("Make it the active model", key="app.use_new_model"):
+        st.session_state[session.ACTIVATE] = key
+        del st.session_state[session.NEW_MODEL]
+        st.rerun()
+
+
+def sidebar() -> None:
+    """The active model, its facts, a run that ended elsewhere, and the run badge."""
     st.markdown("## :material/science: AE Lab")
     choices = session.model_choices()
     active = session.active_model()
@@ -60,8 +79,15 @@ with st.sidebar:
             f"parameters: **{info['parameters']}**  \n"
             f"from: {info['source']}  \n"
             f"device: `{info['device']}`")
-    current = session.current_run()
-    watching = current is not None and current.active
-    st.fragment(run_every=5.0 if watching else None)(run_badge)(watching)
+    offer_new_model(choices)
+    visitor.keep_cookie()
+    shown = session.current_run()
+    st.fragment(run_every=2.0 if shown is not None and shown.active else None)(run_badge)()
 
-nav.run()
+
+try:
+    with st.sidebar:
+        sidebar()
+    nav.run()
+finally:
+    session.keep()                      # for this visitor's next session (st.rerun and st.stop end up here too)

@@ -329,7 +329,7 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     assert "custom run 1 (yours)" in active.options
     assert active.value == "session:custom run 1"
     side = sidebar_markdown(at)
-    assert "trained in this session (finished" in side and "784-8-784" in side
+    assert "trained on this server (finished" in side and "784-8-784" in side
 
     # The run's timeline shows on the Inspect page, and the new model is the one inspected.
     goto(at, "app_pages/inspect.py")
@@ -413,7 +413,7 @@ def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
     text = wait_for_end(at)
     assert text.startswith("stopped")
     assert job.join(WAIT) and job.snapshot().state == "stopped"
-    assert "trained in this session (stopped" in sidebar_markdown(at)
+    assert "trained on this server (stopped" in sidebar_markdown(at)
     assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
     assert len(at.get("download_button")) == 1
 
@@ -426,7 +426,7 @@ def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(
     job, run_id = started_jobs[0], at.query_params["run"]
     time.sleep(2.5)                   # past the grace time, but the session is open: it watches the run
     assert job.active
-    server.run_registry().unwatch(at.session_state["app.visitor"])   # what closing the tab does
+    server.run_registry().unwatch(at.session_state["app.watcher"])   # what closing the tab does
     assert job.join(WAIT), "the run kept going with nobody watching"  # the registry's sweeper stopped it
     at.run()
     assert progress_text(at).startswith("stopped")
@@ -437,7 +437,7 @@ def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(
 def test_releasing_the_session_unwatches_its_runs(tiny_idx, started_jobs, monkeypatch):
     at = custom_form(open_app(), hidden=8, epochs=200, batch=1)
     at.button(key="train.btn_start").click().run()
-    registry, visitor = server.run_registry(), at.session_state["app.visitor"]
+    registry, visitor = server.run_registry(), at.session_state["app.watcher"]
     run = registry._runs[at.query_params["run"]]
     assert run.watchers == {visitor}
     released = []
@@ -459,7 +459,7 @@ def test_failed_run_is_explained_and_its_model_kept(tiny_idx, started_jobs, monk
     assert len(failures) == 1 and "the loss became nan at step 3" in failures[0]
     assert not at.get("download_button") and not at.metric
     assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
-    assert "trained in this session (failed" in sidebar_markdown(at)
+    assert "trained on this server (failed" in sidebar_markdown(at)
 
 
 # ------------------------------------------------------------------------------------------- runs on the server

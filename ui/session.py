@@ -1,8 +1,11 @@
-"""This visitor's state: the session's models and the active one (each a `checkpoint.ModelEntry`), the run a page
-shows (and its link), this session as a watcher of runs, and what its pages computed (`cached`).
+"""This visitor's state: their models and the active one (each a `checkpoint.ModelEntry`), the run a page shows
+(and its link), this session as a watcher of runs, and what its pages computed (`cached`).
 
-A session holds the id of the run it shows, never the run (the server's registry, `ui.server`, holds that); the
-models a visitor trains or uploads belong to that visitor's session (at most MAX_SESSION_MODELS of them).
+A session holds the id of the run it shows, never the run (the server's registry, `ui.server`, holds that). The
+visitor is the browser (`ui.visitor`: a token in a cookie), not the tab: the models a visitor trains or uploads
+(at most MAX_SESSION_MODELS) and the values in REMEMBERED live in the visitor's locker on the server, so a reload
+or a new tab of the same browser finds them again (`restore` at the start of a script run, `keep` at its end).
+Watching is per session: closing one tab stops only what that tab watched.
 """
 from __future__ import annotations
 
@@ -15,17 +18,44 @@ from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.models import count_params
 from aecore.engine.train import resolve_device
 from aecore.runs import RunRegistry
-from ui import caches, server
+from ui import caches, server, visitor as visitors
 
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
 MAX_SESSION_MODELS = 8   # models a visitor trains or uploads, kept in the session; the oldest go first
 RUN_ID = "app.run_id"     # the run this session shows on the Train page (also in that page's URL)
+NEW_MODEL = "app.new_model"   # a run of this visitor's that ended while another page showed: offered, not forced
+COLLECTED, RUNS = "app.collected", "train.runs"   # runs already added to the visitor's models; how many so far
+# Session values a reload or a new tab of the same browser finds again (kept in the visitor's locker).
+REMEMBERED = (RUN_ID, "app.active", COLLECTED, RUNS, NEW_MODEL, "studies.series")
 
 
 # ------------------------------------------------------------------------------------------- the run a page shows
 def visitor() -> str:
-    """This browser session's random token: the registry lists a visitor's own runs by it."""
-    return st.session_state.setdefault("app.visitor", secrets.token_urlsafe(16))
+    """This visitor's token (their browser's, see ui.visitor): the registry lists a visitor's own runs by it."""
+    return visitors.token()
+
+
+def watcher() -> str:
+    """This session's own token as a watcher of runs (a tab: closing it releases what it watched)."""
+    return st.session_state.setdefault("app.watcher", secrets.token_urlsafe(16))
+
+
+def restore() -> None:
+    """At the start of a script run: what this visitor's other sessions left (a reload, another tab)."""
+    values = visitors.locker().values
+    for key in REMEMBERED:
+        if key in values and key not in st.session_state:
+            st.session_state[key] = values[key]
+
+
+def keep() -> None:
+    """At the end of a script run: the remembered values, for this visitor's next session."""
+    values = visitors.locker().values
+    for key in REMEMBERED:
+        if key in st.session_state:
+            values[key] = st.session_state[key]
+        else:
+            values.pop(key, None)
 
 
 class _Watcher:
@@ -42,7 +72,7 @@ def _watcher(token: str) -> _Watcher:
 def watch(run_id: str) -> None:
     """This session shows the run: the server keeps it going while the session is open (and for the grace
     time after it closes, so that a reload can reattach)."""
-    _watcher(visitor()).registry.heartbeat(run_id, visitor())
+    _watcher(watcher()).registry.heartbeat(run_id, watcher())
 
 
 def linked_run(key: str = RUN_ID):
@@ -77,7 +107,8 @@ def current_run():
 
 # ------------------------------------------------------------------------------------------- the session's models
 def session_models() -> dict:
-    return st.session_state.setdefault("app.session_models", {})
+    """This visitor's models, key -> ModelEntry, oldest first (the same dict in every session of the visitor)."""
+    return visitors.locker().models
 
 
 def add_session_model(name: str, model, meta: dict, source: str, activate: bool = True) -> str:
@@ -98,17 +129,23 @@ def add_session_model(name: str, model, meta: dict, source: str, activate: bool 
     return key
 
 
-def collect_finished_run() -> bool:
-    """Add the ended run this session shows to its models (once) and make it active; True if it did. app.py
-    calls this before it draws the model selector, so a run that ends while another page shows is picked up."""
+def collect_finished_run(activate: bool = True) -> bool:
+    """Add the ended run this session shows to the visitor's models (once); True if it did. It becomes the active
+    model when `activate` (the visitor saw it end, or stopped it, on the Train page); otherwise it is offered
+    (NEW_MODEL: the sidebar asks), so that a page never switches its model under the visitor. app.py calls this
+    before it draws the model selector, so a run that ends while another page shows is picked up."""
     run = current_run()
-    collected = st.session_state.setdefault("app.collected", set())
+    collected = st.session_state.setdefault(COLLECTED, set())
     if run is None or run.active or run.model is None or run.id in collected:
         return False
     collected.add(run.id)
-    runs = st.session_state["train.runs"] = st.session_state.get("train.runs", 0) + 1
-    add_session_model(f"{run.spec.name} run {runs}", run.model, run.meta,
-                      f"trained in this session ({run.state}, {run.snapshot.device})")
+    runs = st.session_state[RUNS] = st.session_state.get(RUNS, 0) + 1
+    epochs = f"{run.snapshot.progress * run.spec.train.epochs:.1f} of {run.spec.train.epochs} epochs"
+    key = add_session_model(f"{run.spec.name} run {runs}", run.model, run.meta,
+                            f"trained on this server ({run.state} after {epochs}, {run.snapshot.device})",
+                            activate=activate)
+    if not activate:
+        st.session_state[NEW_MODEL] = key
     return True
 
 
