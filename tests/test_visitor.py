@@ -54,7 +54,8 @@ def test_a_reload_on_another_page_keeps_the_run_and_the_active_model(browser, se
         return [o for o in options if o.strip().endswith("(yours)")]
 
     def active(page) -> str:
-        return page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").inner_text()
+        box = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
+        return box.get_by_role("combobox").input_value()
 
     context = browser.new_context(viewport=VIEWPORT)
     other = browser.new_context(viewport=VIEWPORT)
