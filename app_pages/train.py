@@ -1,9 +1,14 @@
 """Train: pick a tutorial preset or set every choice by hand, then start, watch, pause and stop a run.
 
 The run lives on the server (aecore.runs); this page holds its id, in the session and in the URL (`?run=<id>`),
-so a reload or another tab with the same link shows the same run.
+so a reload or another tab with the same link shows the same run. The form shows the settings of the run the page
+shows (its RunSpec: what trained), unless the visitor has changed the form since; a preset edited in a few settings
+stays that preset (aecore.engine.links names the run, aecore.engine.presets says whether its figure applies).
+
+Layout: the preset picker, the Start/Pause/Resume/Stop bar and the live chart come first, so that controls and result
+share the first screen on a desktop and on a phone; the settings follow in a panel, open until a run exists.
 """
-from dataclasses import replace
+import re
 
 import numpy as np
 import streamlit as st
@@ -17,8 +22,11 @@ from aecore.engine.train import TrainConfig, available_devices
 from ui import caches, form, guide, panels, server, session
 
 panels.readable_sliders()
+panels.table_toolbar_room()   # the model summary's, on a touch screen
 CUSTOM = links.CUSTOM
 K = "train."   # every session key of this page starts with this; a setting's widget is K + its field name
+SETTINGS = K + "settings"    # the settings panel's open state (a widget: dropped while another page shows)
+FORM_RUN = K + "form_run"    # the run whose settings the form held when it last showed a run (None: no run)
 # Where each setting's widget goes (aecore.engine.fields has them all; a model family shows those it uses).
 COLUMNS = {
     "Data": ("dataset", "val_fraction", "classes", "noise", "noise_level", "deform"),
@@ -53,19 +61,32 @@ def apply_preset() -> None:
         st.session_state.pop(K + "link_problems", None)
 
 
+def show_run_settings(spec: RunSpec) -> None:
+    """Fill the form with a run's settings (before its widgets are drawn)."""
+    preset, vals = links.of_run(spec)
+    st.session_state[K + "preset"] = preset
+    st.session_state.update(form_values(vals))
+    st.session_state.pop(K + "link_problems", None)
+
+
+def holds(spec: RunSpec) -> bool:
+    """Whether the form holds exactly the settings of run spec `spec`."""
+    return form.query(st.session_state, K) == links.query(*links.of_run(spec))
+
+
 def link_url(preset_name: str, vals: dict) -> str:
     """The full link to a configuration; the app's address is unknown outside a browser, then only the query."""
     base = st.context.url or ""
     return f"{base}?{links.query_string(preset_name, vals)}"
 
 
-def matches(p: presets.Preset, model: ModelConfig, data: DataConfig, train: TrainConfig) -> bool:
-    """True when the form holds exactly preset `p` (seed and device aside), so its figure applies."""
-    return model == p.model and data == p.data and replace(train, seed=p.train.seed, device=p.train.device) == p.train
-
-
 def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
     return form.read(st.session_state, K)
+
+
+def file_name(name: str) -> str:
+    """A run's name as a file name: 'pytorch-784-200 · epochs 2' -> 'pytorch-784-200-epochs-2'."""
+    return re.sub(r"[^\w.]+", "-", name).strip("-") or "run"
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -76,27 +97,53 @@ def model_summary(cfg: ModelConfig) -> tuple[list[dict], int]:
     return rows, count_params(model)
 
 
-# ------------------------------------------------------------------------------------------------ form
+# ------------------------------------------------------------------------------------------------ the run shown
+st.title("Train an autoencoder")
+guide.intro("train")
+registry = server.run_registry()
+me = session.visitor()
+run = session.linked_run()   # from the URL (a reload, another tab) or this session
+busy = run is not None and run.active
+if not busy and session.collect_finished_run():
+    st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
+
+# ------------------------------------------------------------------------------------------------ the form's values
 # Widget state is dropped while another page shows; keep a copy so the form survives page switches.
 saved = st.session_state.setdefault(K + "saved", {})
 for key, value in saved.items():
     st.session_state.setdefault(key, value)
-if K + "preset" not in st.session_state:   # a new session: the configuration in the link, else the default preset
-    link = links.parse(st.query_params.to_dict(), ignore=("run",))
-    st.session_state[K + "preset"] = link.preset
-    st.session_state.update(form_values(link.values))
-    if link.problems:
-        st.session_state[K + "link_problems"] = (link.problems, form_values(link.values))
+if K + "preset" not in st.session_state:
+    # A new session (or a tutorial card of the Start page): the form the link holds; a link that names only a run
+    # (or none, while this visitor has a run) shows that run's settings; else the default preset.
+    params = st.query_params.to_dict()
+    if run is not None and not set(params) - {"run"}:
+        show_run_settings(run.spec)
+    else:
+        link = links.parse(params, ignore=("run",))
+        st.session_state[K + "preset"] = link.preset
+        st.session_state.update(form_values(link.values))
+        if link.problems:
+            st.session_state[K + "link_problems"] = (link.problems, form_values(link.values))
+    st.session_state[FORM_RUN] = run.id if run else None
+elif run is not None and run.id != st.session_state.get(FORM_RUN):
+    # Another run is shown (picked from the list below): its settings replace the form's, unless the visitor has
+    # changed the form since it showed the previous run.
+    before = registry.view(st.session_state[FORM_RUN]) if st.session_state.get(FORM_RUN) else None
+    if before is not None and holds(before.spec):
+        show_run_settings(run.spec)
+    st.session_state[FORM_RUN] = run.id
 
-st.title("Train an autoencoder")
-guide.intro("train")
+# ------------------------------------------------------------------------------------------------ preset, link
 names = [CUSTOM, *presets.PRESETS]
-p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+p1, p2 = st.columns([3, 2], vertical_alignment="bottom")
 p1.selectbox("Tutorial preset", names, key=K + "preset", on_change=apply_preset,
              format_func=lambda n: "Custom (set everything by hand)" if n == CUSTOM else presets.get(n).title)
-p2.button("Reset form", icon=":material/restart_alt:", on_click=apply_preset, key=K + "btn_reset", help="Put the preset's values back in the form",
-          disabled=st.session_state[K + "preset"] == CUSTOM)
-selected = None if st.session_state[K + "preset"] == CUSTOM else presets.get(st.session_state[K + "preset"])
+with p2.container(horizontal=True):
+    st.button("Reset form", icon=":material/restart_alt:", on_click=apply_preset, key=K + "btn_reset",
+              help="Put the preset's values back in the form", disabled=st.session_state[K + "preset"] == CUSTOM)
+    copy_link = st.empty()     # the Copy link popover, once the form is read
+preset_name = st.session_state[K + "preset"]
+selected = None if preset_name == CUSTOM else presets.get(preset_name)
 if K + "link_problems" in st.session_state:    # shown until the form changes
     problems, applied = st.session_state[K + "link_problems"]
     if all(st.session_state.get(k) == v for k, v in applied.items()):
@@ -116,97 +163,69 @@ devices = available_devices()
 if st.session_state.get(K + "device") not in devices:
     st.session_state[K + "device"] = "auto"
 
-config_error, preset = None, None
+config_error = None
 try:
     model_cfg, data_cfg, train_cfg = read_form()
 except ValueError as e:
     config_error = str(e)
 else:
-    preset = selected if selected and matches(selected, model_cfg, data_cfg, train_cfg) else None
     # The URL holds the form: the preset's name and only what differs from it (a reload or a shared link keeps it).
     form_values_now = links.values(model_cfg, data_cfg, train_cfg)
-    form_link = links.query(st.session_state[K + "preset"], form_values_now)
+    form_link = links.query(preset_name, form_values_now)
     for key in [k for k in st.query_params if k not in form_link and k != "run"]:
         del st.query_params[key]
     st.query_params.update({k: v for k, v in form_link.items() if st.query_params.get(k) != v})
-if selected:
-    note = "" if preset else "  \n✎ The form differs from this preset, so the run will be a custom one " \
-                             "(no tutorial figure to compare with); **Reset form** restores it."
-    st.caption(f"{selected.tutorial}  \n**{selected.figure_label or 'figure'}** — {selected.figure_text()}{note}")
+    if selected:
+        changed = links.differences(selected.name, form_values_now)
+        line, name = f"**{selected.figure_label or 'figure'}** — {selected.figure_text()}", \
+            links.run_name(preset_name, form_values_now)
+        if changed and selected.compares(changed):
+            otherwise = selected.trained_otherwise(changed)
+            line += (f" ({otherwise})" if otherwise else "") + f". ✎ The form differs from this preset: the run " \
+                f"will be **{name}**; the figure still applies (same model, loss and data)."
+        elif changed:
+            line = f"✎ The form differs from this preset in its model, loss or data: the run will be **{name}**, " \
+                "not compared with the tutorial's figure."
+        st.caption(line + (" **Reset form** restores the preset." if changed else ""))
 
-
-with p3.popover("Copy link", icon=":material/link:", disabled=config_error is not None):
+with copy_link.popover("Copy link", icon=":material/link:", disabled=config_error is not None):
     if not config_error:
-        st.code(link_url(st.session_state[K + "preset"], form_values_now), language=None, wrap_lines=True)
+        st.code(link_url(preset_name, form_values_now), language=None, wrap_lines=True)
     st.caption("The copy icon on the right copies this form as a link: the preset plus what differs from it. "
                "Opening it fills the form the same way; it starts nothing.")
-
-registry = server.run_registry()
-me = session.visitor()
-run = session.linked_run()   # from the URL (a reload, another tab) or this session
-busy = run is not None and run.active
-if not busy and session.collect_finished_run():
-    st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
 
 if st.session_state[K + "dataset"] not in caches.available_datasets():
     panels.data_missing(st.session_state[K + "dataset"])
 
-left, right = st.columns([3, 2], gap="large")
-with left:
-    family = st.session_state[K + "family"]
-    options = {"dataset": dict(options=datasets), "family": dict(on_change=family_changed),
-               "device": dict(options=devices, format_func=lambda d: f"auto ({session.describe_device()})"
-                              if d == "auto" else d)}
-    for column, (title, names) in zip(st.columns(3), COLUMNS.items()):
-        with column:
-            st.markdown(f"**{title}**")
-            for name in names:
-                if family in FIELDS[name].families:
-                    form.draw(name, K, family, **options.get(name, {}))
-
-# Buttons, the download button and the uploader cannot be given a value, so they are not kept.
-saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved",)
-              and not k.startswith((K + "btn", K + "upload", K + "download", K + "show_run"))})
-
-with right:
-    st.markdown("**Model summary**")
-    if config_error:
-        st.error(f"**Invalid combination.** {config_error}", icon=":material/warning:")
-    else:
-        rows, total = model_summary(model_cfg)
-        st.dataframe(rows, hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)
-        st.markdown(f"Total parameters: **{total:,}**")
-    with st.expander("Load a checkpoint (.safetensors)"):
-        up = st.file_uploader("AE Lab checkpoint", type=["safetensors"], key=K + "upload")
-        if up is not None and st.session_state.get(K + "upload_id") != up.file_id:
-            try:
-                model, meta = checkpoint.load(up.getvalue())
-            except checkpoint.CheckpointError as e:
-                st.error(f"**Cannot load {up.name}.** {e}", icon=":material/block:")
-            else:
-                st.session_state[K + "upload_id"] = up.file_id
-                session.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
-                st.rerun()   # the sidebar now shows the uploaded model as the active one
-
 # ------------------------------------------------------------------------------------------------ controls
-b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 4])
-if b1.button("Start", icon=":material/play_arrow:", type="primary", disabled=busy or config_error is not None,
-             key=K + "btn_start"):
-    spec = RunSpec(name=preset.name if preset else "custom", model=model_cfg, data=data_cfg, train=train_cfg,
-                   preset=preset.name if preset else None)
+with st.container(horizontal=True, vertical_alignment="center"):
+    start = st.button("Start", icon=":material/play_arrow:", type="primary",
+                      disabled=busy or config_error is not None, key=K + "btn_start")
+    state = run.state if run else None
+    pause = resume = False    # one place for Pause and Resume, so the bar stays one row on a phone
+    if state == "paused":
+        resume = st.button("Resume", icon=":material/resume:", key=K + "btn_resume")
+    else:
+        pause = st.button("Pause", icon=":material/pause:", disabled=state != "running", key=K + "btn_pause")
+    stop = st.button("Stop", icon=":material/stop:", disabled=not busy, key=K + "btn_stop")
+    if config_error:
+        st.caption("Start is off: the settings below do not go together.")
+if start:
+    spec = RunSpec(name=links.run_name(preset_name, form_values_now), model=model_cfg, data=data_cfg,
+                   train=train_cfg, preset=selected.name if selected else None)
     run_id = panels.submit(lambda: registry.submit(spec, caches.data_for(data_cfg), me))
     if run_id:
-        st.session_state[session.RUN_ID] = run_id
+        st.session_state[session.RUN_ID] = st.session_state[FORM_RUN] = run_id
+        st.session_state[SETTINGS] = False    # fold the settings away: the controls and the chart share the screen
         st.query_params["run"] = run_id
         st.rerun()   # draw the buttons for the new run (they were drawn above for the idle form)
-state = run.state if run else None
-if b2.button("Pause", icon=":material/pause:", disabled=state != "running", key=K + "btn_pause"):
+if pause:
     registry.pause(run.id)
     st.rerun()   # the buttons above were drawn for the old state; the live view alone would not redraw them
-if b3.button("Resume", icon=":material/resume:", disabled=state != "paused", key=K + "btn_resume"):
+if resume:
     registry.resume(run.id)
     st.rerun()
-if b4.button("Stop", icon=":material/stop:", disabled=not busy, key=K + "btn_stop"):
+if stop:
     registry.stop(run.id)
     st.rerun()
 
@@ -221,12 +240,12 @@ STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finishe
 def live_view():
     run = session.current_run()
     if run is None:
-        st.info("No run yet in this session. Pick a preset or set the form, then press **Start**.")
+        st.info("No run yet in this session. Pick a preset or set the form below, then press **Start**.")
         return
     if state == "queued" and run.state != "queued":
         st.rerun()        # it left the queue: the whole page, so the buttons and the poll rate follow
     snap, spec, m = run.snapshot, run.spec, run.snapshot.last
-    pre = presets.PRESETS.get(spec.preset or "")
+    pre, otherwise = links.reference(spec)
     status = STATUS[run.state]
     if run.state == "queued":
         st.progress(0.0, text=panels.queue_text(run))
@@ -247,7 +266,8 @@ def live_view():
     steps = [(r.step, r.train_loss) for r in snap.records]
     epochs = [(r.epoch, r.val_loss) for r in snap.records if r.epoch_end and r.val_loss is not None]
     per_epoch = m.total_steps / spec.train.epochs if m else 1
-    fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None)
+    label = "tutorial" + (f" ({pre.train.epochs} epochs)" if pre and pre.train.epochs != spec.train.epochs else "")
+    fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None, reference_label=label)
     chart, recon = st.columns([3, 2])
     chart.plotly_chart(fig, key=K + "chart", width="stretch")
     if m and m.terms:      # a VAE's reconstruction and KL, a sparse model's code penalty: each on its own scale
@@ -277,18 +297,76 @@ def live_view():
         for col, (label, value) in zip(st.columns(4), shown):
             col.metric(label, f"{value:.4f}")
         if pre:
-            st.markdown(f"**{pre.figure_label}** — {pre.figure_text(figs.get(pre.figure_metric))}")
+            st.markdown(f"**{pre.figure_label}** — {pre.figure_text(figs.get(pre.figure_metric))}"
+                        + (f" ({otherwise})" if otherwise else ""))
+        elif spec.preset in presets.PRESETS:
+            st.caption(f"Not compared with the tutorial's figure: this run's model, loss or data differ from the "
+                       f"{spec.preset} preset's.")
         st.download_button("Download checkpoint (.safetensors)", icon=":material/download:", data=run.checkpoint_bytes,
-                           file_name=f"{spec.name}.safetensors", mime="application/octet-stream",
+                           file_name=f"{file_name(spec.name)}.safetensors", mime="application/octet-stream",
                            key=K + "download")
         st.markdown("**This run's configuration as a link** (opening it fills the form; it starts nothing)")
-        st.code(link_url(spec.preset or CUSTOM, links.values(spec.model, spec.data, spec.train)), language=None,
-                wrap_lines=True)
+        st.code(link_url(*links.of_run(spec)), language=None, wrap_lines=True)
     if not run.active and busy:
         st.rerun()   # the whole app: app.py adds the run to the models, the buttons and the poll rate follow
 
 
 live_view()
+
+# ------------------------------------------------------------------------------------------------ the settings
+st.session_state.setdefault(SETTINGS, run is None)    # open until a run exists; then the visitor's choice
+with st.expander("Settings: data, model and training", key=SETTINGS, on_change="rerun", icon=":material/tune:"):
+    if busy:
+        st.info("**A run is on:** changes here apply to the next run, not to the one shown above.",
+                icon=":material/edit_note:")
+    elif run is not None and not holds(run.spec):
+        st.caption("✎ The form no longer holds the settings of the run shown above: **Start** trains what it holds "
+                   "now.")
+    if selected:
+        st.caption(f"**The tutorial.** {selected.tutorial}")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        family = st.session_state[K + "family"]
+        options = {"dataset": dict(options=datasets), "family": dict(on_change=family_changed),
+                   "device": dict(options=devices, format_func=lambda d: f"auto ({session.describe_device()})"
+                                  if d == "auto" else d)}
+        for column, (title, names) in zip(st.columns(3), COLUMNS.items()):
+            with column:
+                st.markdown(f"**{title}**")
+                for name in names:
+                    if family in FIELDS[name].families:
+                        form.draw(name, K, family, **options.get(name, {}))
+    with right:
+        st.markdown("**Model summary**")
+        if config_error:
+            st.error(f"**Invalid combination.** {config_error}", icon=":material/warning:")
+        else:
+            rows, total = model_summary(model_cfg)
+            st.dataframe(rows, hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)
+            st.markdown(f"Total parameters: **{total:,}**")
+
+# Buttons, the download button and the uploader cannot be given a value, so they are not kept; nor is the
+# settings panel's open state (closed when the page comes back with a run).
+saved.update({k: v for k, v in st.session_state.items() if k.startswith(K) and k not in (K + "saved", SETTINGS)
+              and not k.startswith((K + "btn", K + "upload", K + "download", K + "show_run"))})
+
+with st.expander("Load a checkpoint (.safetensors)"):
+    up = st.file_uploader("AE Lab checkpoint", type=["safetensors"], key=K + "upload")
+    if up is not None and st.session_state.get(K + "upload_id") != up.file_id:
+        try:
+            model, meta = checkpoint.load(up.getvalue())
+        except checkpoint.CheckpointError as e:
+            st.error(f"**Cannot load {up.name}.** {e}", icon=":material/block:")
+        else:
+            st.session_state[K + "upload_id"] = up.file_id
+            session.add_session_model(up.name.rsplit(".", 1)[0], model, meta, f"uploaded file {up.name}")
+            st.rerun()   # the sidebar now shows the uploaded model as the active one
+
+
+def show_picked_run() -> None:
+    """The run picked in the list: the session and the URL show it (session.linked_run follows the URL)."""
+    st.session_state[session.RUN_ID] = st.query_params["run"] = st.session_state[K + "show_run"]
+
 
 mine = registry.runs_of(me)
 if len(mine) > 1:
@@ -297,5 +375,4 @@ if len(mine) > 1:
                    f"are kept {registry.config.retention_s / 60:g} minutes.")
         labels = {r.id: f"{r.spec.name} · {STATUS[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
         st.session_state[K + "show_run"] = run.id if run else mine[-1].id
-        st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run",
-                 on_change=lambda: st.session_state.update({session.RUN_ID: st.session_state[K + "show_run"]}))
+        st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run", on_change=show_picked_run)

@@ -1,7 +1,10 @@
 """Shareable links: a configuration as the preset's name plus what differs, read back exactly; bad parameters are
-named and the rest applies; on the Train page the URL follows the form and opening a link starts nothing."""
+named and the rest applies; a run named the same way. On the Train page the URL follows the form, opening a link
+starts nothing, an edited preset keeps its name (and its figure while it applies), and a linked run's settings fill
+the form."""
 from __future__ import annotations
 
+import json
 from dataclasses import fields, replace
 
 import pytest
@@ -68,6 +71,21 @@ def test_a_custom_configuration_counts_from_the_default_preset():
     assert links.parse(q) == links.Link("custom", vals)
     assert links.parse({"epochs": "3"}).preset == "custom"            # values without a preset: a custom form
     assert links.parse({}).preset == links.parse({"run": "x"}, ignore=("run",)).preset == "pytorch-784-200"
+
+
+def test_a_run_is_named_after_its_preset_and_what_differs():
+    vals = links.preset_values("keras-784-32")
+    assert links.run_name("keras-784-32", vals) == "keras-784-32"
+    assert links.run_name("keras-784-32", {**vals, "epochs": 1}) == "keras-784-32 · epochs 1"
+    assert links.run_name("keras-784-32", {**vals, "epochs": 5, "lr": 0.01}) == "keras-784-32 · lr 0.01, epochs 5"
+    many = {**vals, "classes": tuple(range(9)), "hidden": (64,), "dropout": 0.25, "lr": 0.01, "epochs": 5}
+    assert links.run_name("keras-784-32", many) == "keras-784-32 · classes 0,1,2,3,4…, hidden 64, dropout 0.25 +2 more"
+    assert len(links.run_name("pytorch-784-200", {**vals, "classes": tuple(range(9)), "lr_milestones": (1, 2, 3, 4)})) \
+        <= 15 + 3 + 3 * (len("lr_milestones ") + links.NAME_VALUE + 2) + len(" +99 more")
+    assert links.run_name("custom", {**vals, "epochs": 1}) == "custom"          # a form not started from a preset
+    # a setting the model does not use is no difference (a shallow model's latent size, a level without noise)
+    assert links.run_name("keras-784-32", {**vals, "latent": 7, "noise_level": 0.4}) == "keras-784-32"
+    assert links.differences("keras-784-32", {**vals, "epochs": 1}) == {"epochs": (20, 1)}
 
 
 def test_bad_parameters_are_named_and_the_rest_applies():
@@ -158,3 +176,76 @@ def test_a_finished_run_offers_its_link(tiny_idx, started_jobs):
     params = dict(p.split("=") for p in run_links[-1].split("?", 1)[1].split("&"))
     again = open_link(params)
     assert again.number_input(key="train.hidden").value == 8 and again.number_input(key="train.epochs").value == 1
+
+
+def run_of(at) -> str:
+    """Start the form as it is, wait for the end; the run's id."""
+    at.button(key="train.btn_start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert wait_for_end(at).startswith("finished")
+    return at.query_params["run"]
+
+
+def loss_chart(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def test_an_edited_preset_keeps_its_name_its_link_and_its_figure(tiny_idx, started_jobs):
+    at = open_link({"preset": "pytorch-784-200", "epochs": "2"})
+    note = " ".join(texts(at.caption))
+    assert "the run will be **pytorch-784-200 · epochs 2**" in note and "the figure still applies" in note
+    assert "(the tutorial trained 10 epochs)" in note
+    run_of(at)
+    spec = started_jobs[-1].spec
+    assert (spec.name, spec.preset) == ("pytorch-784-200 · epochs 2", "pytorch-784-200")
+    assert {k: at.query_params[k] for k in at.query_params if k != "run"} == {"preset": "pytorch-784-200",
+                                                                            "epochs": "2"}
+    layout = loss_chart(at)["layout"]                         # the tutorial's figure as the chart's dashed line
+    assert [s["y0"] for s in layout["shapes"]] == [0.066]
+    assert layout["annotations"][0]["text"] == "tutorial (10 epochs): 0.066"
+    [figure] = [t for t in texts(at.markdown) if t.startswith("**final train BCE**")]
+    assert "tutorial: 0.066 · this run: " in figure and figure.endswith("(the tutorial trained 10 epochs)")
+    assert any(c.value.endswith("?preset=pytorch-784-200&epochs=2") for c in at.code)      # the run's link
+
+
+def test_an_edited_preset_whose_model_differs_is_not_compared(tiny_idx, started_jobs):
+    at = open_link({"preset": "pytorch-784-200", "epochs": "1", "hidden": "8"})
+    assert any("not compared with the tutorial's figure" in t for t in texts(at.caption))
+    run_of(at)
+    spec = started_jobs[-1].spec
+    assert (spec.name, spec.preset) == ("pytorch-784-200 · hidden 8, epochs 1", "pytorch-784-200")
+    assert "shapes" not in loss_chart(at)["layout"]
+    assert not [t for t in texts(at.markdown) if t.startswith("**final train BCE**")]
+    assert any("Not compared with the tutorial's figure" in t for t in texts(at.caption))
+    assert any(c.value.endswith("?preset=pytorch-784-200&hidden=8&epochs=1") for c in at.code)
+
+
+def test_a_linked_run_shows_its_settings_in_the_form(tiny_idx, started_jobs):
+    run_id = run_of(open_link({"preset": "keras-784-32", "epochs": "1", "hidden": "8"}))
+    other = open_link({"run": run_id})                 # the run's bare link, in another browser
+    assert other.selectbox(key="train.preset").value == "keras-784-32"
+    assert other.number_input(key="train.epochs").value == 1 and other.number_input(key="train.hidden").value == 8
+    assert {k: other.query_params[k] for k in other.query_params} == {"preset": "keras-784-32", "hidden": "8",
+                                                                      "epochs": "1", "run": run_id}
+    assert not any("no longer holds" in t for t in texts(other.caption))
+    # the visitor's edits stay: the page says the form is no longer the run's
+    other.number_input(key="train.epochs").set_value(3).run()
+    other.run()
+    assert other.number_input(key="train.epochs").value == 3
+    assert any("no longer holds the settings of the run shown above" in t for t in texts(other.caption))
+    # a link that carries a form besides the run: the form it carries (a reload after an edit keeps the edit)
+    again = open_link({"run": run_id, "preset": "keras-784-32", "epochs": "3", "hidden": "8"})
+    assert again.number_input(key="train.epochs").value == 3
+    assert any("no longer holds" in t for t in texts(again.caption))
+
+
+def test_picking_another_of_ones_runs_shows_its_settings(tiny_idx, started_jobs):
+    at = open_link({"preset": "pytorch-784-200", "epochs": "1", "hidden": "8"})
+    first = run_of(at)
+    at.number_input(key="train.epochs").set_value(2).run()
+    second = run_of(at)
+    assert first != second and at.number_input(key="train.epochs").value == 2
+    at.radio(key="train.show_run").set_value(first).run()
+    assert at.query_params["run"] == first
+    assert at.number_input(key="train.epochs").value == 1                   # the form follows the run shown
+    assert not at.button(key="train.btn_start").disabled

@@ -102,3 +102,36 @@ def test_figure_text():
     assert pre.figure_text(0.07) == "tutorial: 0.066 · this run: 0.07"
     assert pre.figure_text(0.065512) == "tutorial: 0.066 · this run: 0.06551"
     assert pre.figure_text() == "tutorial: 0.066"
+
+
+# ------------------------------------------------------------------------------------------- an edited preset
+def changed(name: str, **values) -> dict:
+    """A preset's form with `values` changed, as aecore.engine.links.differences gives it."""
+    from aecore.engine import links
+
+    return links.differences(name, {**links.preset_values(name), **values})
+
+
+@pytest.mark.parametrize("values", [dict(epochs=2), dict(batch_size=64, lr=0.01), dict(seed=3, device="cpu"),
+                                    dict(optimizer="rmsprop", adam_eps=1e-8), dict(init="keras")])
+def test_the_figure_applies_when_only_the_training_differs(values):
+    assert presets.get("pytorch-784-200").compares(changed("pytorch-784-200", **values))
+
+
+@pytest.mark.parametrize("values", [dict(hidden=(64,)), dict(loss="mse", output="identity"), dict(activation="tanh"),
+                                    dict(dropout=0.2), dict(classes=(0,)), dict(val_fraction=0.1),
+                                    dict(noise="mask", noise_level=0.2), dict(deform=1.0), dict(binarize=True),
+                                    dict(epochs=2, hidden=(64,))])
+def test_the_figure_does_not_apply_when_the_model_loss_or_data_differ(values):
+    assert not presets.get("pytorch-784-200").compares(changed("pytorch-784-200", **values))
+
+
+def test_what_the_tutorial_did_otherwise_is_said():
+    pre = presets.get("pytorch-784-200")
+    assert pre.trained_otherwise(changed(pre.name, epochs=2)) == "the tutorial trained 10 epochs"
+    assert pre.trained_otherwise(changed(pre.name, epochs=2, batch_size=64, lr=0.01)) == \
+        "the tutorial trained 10 epochs with learning rate 0.001 and batch size 124"
+    assert pre.trained_otherwise(changed(pre.name, lr_milestones=(3,))) == \
+        "the tutorial trained with a constant learning rate"
+    assert pre.trained_otherwise(changed(pre.name, seed=3, device="cpu")) == ""     # no tutorial fixed these
+    assert pre.trained_otherwise({}) == ""

@@ -9,6 +9,7 @@ from typing import Mapping
 
 import streamlit as st
 
+from aecore.engine import links
 from aecore.engine.data import DataConfig
 from aecore.engine.fields import FIELDS, fields_for, is_on, parse_ints
 from aecore.engine.models import ModelConfig
@@ -58,6 +59,16 @@ def read(state: Mapping, prefix: str) -> tuple[ModelConfig, DataConfig, TrainCon
     for name in fields_for(family):
         kwargs[FIELDS[name].config][name] = config_value(name, state[prefix + name])
     return tuple(cls(**kwargs[section]) for section, cls in CONFIGS.items())
+
+
+def query(state: Mapping, prefix: str) -> dict | None:
+    """The form as a link's parameters (its preset, widget `<prefix>preset`, and what differs from it); None while
+    its values do not go together."""
+    try:
+        vals = links.values(*read(state, prefix))
+    except ValueError:
+        return None
+    return links.query(state[prefix + "preset"], vals)
 
 
 def carry(name: str, value, family: str):

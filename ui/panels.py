@@ -1,5 +1,6 @@
 """Pieces of page the pages share, in the same words everywhere: the download panel for a missing data set, the
-result of submitting a run (or why it did not start), a queued run's place in line, and readable sliders."""
+result of submitting a run (or why it did not start), a queued run's place in line, readable sliders, and room for
+the tables' toolbars on a touch screen."""
 from __future__ import annotations
 
 import streamlit as st
@@ -17,6 +18,17 @@ READABLE_SLIDERS = "<style>[data-testid='stSliderThumbValue'] { color: inherit; 
 def readable_sliders() -> None:
     """Slider values in the text colour (a page with sliders calls this once; it takes no room on the page)."""
     st.html(READABLE_SLIDERS)
+
+
+# On a touch screen (no hover) Streamlit shows a table's toolbar (search, download, full screen) at all times, 44 px
+# tall above the table's top right corner: over the end of the header or caption above it. Tables get that room.
+TABLE_TOOLBAR_ROOM = ("<style>@media (hover: none) { [data-testid='stElementContainer']:has("
+                      "[data-testid='stDataFrame']) { margin-top: 1.75rem; } }</style>")
+
+
+def table_toolbar_room() -> None:
+    """Room above every table for its toolbar on a touch screen (a page with tables calls this once)."""
+    st.html(TABLE_TOOLBAR_ROOM)
 
 
 # ------------------------------------------------------------------------------------------- runs

@@ -4,7 +4,8 @@
 are the config fields of the settings table (aecore.engine.fields: ModelConfig, DataConfig, TrainConfig), whose
 ranges a link is read against. `parse` reads a query back: each parameter is checked on its own, so one bad value is
 named and the rest of the link still applies; whether the values go together is the configs' own check, as for
-anything typed into the form.
+anything typed into the form. A run is named the same way, shorter: `run_name` gives 'keras-784-32 · epochs 5, lr
+0.01' (the preset stays the run's preset; aecore.engine.presets says when its figure still applies).
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from urllib.parse import urlencode
 
 from aecore.engine import presets
 from aecore.engine.data import DataConfig
-from aecore.engine.fields import FIELDS, Field, format_value, merged  # noqa: F401 (Field, format_value: public)
+from aecore.engine.fields import FIELDS, Field, format_value, merged, used_by  # noqa: F401 (Field, format_value: public)
 from aecore.engine.models import ModelConfig
-from aecore.engine.train import TrainConfig
+from aecore.engine.train import RunSpec, TrainConfig
 
 PRESET = "preset"            # the query parameter naming the preset
 CUSTOM = "custom"            # a configuration built by hand: its differences are counted from DEFAULT_PRESET
 DEFAULT_PRESET = "pytorch-784-200"
+NAME_SETTINGS = 3            # a run's name lists at most this many differences, then "+2 more"
+NAME_VALUE = 10              # and at most this many characters of each value
 DEFAULTS = merged(ModelConfig(), DataConfig(), TrainConfig())   # where a value fits no family's rule
 
 
@@ -58,6 +61,43 @@ def query_string(preset: str, vals: Mapping) -> str:
     return urlencode(query(preset, vals), safe=",")
 
 
+def differences(preset: str, vals: Mapping) -> dict[str, tuple]:
+    """What a configuration changes in a preset, in link order: name -> (the preset's value, this one). Only the
+    settings one of the two uses count (fields.used_by: a shallow model's `latent`, a noise level without noise
+    do not), so a form that went to another family and back differs in nothing."""
+    base = preset_values(preset)
+    return {name: (base[name], vals[name]) for name in FIELDS
+            if name in vals and not _same(vals[name], base[name]) and (used_by(name, vals) or used_by(name, base))}
+
+
+def of_run(spec: RunSpec) -> tuple[str, dict]:
+    """A run's configuration as a link holds it: the preset it started from (CUSTOM for none) and every value."""
+    return (spec.preset if spec.preset in presets.PRESETS else CUSTOM), values(spec.model, spec.data, spec.train)
+
+
+def reference(spec: RunSpec) -> tuple[presets.Preset | None, str]:
+    """The preset whose figure a run compares with and what the tutorial did otherwise ('the tutorial trained 10
+    epochs', or ''); (None, '') for a run started from no preset, or whose model, loss or data differ from the
+    preset's (presets.Preset.compares)."""
+    preset, vals = of_run(spec)
+    if preset == CUSTOM:
+        return None, ""
+    p, changed = presets.get(preset), differences(preset, vals)
+    return (p, p.trained_otherwise(changed)) if p.compares(changed) else (None, "")
+
+
+def run_name(preset: str, vals: Mapping) -> str:
+    """A run's name: the preset's, then what differs from it, short enough for a list or a legend
+    ('pytorch-784-200 · epochs 2'; 'keras-784-32 · hidden 64, lr 0.01, epochs 5 +2 more'); CUSTOM for a form not
+    started from a preset."""
+    if preset == CUSTOM:
+        return CUSTOM
+    changed = differences(preset, vals)
+    shown = [f"{name} {_clip(format_value(ours) or 'none')}" for name, (_, ours) in changed.items()][:NAME_SETTINGS]
+    more = f" +{len(changed) - len(shown)} more" if len(changed) > len(shown) else ""
+    return f"{preset} · {', '.join(shown)}{more}" if shown else preset
+
+
 def parse(params: Mapping[str, str], ignore: tuple[str, ...] = ()) -> Link:
     """Read a link's parameters (names in `ignore` belong to something else, such as a run id). Unknown names and
     values the form cannot take are reported in `problems`; everything else is applied over the preset."""
@@ -89,6 +129,10 @@ def parse(params: Mapping[str, str], ignore: tuple[str, ...] = ()) -> Link:
 def parse_value(field: Field, text: str):
     """One parameter's text as the form's value; ValueError when the form cannot take it."""
     return field.parse(text)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= NAME_VALUE else text[:NAME_VALUE - 1] + "…"
 
 
 def _same(a, b) -> bool:

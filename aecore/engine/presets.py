@@ -1,15 +1,30 @@
 """The tutorials' experiments as presets, each with the figure its tutorial reported: the five tutorials AE Lab
 grew from, then the generative references a learner opens next (the Keras VAE examples, the Keras blog's sparse
-autoencoder, the IWAE paper's one-layer VAE)."""
+autoencoder, the IWAE paper's one-layer VAE).
+
+A preset edited in a few settings is still that preset (aecore.engine.links names the run after it and what
+differs). Whether its figure still applies is one rule, `Preset.compares`: the figure is a loss of one model on one
+data set, so it applies while the model, its loss and the data (the images and how the model sees them: classes,
+held-out part, noise, deformation, binarisation) are the preset's, whatever the optimisation (TRAINING_ONLY:
+epochs, batch size, optimiser, learning rate and its schedule, ε, KL warm-up, weight init, seed, device); what the
+tutorial did otherwise is said beside it ("the tutorial trained 10 epochs"). Any other change and the two numbers
+measure different things: no comparison.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 from aecore.engine.data import DataConfig
+from aecore.engine.fields import FIELDS, format_value
 from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
 
 FIGURE_METRICS = ("train_loss", "val_loss", "test_loss")
+# The settings that change how a model is trained but neither the model, nor its loss, nor the data it is measured
+# on: a run that differs from a preset only in these still compares with the preset's figure.
+TRAINING_ONLY = frozenset({"epochs", "batch_size", "optimizer", "lr", "adam_eps", "lr_milestones", "lr_gamma",
+                           "kl_warmup", "init", "seed", "device"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,23 @@ class Preset:
         """'tutorial: 0.066 · this run: 0.0655' as the Train page and the CLI show a run's figure."""
         return versus(self.figure, measured, ours_name="this run", tutorial="tutorial", no_number="(no number)")
 
+    def compares(self, changed: Iterable[str]) -> bool:
+        """Whether this preset's figure still applies to a run that changed the settings named in `changed`
+        (aecore.engine.links.differences): only while they are all TRAINING_ONLY."""
+        return set(changed) <= TRAINING_ONLY
+
+    def trained_otherwise(self, changed: Mapping[str, tuple]) -> str:
+        """What the tutorial did that a run changed, among the settings that leave the figure comparable (seed and
+        device aside: no tutorial fixed them): 'the tutorial trained 10 epochs with batch size 124'; '' if none.
+        `changed`: name -> (the preset's value, the run's), as aecore.engine.links.differences gives it."""
+        epochs = f" {changed['epochs'][0]} epochs" if "epochs" in changed else ""
+        others = [_setting(name, theirs) for name, (theirs, _) in changed.items()
+                  if name in TRAINING_ONLY - {"epochs", "seed", "device"}]
+        if not (epochs or others):
+            return ""
+        listed = ", ".join(others[:-1]) + " and " + others[-1] if len(others) > 1 else "".join(others)
+        return "the tutorial trained" + epochs + (" with " + listed if others else "")
+
 
 def versus(theirs: float | None, ours: float | str | None, ours_name: str = "ours", tutorial: str = "the tutorial",
            no_number: str = "a picture, no number") -> str:
@@ -38,6 +70,15 @@ def versus(theirs: float | None, ours: float | str | None, ours_name: str = "our
     if ours is not None:
         parts.append(f"{ours_name}: {ours}" if isinstance(ours, str) else f"{ours_name}: {ours:.4g}")
     return " · ".join(parts)
+
+
+def _setting(name: str, value) -> str:
+    """A setting and its value in words: 'batch size 124', 'a constant learning rate'."""
+    if name == "lr_milestones" and not value:
+        return "a constant learning rate"
+    label = FIELDS[name].label
+    label = label if label[1:2].isupper() else label[:1].lower() + label[1:]     # 'LR factor …' stays
+    return f"{label} {format_value(value)}"
 
 
 def _chainer(case: int, act: str, units: int, dropout: bool, mask: float = 0.0, figure=None) -> Preset:
