@@ -11,6 +11,7 @@ from aecore.engine.data import to_float
 from ui import caches, guide, panels, server, session
 
 panels.readable_sliders()
+panels.table_toolbar_room()
 K = "compare."
 PICKED = K + "picked"
 CACHE = K + "cache"  # this session's pictures (`session.cached`)
@@ -18,6 +19,7 @@ CACHE_SIZE = 24      # pictures kept per session, about 60 KB each: a rerun redr
 PER_ROW = 4          # filter blocks side by side
 N_DIGITS = 8
 BASELINE = "shipped:pytorch-784-200"   # the Train page's default preset: the shipped model a new run is set against
+CHART = {"displayModeBar": False}   # Plotly's buttons would cover the chart's top on a phone; drag zooms anyway
 LOSS = st.column_config.NumberColumn(format="%.5f")
 COLUMNS = {"parameters": st.column_config.NumberColumn(format="localized"), "train loss": LOSS,
            "validation loss": LOSS, "test loss": LOSS, "median test error (MSE per image)": LOSS}
@@ -27,7 +29,15 @@ def curves(chosen: list[compare.Entry]) -> None:
     st.header("Loss per epoch")
     bare = [e.name for e in chosen if not e.history]
     if len(bare) < len(chosen):
-        st.plotly_chart(compare.curves_figure(chosen), key=K + "chart", width="stretch")
+        fig = viz.readable_log_axes(compare.curves_figure(chosen))
+        st.plotly_chart(fig, key=K + "chart", width="stretch", config=CHART,
+                        alt="Loss per epoch on a log scale, one colour per model: its training loss solid, its "
+                            "held-out loss dashed.")
+        by_key = {e.key: e.name for e in chosen}
+        hidden = viz.coincidence_note([t.name for t in fig.data], [dict(zip(t.x, t.y)) for t in fig.data],
+                                      [by_key[t.legendgroup] for t in fig.data])
+        if hidden:      # drawn later, on top: the curve below cannot be seen
+            st.markdown(f":material/layers: **Hidden curves:** {hidden}")
         st.caption("Solid: mean training loss over each epoch; dashed: held-out loss after it (the validation "
                    "split when the run had one, else the test set). Each model in its own loss, named in the "
                    "legend: a BCE and an MSE curve are not on the same scale.")
@@ -39,7 +49,7 @@ def settings(chosen: list[compare.Entry]) -> None:
     st.header("Settings that differ")
     rows = compare.differing_settings(chosen)
     if rows:
-        st.dataframe(rows, hide_index=True, width="content")
+        st.dataframe(rows, hide_index=True, width="content", placeholder=compare.MISSING)
         shown = {v for row in rows for v in row.values()}
         notes = [f"{compare.MISSING}: not recorded in that model's checkpoint" * (compare.MISSING in shown),
                  f"{compare.NOT_USED}: the setting has no effect on that model" * (compare.NOT_USED in shown)]
@@ -50,7 +60,8 @@ def settings(chosen: list[compare.Entry]) -> None:
 
 def figures(chosen: list[compare.Entry]) -> None:
     st.header("Figures")
-    st.dataframe(compare.figure_rows(chosen), hide_index=True, width="stretch", column_config=COLUMNS)
+    st.dataframe(compare.figure_rows(chosen), hide_index=True, width="stretch", column_config=COLUMNS,
+                 placeholder=compare.MISSING)
     st.caption("Losses as each run measured them, in its own loss and on its own data (a model trained on one "
                "class is tested on that class). The median test error is per-image squared error in pixel "
                "space, the same measure for every model. Training time: pauses and evaluation excluded.")
@@ -136,18 +147,24 @@ entries = compare.gather(server.run_registry().runs_of(session.visitor()), sessi
 if not entries:
     st.info("Nothing to compare yet: the models/ folder is empty. Train a model on the Train page.")
 else:
-    st.dataframe(compare.overview_rows(entries), hide_index=True, width="stretch", column_config=COLUMNS)
+    st.dataframe(compare.overview_rows(entries), hide_index=True, width="stretch", column_config=COLUMNS,
+                 placeholder=compare.MISSING)
     by_key = {e.key: e for e in entries}
     own = [e.key for e in entries if not e.shipped]
     seen = st.session_state.setdefault(K + "seen", set())
+    active = st.session_state.get("app.active", "")
     if PICKED not in st.session_state:
-        active = st.session_state.get("app.active", "")
         reference = active if active.startswith("shipped:") else BASELINE
-        st.session_state[PICKED] = compare.default_picks(entries, reference)
+        picks = compare.default_picks(entries, reference)
+        if not own and active in by_key:   # shipped models only: the active one beside the first other one
+            picks = [active] + [k for k in by_key if k != active][:1]
     else:   # their newest model, if new since the last visit, joins the picks; vanished ones leave them
-        new = [k for k in own if k not in seen][:1]   # one: a study's runs must not push out every pick
-        kept = [k for k in st.session_state[PICKED] if k in by_key and k not in new]
-        st.session_state[PICKED] = (new + kept)[:compare.MAX_PICKS]
+        picks = [k for k in own if k not in seen][:1]   # one: a study's runs must not push out every pick
+        picks += [k for k in st.session_state[PICKED] if k in by_key and k not in picks]
+    if active in by_key and active not in picks and active != st.session_state.get(K + "active"):
+        picks.insert(0, active)   # the active model, on a first visit or once chosen anew, is among the picks
+    st.session_state[K + "active"] = active
+    st.session_state[PICKED] = picks[:compare.MAX_PICKS]
     seen.update(own)
     picked = st.multiselect("Models to compare", list(by_key), key=PICKED, format_func=lambda k: by_key[k].name,
                             max_selections=compare.MAX_PICKS, persist_state="session",

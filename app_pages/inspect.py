@@ -11,6 +11,7 @@ from aecore.engine.train import corrupt
 from ui import caches, guide, panels, session
 
 panels.readable_sliders()
+panels.table_toolbar_room()
 K = "inspect."
 SPARSITY_IMAGES = 2000   # test images the code sparsity is measured on
 BINS = 40                # histogram bins, shared by the two models shown
@@ -72,6 +73,24 @@ def sparsity_section(am, dataset: str, images) -> None:
     st.caption(f"For reference, the Keras blog's “Building Autoencoders in Keras” measured a mean code activation "
                f"of 3.33 for its sparse 784-32 (L1 1e-4 on the code) against 7.30 for the plain 784-32, over its "
                f"10,000 test images. Measured here over the first {len(images):,} test images: {ours}.")
+    if any(m.config.sparsity for m in shown):
+        st.caption(zeros_note(shown, figures))
+
+
+def zeros_note(shown: list, figures: list[dict]) -> str:
+    """Why the share of exact zeros is not the L1 penalty's measure, with the figures shown above."""
+    def code(m) -> str:
+        linear = m.config.family == "deep" and m.config.linear_code
+        return "no activation" if linear else m.config.activation
+    each = "; ".join(f"{m.name} ({code(m)} code{f', L1 {m.config.sparsity:g}' if m.config.sparsity else ''}): mean "
+                     f"{f['mean_activation']:.2f}, exact zeros {f['zero_share_all']:.1%}, {f['dead_units']} units "
+                     f"always 0" for m, f in zip(shown, figures))
+    return ("**Why the sparse code need not have more exact zeros.** An L1 penalty on the code adds λ·|z| to the "
+            "loss: it pulls every code value towards 0, so it shrinks the activity (the mean above), but a value "
+            "pulled down by small steps almost never lands on exactly 0. Exact zeros come from ReLU units: a ReLU "
+            "gives exactly 0 whenever its input is negative (a unit negative for every image is always 0); a sigmoid "
+            "or tanh code is practically never exactly 0. So the share of exact zeros counts how often the ReLUs are "
+            f"off, which the penalty changes only indirectly. Measured here: {each}.")
 
 
 st.title("Look inside the model")
@@ -90,7 +109,8 @@ if cfg.convolutional:
                  "where a weight is large.")
 else:
     n_units = cfg.hidden[0]
-    count = st.slider("Tiles to show", 1, min(n_units, 400), min(n_units, 100), key=K + "count")
+    # keyed by the model: another active model (chosen on any page) starts from its own unit count
+    count = st.slider("Tiles to show", 1, min(n_units, 400), min(n_units, 100), key=f"{K}count.{am.key}")
     a, b = st.columns(2)
     with a:
         st.header("Encoder filters")
@@ -116,7 +136,9 @@ if test is None:
     panels.data_missing(dataset)
 else:
     c1, c2 = st.columns([2, 1])
-    picks = c1.text_input("Test digits (indices, comma-separated)", "0,1,2,3,4,5,6,7,8,9", key=K + "picks")
+    # kept across models of one data set (the same digits, rebuilt by each), not across data sets
+    picks = c1.text_input("Test digits (indices, comma-separated)", "0,1,2,3,4,5,6,7,8,9",
+                          key=f"{K}picks.{dataset}")
     try:
         idx = [int(v) for v in picks.replace(" ", "").split(",") if v]
         if not idx or any(not 0 <= i < len(test) for i in idx) or len(idx) > 32:
@@ -150,7 +172,7 @@ else:
 
     if cfg.convolutional:
         st.header("Feature maps")
-        i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=K + "fmap")
+        i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=f"{K}fmap.{am.key}")
         for name, maps in viz.feature_maps(am.model, test.images[int(i)].numpy()):
             st.image(viz.grid(maps, nrow=len(maps), zoom=max(2, 56 // maps.shape[-1]), pad=1), caption=name,
                      alt=f"Test image #{int(i)} after encoder {name}: one grey square per map, light where the map "

@@ -37,7 +37,9 @@ if test is not None:
     labels = test.labels[:n_points].numpy()
     fig = viz.latent_scatter(xy, labels, CLASS_NAMES[dataset],
                              "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
-    st.plotly_chart(fig, key=K + "scatter", width="stretch")
+    # Plotly's buttons would sit over the title on a phone; dragging still zooms, a double click zooms back out
+    st.plotly_chart(fig, key=K + "scatter", width="stretch", config={"displayModeBar": False},
+                    alt="The test digits' codes as points on a plane, one colour per class.")
 else:
     panels.data_error_box(problem)
     panels.data_missing(dataset)
@@ -58,9 +60,10 @@ else:
     # The range that holds most test codes (2.5 standard deviations of the wider axis).
     spread = 2.5 * float(xy.std(0).max()) if codes is not None else 1.5
     default, default_n = min(RANGES, key=lambda r: abs(r - spread)), 10
-span = c1.select_slider("Range (± around the centre)", RANGES, value=default, key=K + "range",
+# Keyed by the model: another active model (the sidebar's choice, on any page) starts from its own defaults.
+span = c1.select_slider("Range (± around the centre)", RANGES, value=default, key=f"{K}range.{am.key}",
                         help="The stacked tutorial also tries points far outside the data: ±1.5, 10, 100.")
-n = c2.slider("Grid size", 4, 20, default_n, key=K + "grid")
+n = c2.slider("Grid size", 4, 20, default_n, key=f"{K}grid.{am.key}")
 if codes is not None and code_dim == 2:
     lo_x, lo_y = xy.min(0)
     hi_x, hi_y = xy.max(0)

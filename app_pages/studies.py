@@ -15,9 +15,12 @@ from ui import caches, guide, panels, server, session
 K = "studies."          # every session key of this page starts with this
 SERIES = K + "series"   # the id of the series this session shows (also in the URL)
 TILES = 36              # filters shown per layer and case: a 6 x 6 grid
+CHART = {"displayModeBar": False}   # Plotly's buttons would cover the panel titles on a phone; drag zooms anyway
+EMPTY = "–"             # what a table shows where a figure is not there (yet)
 
 st.title("Studies")
 guide.intro("studies")
+panels.table_toolbar_room()
 registry = server.run_registry()
 me = session.visitor()
 
@@ -152,10 +155,12 @@ def code_size_chart(views) -> None:
         return
     points = studies.code_size_results(views, lambda v: ae_mse(v.id, dataset, v.model))
     epochs = views[0].spec.train.epochs
-    st.plotly_chart(studies.code_size_figure(points, sizes, pca, epochs), key=K + "chart", width="stretch")
+    st.plotly_chart(viz.readable_log_axes(studies.code_size_figure(points, sizes, pca, epochs)), key=K + "chart",
+                    width="stretch", config=CHART,
+                    alt="Test error against code size, both on log scales: the autoencoders' points and PCA's.")
     st.dataframe([{"code size k": p.size, "autoencoder test MSE": p.test_mse, "PCA test MSE": e,
                    "autoencoder / PCA": p.test_mse / e if p.test_mse is not None and e > 0 else None}
-                  for p, e in zip(points, pca)], hide_index=True,
+                  for p, e in zip(points, pca)], hide_index=True, placeholder=EMPTY,
                  column_config={c: st.column_config.NumberColumn(format="%.5f")
                                 for c in ("autoencoder test MSE", "PCA test MSE")})
     st.caption(f"Both: mean squared error per pixel over the {n_test:,} test images, pixels in [0, 1]. PCA is "
@@ -181,11 +186,14 @@ def beta_chart(views) -> None:
     except classifier.ClassifierFileError as e:
         st.warning(f"The samples cannot be judged: {e}", icon=":material/warning:")
         return
-    st.plotly_chart(studies.beta_figure(points, epochs), key=K + "beta_chart", width="stretch")
+    st.plotly_chart(viz.readable_log_axes(studies.beta_figure(points, epochs)), key=K + "beta_chart",
+                    width="stretch", config=CHART,
+                    alt="Against β on a log scale: the test reconstruction term and KL, and the share of prior "
+                        "samples the digit classifier is sure of.")
     st.dataframe([{"β": p.beta, "reconstruction (nats)": f["reconstruction"], "KL (nats)": f["KL"],
                    "samples the judge is sure of": f["confident_share"], "inception score": f["inception_score"],
                    "digits it rarely draws": ", ".join(map(str, f["rare_digits"])) or "none"}
-                  for p in points if (f := p.figures)], hide_index=True,
+                  for p in points if (f := p.figures)], hide_index=True, placeholder=EMPTY,
                  column_config={"reconstruction (nats)": st.column_config.NumberColumn(format="%.1f"),
                                 "KL (nats)": st.column_config.NumberColumn(format="%.2f"),
                                 "samples the judge is sure of": st.column_config.NumberColumn(format="percent"),
@@ -216,7 +224,7 @@ def progress_and_results() -> None:
     st.progress(len(ended) / len(views))
     st.dataframe([{"run": v.spec.name, "state": run_state(v), "progress": v.snapshot.progress,
                    "training time (s)": round(v.snapshot.last.elapsed, 1) if v.snapshot.last else None}
-                  for v in views], hide_index=True,
+                  for v in views], hide_index=True, placeholder=EMPTY,
                  column_config={"progress": st.column_config.ProgressColumn(format="percent")})
     if busy:
         st.caption("Keep this tab open (any page): a study nobody watches is stopped after "

@@ -9,7 +9,8 @@ visitor's dark and light setting.
   black with a white stroke in both. The one exemption: the label of a disabled widget, which WCAG 1.4.3 leaves
   out of the contrast minimum (text of an inactive control).
 - On a 390×844 touch screen no page scrolls sideways (tables scroll in their own box, pictures shrink to the
-  screen), and the Draw canvas fits the screen and takes a finger stroke, after which the reconstruction appears.
+  screen), and the Draw canvas fits the screen and takes a finger stroke, after which the reconstruction and the
+  verdict appear within one screen below the canvas; the canvas's toolbar stays clear of the Draw | Upload choice.
 - The Train page's Start, Pause and Stop are reached with the Tab key and pressed with Enter or Space.
 
 axe-core comes with the axe-playwright-python package (requirements-dev.txt). What each audit found, whatever
@@ -231,6 +232,22 @@ def wait_reconstruction(page) -> None:
     wait_idle(page)
 
 
+def draw_layout(page, canvas) -> dict:
+    """Where the Draw page's pieces lie once a digit is drawn, in CSS pixels from the top of the screen: the input
+    choice, the canvas, its toolbar as it shows while the pointer (a finger, the mouse) is over the canvas, the
+    reconstruction and the detector's verdict."""
+    from playwright.sync_api import expect
+
+    toolbar = page.locator(".dc-toolbar").first
+    canvas.hover()
+    expect(toolbar).to_have_css("opacity", "1")
+    page.wait_for_timeout(400)                       # it slides up into place (CSS transition)
+    boxes = {"choice": page.get_by_test_id("stRadio").first, "canvas": canvas, "toolbar": toolbar,
+             "reconstruction": page.get_by_test_id("stImage").filter(has_text=re.compile(r"^reconstruction$")),
+             "verdict": page.get_by_text(re.compile("typical of handwritten digits|unusual: this does not look"))}
+    return {name: {k: round(v, 1) for k, v in loc.bounding_box().items()} for name, loc in boxes.items()}
+
+
 def canvas_colours(canvas) -> tuple[int, int]:
     """The canvas as shown: the brightest channel at four spots away from the SEVEN stroke (the background), and
     the darkest channel of its brightest pixel (the ink)."""
@@ -314,7 +331,8 @@ def test_every_page_after_a_short_run(browser, server, report):
 
 
 def test_phone(browser, server, report):
-    """390×844, touch: no page scrolls sideways; the Draw canvas fits and takes a finger stroke."""
+    """390×844, touch: no page scrolls sideways; the Draw canvas fits and takes a finger stroke, and its result
+    shows within a screen below it."""
     folder = ARTIFACTS / "phone"
     folder.mkdir(parents=True, exist_ok=True)
     context, page = new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
@@ -329,6 +347,14 @@ def test_phone(browser, server, report):
                 assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], f"canvas off screen: {box}"
                 stroke(page, canvas, SEVEN, touch=True)
                 wait_reconstruction(page)
+                # The result right under the canvas (the columns stack): the reconstruction within half a screen
+                # of the canvas's bottom, the verdict within one; the canvas's toolbar clear of the Draw | Upload
+                # choice above it.
+                report["phone"]["Draw layout"] = box = draw_layout(page, canvas)
+                bottom = box["canvas"]["y"] + box["canvas"]["height"]
+                for part, most in (("reconstruction", PHONE["height"] / 2), ("verdict", PHONE["height"])):
+                    assert 0 < box[part]["y"] - bottom <= most, f"{part} more than {most} px below the canvas: {box}"
+                assert box["toolbar"]["y"] >= box["choice"]["y"] + box["choice"]["height"], f"toolbar on text: {box}"
             # Streamlit scrolls inside <main>: the viewport is made as tall as the page, so that every element is
             # laid out (and shot) at the phone's width
             height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")

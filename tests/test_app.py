@@ -65,10 +65,11 @@ def test_choosing_a_preset_fills_the_form(tiny_idx):
     assert at.number_input(key="train.batch_size").value == 128
     assert at.selectbox(key="train.init").value == "keras"
     assert any("Total parameters: **50,992**" in t for t in texts(at.markdown))
-    # Editing a field makes the run a custom one; the selector keeps the preset and Reset puts it back.
+    # An edited field keeps the preset (the run is named after it and what differs); Reset puts the preset back.
     at.number_input(key="train.epochs").set_value(3).run()
     assert at.selectbox(key="train.preset").value == "keras-784-32"
-    assert any("form differs from this preset" in t for t in texts(at.caption))
+    assert any("form differs from this preset: the run will be **keras-784-32 · epochs 3**" in t
+               for t in texts(at.caption))
     assert at.number_input(key="train.hidden").value == 32
     at.button(key="train.btn_reset").click().run()
     assert at.number_input(key="train.epochs").value == 20
@@ -98,10 +99,10 @@ def test_inspect_page(tiny_idx):
 
 def test_inspect_page_rejects_bad_indices(tiny_idx):
     at = goto(open_app(), "app_pages/inspect.py")
-    at.text_input(key="inspect.picks").input("3,999").run()
+    at.text_input(key="inspect.picks.mnist").input("3,999").run()
     assert not at.exception
     assert any("between 0 and 39" in t for t in texts(at.error))
-    at.text_input(key="inspect.picks").input("5, 7").run()
+    at.text_input(key="inspect.picks.mnist").input("5, 7").run()
     assert not at.error
     assert list(at.dataframe[0].value["index"]) == [5, 7]
 
@@ -116,11 +117,38 @@ def test_latent_page(tiny_idx):
 
 def test_draw_page_without_a_drawing(tiny_idx):
     at = goto(open_app(), "app_pages/draw.py")
+    # One input at a time: drawing first, uploading the other choice.
+    choice = at.radio(key="draw.mode")
+    assert choice.options == [":material/draw: Draw", ":material/upload: Upload"] and choice.value == "draw"
     assert len(at.get("bidi_component")) == 1          # the drawing canvas
     assert at.get("bidi_component")[0].proto.component_name.endswith("streamlit_drawable_canvas")
-    assert len(at.get("file_uploader")) == 1
-    assert any("Draw a digit on the black square" in t for t in texts(at.info))
+    assert not at.get("file_uploader")
+    assert any("Draw a digit on the black square with your finger or the mouse" in t for t in texts(at.info))
+    assert any("with your finger or the mouse" in t for t in texts(at.caption))
     assert not at.metric and not at.error
+    choice.set_value("upload").run()
+    assert not at.get("bidi_component") and len(at.get("file_uploader")) == 1
+    assert any("Upload a PNG or JPEG picture of one digit" in t for t in texts(at.info))
+    assert not at.metric and not at.error
+
+
+def test_latent_grid_follows_a_model_switch(tiny_idx):
+    """The grid's range and size are the active model's defaults, also after a switch in the sidebar."""
+    at = goto(open_app(), "app_pages/latent.py")
+    grid = [img.proto.imgs[0].caption for img in at.get("image")][0]
+    assert grid.startswith("10×10 codes from ")                    # pytorch-784-200: its test codes' spread
+    at.select_slider(key="latent.range.shipped:pytorch-784-200").set_value(30.0).run()
+    assert [img.proto.imgs[0].caption for img in at.get("image")][0].startswith("10×10 codes from -30 to 30")
+    at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
+    assert not at.exception
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions[0] == "9×9 codes from -1 to 1 on each axis in steps of 0.25 (top row: y = 1)"
+    assert any("bounded to [-1, 1]" in t for t in texts(at.caption))
+    assert at.select_slider(key="latent.range.shipped:stacked-2d").value == 1.0
+    assert at.slider(key="latent.grid.shipped:stacked-2d").value == 9
+    # Back to the first model: its own defaults again, not the range chosen before.
+    at.sidebar.selectbox(key="app.active").set_value("shipped:pytorch-784-200").run()
+    assert [img.proto.imgs[0].caption for img in at.get("image")][0] == grid
 
 
 def test_other_shipped_models_on_each_page(tiny_idx):
@@ -394,8 +422,9 @@ def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
     at.button(key="train.btn_start").click().run()
     assert not at.exception and len(started_jobs) == 1
     job = started_jobs[0]
-    # The run that follows the click already shows the controls of a running job.
-    assert at.button(key="train.btn_start").disabled and at.button(key="train.btn_resume").disabled
+    # The run that follows the click already shows the controls of a running job (Pause, not yet Resume: they
+    # share one place in the bar).
+    assert at.button(key="train.btn_start").disabled and "train.btn_resume" not in [b.key for b in at.button]
     assert not at.button(key="train.btn_pause").disabled and not at.button(key="train.btn_stop").disabled
     wait_for_text(at, "step ")                                       # the first record is in
     assert any("Training **custom**" in t for t in texts(at.sidebar.info))
@@ -403,7 +432,7 @@ def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
     at.button(key="train.btn_pause").click().run()
     assert job.snapshot().state == "paused"
     assert progress_text(at).startswith("paused")
-    assert at.button(key="train.btn_pause").disabled and not at.button(key="train.btn_resume").disabled
+    assert "train.btn_pause" not in [b.key for b in at.button] and not at.button(key="train.btn_resume").disabled
 
     at.button(key="train.btn_resume").click().run()
     assert job.snapshot().state == "running"
@@ -615,6 +644,7 @@ def test_drawing_is_scored(tiny_idx):
     at.session_state["draw.canvas"] = canvas_value(drawn_digit())
     at.run()
     assert not at.exception and not at.error
+    assert "The result for **your drawing**:" in texts(at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     error = float(metrics["Reconstruction error (MSE)"])
     assert 0.0 <= error < 1.0
@@ -624,7 +654,11 @@ def test_drawing_is_scored(tiny_idx):
     assert len(at.get("image")) == 3              # input, reconstruction, error map
     assert "Is it a digit?" in texts(at.header)
     assert 0.0 <= float(metrics["Percentile among real digits"]) <= 100.0
-    assert any("Verdict by the digit detector, not by the active model" in t for t in texts(at.caption))
+    # The detector's drawing set in words: how its pictures were made, not the font files they were typed in.
+    detector = next(t for t in texts(at.caption) if t.startswith("Verdict by the digit detector, not by the active "
+                                                                   "model"))
+    assert "digits typed in fonts" in detector and "letters" in detector and "most digit-like: typed " in detector
+    assert not any(font in detector for font in ("DejaVu", "Liberation", "Aileron"))
 
 
 def test_the_digit_verdict_tells_a_digit_from_a_symbol(tiny_idx):
@@ -661,15 +695,23 @@ def test_uploaded_picture_is_scored(tiny_idx):
     buf = io.BytesIO()
     photo.save(buf, "JPEG")
     at = goto(open_app(), "app_pages/draw.py")
+    at.radio(key="draw.mode").set_value("upload").run()
     at.get("file_uploader")[0].set_value(("one.jpg", buf.getvalue(), "image/jpeg")).run()
     assert not at.exception and not at.error
     assert "Reconstruction error (MSE)" in [m.label for m in at.metric]
-    assert any("upload one.jpg" in (img.proto.imgs[0].caption if img.proto.imgs else "")
-               for img in at.get("image"))
+    assert "The result for **the upload one.jpg**:" in texts(at.markdown)
+    assert not at.get("bidi_component")              # no canvas to draw on while the upload is the input
+    # Back to drawing: the canvas is the input again, and nothing is shown until something is drawn on it.
+    at.radio(key="draw.mode").set_value("draw").run()
+    assert len(at.get("bidi_component")) == 1 and not at.get("file_uploader") and not at.metric
+    at.session_state["draw.canvas"] = canvas_value(drawn_digit())
+    at.run()
+    assert "The result for **your drawing**:" in texts(at.markdown)
 
 
 def test_unusable_upload_is_explained(tiny_idx):
     at = goto(open_app(), "app_pages/draw.py")
+    at.radio(key="draw.mode").set_value("upload").run()
     at.get("file_uploader")[0].set_value(("notes.png", b"these are notes, not a picture", "image/png")).run()
     assert not at.exception
     assert any("Cannot use notes.png" in t and "PNG or JPEG" in t for t in texts(at.error))

@@ -157,8 +157,9 @@ def train_switch_pages_and_draw(page, server, measurements):
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
-    # The form now differs from the preset: the page says the run will be a custom one.
-    expect(page.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
+    # The form now differs from the preset: the run keeps the preset's name plus what differs, and its figure.
+    expect(page.get_by_text("the run will be pytorch-784-200 · epochs 2; the figure still applies")).to_be_visible(
+        timeout=60_000)
     wait_idle(page)
     assert epochs.input_value() == "2"
     # The URL holds the form: the preset's name and only what differs from it.
@@ -309,7 +310,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
     legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     measurements["compare_legend"] = legend
-    assert any(t.startswith("custom run 1") for t in legend), legend
+    assert any(t.startswith("pytorch-784-200 · epochs 2") for t in legend), legend
     wait_idle(page)
     screenshot(page, "compare")
 
@@ -362,7 +363,7 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
         expect(second.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=60_000)
         wait_idle(first)
         mine = own_models(first)
-        assert mine and all("custom run 1" in o for o in mine), mine
+        assert mine and all("pytorch-784-200 · epochs 1 run 1" in o for o in mine), mine
         assert own_models(second) == [], "the second visitor sees the first one's model"
         second.get_by_role("button", name=STOP).click()
         expect(second.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)

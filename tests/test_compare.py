@@ -199,7 +199,8 @@ def test_the_page_lists_the_shipped_models(tiny_idx):
     table = at.dataframe[0].value
     row = table[table["name"] == "keras-784-32"].iloc[0]
     assert row["parameters"] == 50_992 and row["sizes"] == "784-32-784" and row["validation loss"] > 0
-    assert at.multiselect(key="compare.picked").value == ["shipped:chainer-case7", "shipped:conv-digit0"]
+    # Shipped models only: the active one (the sidebar's) beside the first other one.
+    assert at.multiselect(key="compare.picked").value == ["shipped:pytorch-784-200", "shipped:chainer-case7"]
     at.multiselect(key="compare.picked").set_value(["shipped:stacked-2d"]).run()
     assert not at.exception
     assert any("Pick at least two" in t for t in texts(at.info))
@@ -239,6 +240,40 @@ def test_two_shipped_models_side_by_side(tiny_idx):
     assert captions(at)[4:] == ["pytorch-784-200: 16 of 200 units", "keras-784-32: 16 of 32 units",
                                 "conv-digit0: 16 of 16 kernels 3×3"]
     assert len(chart_traces(at)) == 6
+
+
+def test_the_active_model_joins_the_picks_when_it_changes(tiny_idx):
+    at = goto(open_app(), PAGE)
+    at.multiselect(key="compare.picked").set_value(["shipped:keras-784-32", "shipped:chainer-case7"]).run()
+    at.sidebar.selectbox(key="app.active").set_value("shipped:sparse-784-32").run()
+    assert not at.exception
+    assert at.multiselect(key="compare.picked").value == ["shipped:sparse-784-32", "shipped:keras-784-32",
+                                                          "shipped:chainer-case7"]
+    # Taken out, it stays out while it stays the active model.
+    at.multiselect(key="compare.picked").set_value(["shipped:keras-784-32", "shipped:chainer-case7"]).run()
+    at.run()
+    assert at.multiselect(key="compare.picked").value == ["shipped:keras-784-32", "shipped:chainer-case7"]
+
+
+def test_a_curve_hidden_under_another_is_named_and_the_log_axis_reads(tiny_idx):
+    """A copy of the shipped pytorch-784-200 (same history) is drawn first, under the shipped one: the page says
+    so. The loss axis's ticks are written in full, and Plotly's buttons are not drawn over the chart."""
+    blob = (ROOT / "models" / "pytorch-784-200.safetensors").read_bytes()
+    at = open_app()
+    at.get("file_uploader")[0].set_value(("twin.safetensors", blob, "application/octet-stream")).run()
+    goto(at, PAGE)
+    assert at.multiselect(key="compare.picked").value == ["session:twin", "shipped:pytorch-784-200"]
+    assert ":material/layers: **Hidden curves:** twin lies exactly under pytorch-784-200 (both its curves): equal " \
+           "within 0.5% at every point they share." in texts(at.markdown)
+    chart = at.get("plotly_chart")[0].proto
+    axis = json.loads(chart.spec)["layout"]["yaxis"]
+    losses = [y for t in chart_traces(at) for y in t["y"] if y is not None]
+    assert axis["type"] == "log" and axis["ticktext"] == ["0.07", "0.08", "0.09", "0.1"]
+    assert min(losses) <= 0.07 and max(losses) >= 0.1
+    assert json.loads(chart.config) == {"displayModeBar": False}
+    # Two different models: no note.
+    at.multiselect(key="compare.picked").set_value(["shipped:keras-784-32", "shipped:pytorch-784-200"]).run()
+    assert not any("Hidden curves" in t for t in texts(at.markdown))
 
 
 def test_a_run_from_the_train_page_is_listed_once_and_joins_the_picks(tiny_idx, started_jobs):
@@ -292,8 +327,8 @@ def test_without_data_the_page_renders_with_one_data_error_box(no_data):
     assert len(at.error) == 1 and len(boxes) == 1 and "AECORE_DATA_DIR" in boxes[0]
     assert len(chart_traces(at)) == 4                      # everything else still shows
     assert len(at.dataframe) == 3
-    assert captions(at) == ["chainer-case7: 16 of 100 units", "conv-digit0: 16 of 16 kernels 3×3"]
-    assert any("No reconstructions for chainer-case7, conv-digit0" in t for t in texts(at.caption))
+    assert captions(at) == ["pytorch-784-200: 16 of 200 units", "chainer-case7: 16 of 100 units"]
+    assert any("No reconstructions for pytorch-784-200, chainer-case7" in t for t in texts(at.caption))
 
 
 def test_each_model_reconstructs_its_own_data_set(tiny_idx, monkeypatch):

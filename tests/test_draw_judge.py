@@ -89,6 +89,7 @@ def test_an_uploaded_picture_is_read_too(tiny_idx):
     buf = io.BytesIO()
     photo.save(buf, "PNG")
     at = goto(open_app(), "app_pages/draw.py")
+    at.radio(key="draw.mode").set_value("upload").run()
     at.get("file_uploader")[0].set_value(("seven.png", buf.getvalue(), "image/png")).run()
     assert not at.exception and not at.error
     assert readings(at) == [expected_reading(load_image(buf.getvalue()))]
@@ -136,6 +137,12 @@ def test_the_sparse_model_is_shown_beside_the_plain_one(tiny_idx):
     assert "3.33" in caption and "7.30" in caption
     assert (f"over the first 40 test images: sparse-784-32 {figures[0]['mean_activation']:.2f}; "
             f"keras-784-32 {figures[1]['mean_activation']:.2f}.") in caption
+    # Why the L1 model need not have more exact zeros, with the figures shown.
+    note = zeros_note(at)
+    assert "shrinks the activity" in note and "Exact zeros come from ReLU units" in note
+    for name, l1, f in zip(("sparse-784-32", "keras-784-32"), (", L1 0.0001", ""), figures):
+        assert (f"{name} (relu code{l1}): mean {f['mean_activation']:.2f}, exact zeros {f['zero_share_all']:.1%}, "
+                f"{f['dead_units']} units always 0") in note
     # Without a comparison model, the active model's figures alone.
     picker.set_value("none").run()
     assert not at.exception
@@ -147,6 +154,12 @@ def test_other_mlp_models_compare_with_none_by_default(tiny_idx):
     at = inspect("shipped:pytorch-784-200")
     assert at.selectbox(key="inspect.compare.shipped:pytorch-784-200").value == "none"
     assert len(mean_activations(at)) == 1
+    assert not zeros_note(at)                      # no L1 penalty shown: nothing to explain
+
+
+def zeros_note(at) -> str:
+    return next((t for t in texts(at.caption) if t.startswith("**Why the sparse code need not have more exact "
+                                                              "zeros.**")), "")
 
 
 @pytest.mark.parametrize("key", ["shipped:conv-digit0", "shipped:keras-vae-2d"])

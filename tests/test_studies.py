@@ -276,6 +276,13 @@ def test_the_code_size_study_from_the_page_and_after_a_reload(tiny_idx, started_
     assert {j.train_size for j in started_jobs} == {120}
     traces = chart_traces(at)
     assert [len(t["x"]) for t in traces] == [5, 5] and [len(t["y"]) for t in traces] == [5, 5]
+    # The log axis of the errors is labelled in full numbers (not Plotly's "0.1, 5, 3, 2" minor digits), and
+    # Plotly's buttons are not drawn over the chart.
+    chart = at.get("plotly_chart")[0].proto
+    y = json.loads(chart.spec)["layout"]["yaxis"]
+    assert y["type"] == "log" and len(y["tickvals"]) >= 2
+    assert [float(t) for t in y["ticktext"]] == pytest.approx(y["tickvals"])
+    assert json.loads(chart.config) == {"displayModeBar": False}
     assert traces[0]["x"] == traces[1]["x"] == [2, 8, 32, 128, 512]
     table = at.dataframe[1].value
     assert list(table["code size k"]) == [2, 8, 32, 128, 512]

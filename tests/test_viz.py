@@ -129,6 +129,82 @@ def test_latent_scatter_names_each_points_class():
     assert all(t.hovertemplate.startswith(f"class {t.name}<br>") for t in fig.data)
 
 
+# ---------------------------------------------------------------------------------------------- readable charts
+@pytest.mark.parametrize("values, expected", [
+    ([0.0104, 0.05, 0.12], ["0.01", "0.02", "0.05", "0.1"]),      # Compare's losses: Plotly wrote 0.1, 5, 3, 2, 0.01
+    ([0.0105, 0.0131], ["0.011", "0.012", "0.013"]),               # within a decade: every step of 0.001
+    ([0.001, 0.5, 30.0], ["0.001", "0.01", "0.1", "1", "10"]),     # many decades: the powers of ten
+    ([0.0095, 0.011], ["0.0095", "0.01", "0.011"]),                # two digits, thinned to even steps
+    ([0.01034, 0.01045], ["0.01034", "0.01045"]),                  # narrower still: the two ends
+    ([147.0, 150.0], ["147", "150"]),
+    ([2.0, None, 0.0, -1.0], ["2"]),                               # only positive values count on a log axis
+    ([], []),
+])
+def test_log_ticks_are_written_in_full(values, expected):
+    from aecore.engine.viz import log_ticks
+
+    ticks, labels = log_ticks(values)
+    assert labels == expected
+    assert [float(t) for t in labels] == pytest.approx(ticks)     # each label is its value, not a minor digit
+    assert ticks == sorted(ticks)
+    positive = [v for v in values if v is not None and v > 0]
+    if ticks:       # within the data, or as little beyond it as Plotly's autorange shows (4 % of its log range)
+        lo, hi = np.log10(min(positive)), np.log10(max(positive))
+        assert all(lo - 0.04 * (hi - lo) - 1e-9 <= np.log10(t) <= hi + 0.04 * (hi - lo) + 1e-9 for t in ticks)
+
+
+def test_readable_log_axes_sets_ticks_on_log_axes_only():
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from aecore.engine.viz import readable_log_axes
+
+    # As Compare's figure is built: plain dicts, without validation.
+    fig = go.Figure({"data": [{"type": "scatter", "x": [1, 2, 3], "y": [0.12, 0.03, 0.0093]},
+                              {"type": "scatter", "x": [1, 2], "y": [0.05, None]}],
+                     "layout": {"yaxis": {"type": "log"}}}, _validate=False)
+    assert readable_log_axes(fig) is fig
+    assert list(fig.layout.yaxis.ticktext) == ["0.01", "0.02", "0.05", "0.1"]
+    assert fig.layout.xaxis.tickvals is None                                   # a linear axis keeps Plotly's
+    # Subplots: each log axis from its own traces; an axis with tick values of its own keeps them.
+    fig = make_subplots(rows=1, cols=2)
+    fig.add_trace(go.Scatter(x=[1, 4], y=[100.0, 150.0]), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[1, 4], y=[0.001, 0.1]), row=1, col=2)
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log", tickvals=[1, 4], ticktext=["one", "four"])
+    readable_log_axes(fig)
+    assert list(fig.layout.yaxis.ticktext) == ["100", "110", "130", "150"]
+    assert list(fig.layout.yaxis2.ticktext) == ["0.001", "0.01", "0.1"]
+    assert list(fig.layout.xaxis.ticktext) == ["one", "four"] and list(fig.layout.xaxis2.tickvals) == [1, 4]
+
+
+def test_coincident_curves_are_named():
+    from aecore.engine.viz import coincidence_note, coincident
+
+    a, b = {1: 0.5, 2: 0.25, 3: 0.2}, {1: 0.5, 2: 0.25, 3: 0.2}
+    assert coincident([a, b]) == [(0, 1, True)]
+    assert coincidence_note(["mine", "shipped"], [a, b]) == \
+        "mine lies exactly under shipped: equal within 0.5% at every point they share."
+    near = {x: y * 1.003 for x, y in a.items()}                    # 0.3 % apart: one line on the chart
+    far = {x: y * 1.02 for x, y in a.items()}                      # 2 % apart: two lines
+    assert coincident([a, near]) == [(0, 1, True)] and coincident([a, far]) == []
+    assert coincidence_note(["mine", "shipped"], [a, far]) == ""
+    # A shorter curve drawn on top of a longer one hides only part of it.
+    assert coincidence_note(["long", "short"], [a, {1: 0.5, 2: 0.25}]) == \
+        "short lies exactly on long where both have points: equal within 0.5% at every point they share."
+    assert coincident([a, {1: 0.5, 2: 0.25, 3: None}]) == [(0, 1, False)]   # a missing point is not a point
+    # By group: a model whose train and held-out curves both lie under another's is named once; a third copy on
+    # top hides both others, each named with the topmost.
+    train, held = {1: 0.3, 2: 0.2}, {1: 0.35, 2: 0.3}
+    names = ["A · train", "A · held-out", "B · train", "B · held-out"]
+    assert coincidence_note(names, [train, held, train, held], ["A", "A", "B", "B"]) == \
+        "A lies exactly under B (both its curves): equal within 0.5% at every point they share."
+    assert coincidence_note(names, [train, held, train, {1: 0.5, 2: 0.4}], ["A", "A", "B", "B"]) == \
+        "A · train lies exactly under B · train: equal within 0.5% at every point they share."
+    assert coincidence_note(["A", "B", "C"], [train, train, train]) == \
+        "A lies exactly under C; B lies exactly under C: equal within 0.5% at every point they share."
+
+
 # ---------------------------------------------------------------------------------------------- no torchvision
 def test_every_aecore_module_imports_without_torchvision():
     """The app's runtime (CPU hosts get torch+cpu, beside which PyPI's torchvision cannot import) needs none."""

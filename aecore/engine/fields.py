@@ -251,7 +251,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        step=1),
     _f("optimizer", "train", "choice", "Optimiser", "Adam, or RMSprop (Keras's: ρ 0.9) as the Keras VAE uses",
        choices=OPTIMIZERS, choice_labels={"adam": "Adam", "rmsprop": "RMSprop"}),
-    _f("binarize", "train", "bool", "Binarise pixels (new draw every batch)",
+    _f("binarize", "train", "bool", "Binarise pixels",
        "Each pixel becomes 1 with probability equal to its intensity, anew at every batch; held-out images are "
        "binarised once. The IWAE paper's dynamically binarised MNIST."),
     _f("device", "train", "choice", "Device", "auto picks CUDA when present", choices=DEVICES),

@@ -3,7 +3,8 @@
 Everything returns arrays or Plotly figures; nothing here knows about the dashboard. Grids use `tile_grid`,
 our copy of `torchvision.utils.make_grid`'s layout (the app's runtime does not need torchvision; a test
 checks the two agree), and are upscaled with nearest-neighbour so each pixel stays crisp on screen. The app's
-chart colours are all here: PALETTE (one per class), TWO (two groups), LINES (models overlaid), NEUTRAL (guides).
+chart colours are all here: PALETTE (one per class), TWO (two groups), LINES (models overlaid), NEUTRAL (guides);
+so are what keeps a chart readable: log axes labelled in full numbers, and a note naming curves hidden under others.
 """
 from __future__ import annotations
 
@@ -264,3 +265,105 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, point: tuple[float,
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="false-alarm rate",
                       yaxis_title="detection rate", legend=dict(orientation="h", y=1.12))
     return fig
+
+
+# ------------------------------------------------------------------------------------------- readable charts
+# Tick marks per decade, coarsest first: the first set that puts three ticks on the data's range is used.
+LOG_MANTISSAS = ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9), tuple(m / 10 for m in range(10, 100)))
+LOG_PAD = 0.04          # ticks may lie this share of the data's log range beyond it (inside the autorange)
+COINCIDE_RTOL = 0.005   # two curves closer than this (relative) look like one on a 420 px chart: one hides the other
+
+
+def number_text(v: float, digits: int = 3) -> str:
+    """A tick label in full, without exponent notation from 0.00001 to a million: 0.0003, 0.015, 2, 150."""
+    v = float(f"{v:.{digits}g}")
+    return np.format_float_positional(v, trim="-") if v == 0 or 1e-5 <= abs(v) < 1e6 else f"{v:.{digits}g}"
+
+
+def log_ticks(values, most: int = 8) -> tuple[list[float], list[str]]:
+    """Tick values and their labels in full for a log axis over the positive `values` ([] when there are none).
+
+    Plotly's own log ticks label the minor ones by their first digit alone ("0.1, 5, 3, 2, 0.01": the 3 is 0.03);
+    these are 1, 2, 5 (or every digit, or two digits in a narrow range) times a power of ten, written out."""
+    v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=object)) if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return [], []
+    lo, hi = float(v.min()), float(v.max())
+    pad = 10 ** (LOG_PAD * np.log10(hi / lo))       # Plotly's autorange shows about this much beyond the data
+    decades = range(int(np.floor(np.log10(lo / pad))), int(np.floor(np.log10(hi * pad))) + 1)
+    for mantissas in LOG_MANTISSAS:
+        ticks = [float(f"{m * 10.0 ** d:.3g}") for d in decades for m in mantissas]
+        ticks = [t for t in ticks if lo / pad * (1 - 1e-9) <= t <= hi * pad * (1 + 1e-9)]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 2:          # narrower than two-digit steps: the data's two ends, to four digits
+        ends = sorted({float(f"{lo:.4g}"), float(f"{hi:.4g}")})
+        return ends, [number_text(t, 4) for t in ends]
+    if mantissas is LOG_MANTISSAS[0] and len(ticks) > most:   # every second (third, ...) power of ten
+        ticks = ticks[::-(-len(ticks) // most)]
+    elif len(ticks) > most or mantissas is LOG_MANTISSAS[-1]:   # thinned: the nearest to evenly spaced points
+        want = min(most, 4) if mantissas is LOG_MANTISSAS[-1] else most
+        logs = np.log10(ticks)
+        ticks = sorted({ticks[int(np.abs(logs - t).argmin())]
+                        for t in np.linspace(np.log10(lo), np.log10(hi), want)})
+    return ticks, [number_text(t) for t in ticks]
+
+
+def readable_log_axes(fig: go.Figure) -> go.Figure:
+    """Every log axis of `fig` without tick values of its own gets `log_ticks` of the data drawn on it (in
+    place; returns `fig`)."""
+    layout = fig.layout
+    for name in [k for k in layout if k.startswith(("xaxis", "yaxis"))]:   # xaxis, yaxis2, ...
+        axis = layout[name]
+        if axis.type != "log" or axis.tickvals is not None:
+            continue
+        letter, suffix = name[0], name[5:]                                  # "y", "2" for yaxis2
+        drawn = [t for t in fig.data if (getattr(t, f"{letter}axis", None) or letter) == letter + suffix]
+        ticks, labels = log_ticks([v for t in drawn for v in (getattr(t, letter) or ())])
+        if ticks:
+            fig.update_layout({name: {"tickmode": "array", "tickvals": ticks, "ticktext": labels}})
+    return fig
+
+
+def coincident(curves: list[dict], rtol: float = COINCIDE_RTOL) -> list[tuple[int, int, bool]]:
+    """Curves drawn over one another: `curves`, each {x: y} (None values left out), in drawing order (a later
+    one is drawn on top). Returns (below, top, whole) for each pair whose y agree within `rtol` (relative) at
+    every x they share: `whole` when every point of the lower curve is covered, so that it cannot be seen."""
+    points = [{x: float(y) for x, y in c.items() if y is not None} for c in curves]
+    found = []
+    for top, b in enumerate(points):
+        for below, a in enumerate(points[:top]):
+            shared = a.keys() & b.keys()
+            if shared and all(abs(a[x] - b[x]) <= rtol * max(abs(a[x]), abs(b[x])) for x in shared):
+                found.append((below, top, a.keys() <= b.keys()))
+    return found
+
+
+def coincidence_note(names: list[str], curves: list[dict], groups: list[str] | None = None,
+                     rtol: float = COINCIDE_RTOL) -> str:
+    """One sentence naming the curves that hide one another ("X lies exactly under Y"), "" when none do.
+
+    `names` and `curves` as `coincident` takes them; with `groups` (a group per curve, e.g. one model's train and
+    held-out curves), a group whose every curve lies under another group's is named once, by its group. Each
+    hidden curve (or group) is named once, with the topmost one that covers it."""
+    groups = groups or names
+    size = {g: groups.count(g) for g in groups}
+    covers: dict[tuple[str, str], list[tuple[int, int, bool]]] = {}
+    for below, top, whole in coincident(curves, rtol):
+        if groups[below] != groups[top]:
+            covers.setdefault((groups[below], groups[top]), []).append((below, top, whole))
+    told, parts = set(), []
+    for (g_below, g_top), found in sorted(covers.items(), key=lambda kv: -max(t for _, t, _ in kv[1])):
+        if len(found) == size[g_below] > 1 and all(whole for *_, whole in found):
+            if g_below not in told:
+                told.add(g_below)
+                parts.append(f"{g_below} lies exactly under {g_top} "
+                             f"({'both' if size[g_below] == 2 else f'all {size[g_below]} of'} its curves)")
+            continue
+        for below, top, whole in found:
+            if names[below] not in told:
+                told.add(names[below])
+                parts.append(f"{names[below]} lies exactly under {names[top]}" if whole else
+                             f"{names[top]} lies exactly on {names[below]} where both have points")
+    return f"{'; '.join(parts)}: equal within {rtol:.1%} at every point they share." if parts else ""
