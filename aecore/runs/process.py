@@ -10,7 +10,10 @@ shared-memory files).
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+from multiprocessing import spawn
+
 import torch
 
 from aecore.engine.data import Data, Split
@@ -18,6 +21,7 @@ from aecore.runs.job import TrainingJob, train_run
 from aecore.engine.train import Control
 
 _CTX = mp.get_context("spawn")   # fork would copy a threaded server's locks mid-use; CUDA needs spawn too
+NAME = "aelab-train-"            # every training process's name starts with this (see _without_main)
 
 
 class ProcessJob(TrainingJob):
@@ -29,8 +33,9 @@ class ProcessJob(TrainingJob):
         self._process = None
 
     def _work(self) -> None:
+        _without_main()
         receive, send = _CTX.Pipe(duplex=False)
-        self._process = _CTX.Process(target=_child, name=f"aelab-train-{self.spec.name}", daemon=True,
+        self._process = _CTX.Process(target=_child, name=f"{NAME}{self.spec.name}", daemon=True,
                                      args=(self.spec, _arrays(self.data), self._probe.numpy(), self._control,
                                            self.threads, send))
         try:
@@ -56,6 +61,31 @@ class ProcessJob(TrainingJob):
                 if self._process.is_alive():
                     self._process.kill()
             self._ended()
+
+
+def _without_main() -> None:
+    """Spawn training processes without the parent's main script (once per process; later calls do nothing).
+
+    A spawned child first runs the parent's `__main__` again (as `__mp_main__`) so that objects defined there can
+    be unpickled. Under Streamlit that is the app: Streamlit installs a module whose `__file__` is app.py as
+    `__main__`, so every run's process executed the whole app outside Streamlit, its models loaded, and each st.*
+    call logged "missing ScriptRunContext" (some 70 lines a run). The child needs nothing from `__main__`: its
+    target and arguments come from aecore. So the preparation data of processes named NAME... leave the main
+    script out; every other process spawns as before."""
+    prepare = spawn.get_preparation_data
+    if getattr(prepare, "aelab_without_main", False):
+        return
+
+    @functools.wraps(prepare)
+    def preparation_data(name):
+        data = prepare(name)
+        if name.startswith(NAME):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    preparation_data.aelab_without_main = True
+    spawn.get_preparation_data = preparation_data
 
 
 def _arrays(data: Data) -> tuple:

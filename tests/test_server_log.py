@@ -1,0 +1,43 @@
+"""The server's log stays free of Streamlit's "missing ScriptRunContext" warning when a run starts.
+
+That warning is what a st.* call outside a script run logs. A run of the processes backend (the default) trains in
+a spawned process, and spawn runs the parent's main script again in the child: under Streamlit (and AppTest, which
+runs the app the same way) that script is app.py, so each run's process used to execute the whole app outside
+Streamlit and log some 70 of these lines (aecore.runs.process._without_main). The child's output goes to the
+server's own stdout and stderr, which `capfd` reads here.
+"""
+from __future__ import annotations
+
+import pytest
+
+from aecore.runs import process
+from app_helpers import custom_form, open_app, wait_for_end
+
+# Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
+pytestmark = pytest.mark.usefixtures("app_environment")
+WARNING = "missing ScriptRunContext"
+
+
+def start_a_run(monkeypatch, capfd) -> str:
+    """A one-epoch run started from the Train page in a process of its own; what was printed meanwhile."""
+    monkeypatch.setenv("AELAB_RUN_BACKEND", "processes")   # app_environment chose threads
+    at = custom_form(open_app(), hidden=8, epochs=1, batch=20)
+    capfd.readouterr()                                      # what the app printed before the run
+    at.button(key="train.btn_start").click().run()
+    assert wait_for_end(at).startswith("finished")
+    out, err = capfd.readouterr()
+    return out + err
+
+
+def test_starting_a_run_in_a_process_logs_no_missing_script_run_context(tiny_idx, monkeypatch, capfd):
+    printed = start_a_run(monkeypatch, capfd)
+    assert WARNING not in printed, printed[:2000]
+
+
+def test_the_check_sees_the_warning_when_the_child_runs_the_app(tiny_idx, monkeypatch, capfd):
+    """The same run with the app's script handed to the child, as spawn does by default: the warnings are there,
+    so the test above would see them."""
+    stdlib = getattr(process.spawn.get_preparation_data, "__wrapped__", process.spawn.get_preparation_data)
+    monkeypatch.setattr(process.spawn, "get_preparation_data", stdlib)   # as before a run ever started
+    monkeypatch.setattr(process, "_without_main", lambda: None)
+    assert WARNING in start_a_run(monkeypatch, capfd)
