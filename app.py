@@ -1,33 +1,29 @@
-"""AE Lab: the frame. Page config, the shared sidebar (active model, this visitor's run), and navigation."""
+"""AE Lab: the frame. Page config, the shared sidebar (active model, this visitor's run), and navigation.
+
+Streamlit runs this file as the script of every page view (`__main__`: `frame()`). `streamlit run app.py` first
+imports it as a module to find its server, the `st.App` at the bottom, which warms the process up at start-up
+(ui.warmup)."""
 import streamlit as st
 
 from aecore.runs import RayUnavailable
-from ui import server, session, visitor
+from ui import server, session, visitor, warmup
 
-st.set_page_config(page_title="AE Lab", page_icon=":material/science:", layout="wide")
 
-# The page scripts live in app_pages/: Streamlit would load a folder named pages/ as a legacy multipage app.
-pages = [
-    st.Page("app_pages/start.py", title="Start", icon=":material/home:", default=True),
-    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("app_pages/inspect.py", title="Inspect", icon=":material/biotech:"),
-    st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
-    st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
-    st.Page("app_pages/draw.py", title="Draw", icon=":material/draw:"),
-    st.Page("app_pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
-    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),
-    st.Page("app_pages/pretrain.py", title="Few labels", icon=":material/label:"),
-]
-nav = st.navigation(pages)
-try:
-    server.run_registry()               # the server's run service, configured by AELAB_* settings
-except (ValueError, RayUnavailable) as e:
-    st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
-    st.stop()
-session.restore()                       # what this visitor's other sessions left: a reload, another tab
-on_train = nav.url_path == "train"
-session.collect_finished_run(activate=on_train)   # before the model selector is drawn
+def pages() -> list:
+    """The pages, in the sidebar's order. Their scripts live in app_pages/: Streamlit would load a folder named
+    pages/ as a legacy multipage app."""
+    return [
+        st.Page("app_pages/start.py", title="Start", icon=":material/home:", default=True),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/inspect.py", title="Inspect", icon=":material/biotech:"),
+        st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+        st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+        st.Page("app_pages/draw.py", title="Draw", icon=":material/draw:"),
+        st.Page("app_pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),
+        st.Page("app_pages/pretrain.py", title="Few labels", icon=":material/label:"),
+    ]
 
 
 def run_badge() -> None:
@@ -85,9 +81,26 @@ def sidebar() -> None:
     st.fragment(run_every=2.0 if shown is not None and shown.active else None)(run_badge)()
 
 
-try:
-    with st.sidebar:
-        sidebar()
-    nav.run()
-finally:
-    session.keep()                      # for this visitor's next session (st.rerun and st.stop end up here too)
+def frame() -> None:
+    """One page view: the page config, the run service, this visitor's state, the sidebar, the page."""
+    st.set_page_config(page_title="AE Lab", page_icon=":material/science:", layout="wide")
+    nav = st.navigation(pages())
+    try:
+        server.run_registry()               # the server's run service, configured by AELAB_* settings
+    except (ValueError, RayUnavailable) as e:
+        st.error(f"**This AE Lab server is misconfigured.** {e}", icon=":material/settings_alert:")
+        st.stop()
+    session.restore()                       # what this visitor's other sessions left: a reload, another tab
+    session.collect_finished_run(activate=nav.url_path == "train")   # before the model selector is drawn
+    try:
+        with st.sidebar:
+            sidebar()
+        nav.run()
+    finally:
+        session.keep()                      # for this visitor's next session (st.rerun and st.stop end up here too)
+
+
+if __name__ == "__main__":
+    frame()
+else:
+    app = st.App(__file__, lifespan=warmup.lifespan)

@@ -34,10 +34,20 @@ def test_starting_a_run_in_a_process_logs_no_missing_script_run_context(tiny_idx
     assert WARNING not in printed, printed[:2000]
 
 
-def test_the_check_sees_the_warning_when_the_child_runs_the_app(tiny_idx, monkeypatch, capfd):
-    """The same run with the app's script handed to the child, as spawn does by default: the warnings are there,
-    so the test above would see them."""
+def test_the_check_sees_the_warning_when_the_child_runs_a_page_script(tiny_idx, monkeypatch, capfd, tmp_path):
+    """The same run with a main script handed to the child, as spawn does by default, one that calls st.* at its
+    top level as app.py's frame did before it ran only as `__main__`: the warnings are there, so the test above
+    would see them."""
+    script = tmp_path / "page.py"
+    script.write_text("import streamlit as st\nst.markdown('a page')\n")
     stdlib = getattr(process.spawn.get_preparation_data, "__wrapped__", process.spawn.get_preparation_data)
-    monkeypatch.setattr(process.spawn, "get_preparation_data", stdlib)   # as before a run ever started
+
+    def with_script(name):
+        data = stdlib(name)
+        data.pop("init_main_from_name", None)
+        data["init_main_from_path"] = str(script)
+        return data
+
+    monkeypatch.setattr(process.spawn, "get_preparation_data", with_script)
     monkeypatch.setattr(process, "_without_main", lambda: None)
     assert WARNING in start_a_run(monkeypatch, capfd)

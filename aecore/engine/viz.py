@@ -127,9 +127,13 @@ def plane(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         xy = codes @ axes.T if d == 2 else np.c_[codes, np.zeros(len(codes))]
         return xy, origin, axes
     origin = codes.mean(0)
-    _, _, vt = np.linalg.svd(codes - origin, full_matrices=False)
-    axes = vt[:2]
-    return (codes - origin) @ axes.T, origin, axes
+    centred = codes - origin
+    # The principal axes from the d×d scatter matrix: for N ≫ d its eigh is far cheaper than an SVD of the
+    # N×d codes (5,000×200: ms against seconds on a busy 2-core host).
+    _, vecs = np.linalg.eigh(centred.T @ centred)                  # ascending eigenvalues
+    axes = vecs[:, ::-1][:, :2].T                                  # (2, d), the largest first
+    axes = axes * np.where(axes[np.arange(2), np.abs(axes).argmax(1)] < 0, -1.0, 1.0)[:, None]  # a fixed sign
+    return centred @ axes.T, origin, axes
 
 
 def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: float, hi: float,
@@ -152,7 +156,7 @@ def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) 
     fig = go.Figure()
     for c in np.unique(labels):
         sel = labels == c
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=str(class_names[c]),
             # the grey rim keeps the darkest and the palest classes visible on the dark and the light page
             marker=dict(size=5, opacity=0.8, color=PALETTE[int(c) % 10], line=dict(width=0.5, color=NEUTRAL)),
