@@ -27,6 +27,7 @@ labs/ — experiments on the engine, training through the run service
     compare       runs and models side by side
     studies       several runs in one click, PCA (`python -m aecore.labs.studies`)
     pretrain      few labels: the command line and results; fewlabels: the experiment
+    precomputed   figures of the shipped models computed ahead (`python -m aecore.labs.precomputed`)
 
 entry points (top floor) — command lines and benchmarks, nothing imports them
     train         `python -m aecore.train`: train a preset or a custom model

@@ -1,7 +1,6 @@
 """Anomalies: one-class detectors measured by ROC-AUC over the whole test set, and the tutorial's "a 6 is
 abnormal" shown with how often such a verdict holds."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from aecore.labs import anomaly
@@ -13,10 +12,17 @@ panels.readable_sliders()
 K = "anomalies."
 TUTORIAL_SIX = 11      # the first 6 of the MNIST test set, the tutorial's example
 
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A small table as Markdown: st.dataframe would import pandas, some 0.4 s for a fresh server's first
+    visitor, for a 2×2 count and ten rows."""
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
+
+
 st.title("Find anomalies")
 guide.intro("anomalies")
 
-detectors = caches.shipped_detectors()
+detectors = caches.detector_records()       # name -> meta; a detector's weights load when it is shown
 test, problem = caches.test_split("mnist")
 if test is None:
     panels.data_error_box(problem)
@@ -25,7 +31,8 @@ if test is None:
 # ------------------------------------------------------------------------------------------------ the tutorial's case
 st.header("The tutorial's case: trained on 0s, is a 6 abnormal?")
 tutorial = caches.shipped_models().get("conv-digit0")
-recommended = detectors.get(f"{anomaly.DEFAULT_RECIPE}-mnist-0")
+zeros_detector = f"{anomaly.DEFAULT_RECIPE}-mnist-0"     # the recommended recipe's detector of 0s
+recommended = caches.shipped_detector(zeros_detector) if zeros_detector in detectors else None
 if test is None:
     st.info("Needs the MNIST test images (see above).")
 elif tutorial and recommended:
@@ -34,8 +41,7 @@ elif tutorial and recommended:
     cols = st.columns(2)
     for col, (title, name, model) in zip(cols, [
             ("Tutorial conv AE (conv-digit0)", "conv-digit0", tutorial[0]),
-            (f"Recommended: {anomaly.RECIPES[anomaly.DEFAULT_RECIPE].title}", f"{anomaly.DEFAULT_RECIPE}-mnist-0",
-             recommended[0])]):
+            (f"Recommended: {anomaly.RECIPES[anomaly.DEFAULT_RECIPE].title}", zeros_detector, recommended[0])]):
         scores = caches.test_scores(name, model, "mnist")
         six = scores[TUTORIAL_SIX]
         pct = float((scores[zeros] < six).mean() * 100)
@@ -113,16 +119,15 @@ if source == "train one":
             st.rerun()     # it ended: the whole page measures the new detector
     progress()
 
-choices = {**{f"{n} (shipped)": d for n, d in detectors.items()}, **trained}
-if not choices:
+names = [f"{n} (shipped)" for n in detectors] + list(trained)
+if not names:
     st.info("No detector yet: train one above.")
     st.stop()
-names = list(choices)
 if st.session_state.get(K + "pick") not in names:
     st.session_state[K + "pick"] = next((n for n in names if n.startswith(f"{anomaly.DEFAULT_RECIPE}-mnist-0")),
                                         names[0])
 pick = st.selectbox("Detector to examine", names, key=K + "pick")
-model, meta = choices[pick]
+model, meta = caches.shipped_detector(pick.removesuffix(" (shipped)")) if pick.endswith(" (shipped)") else trained[pick]
 info = meta["anomaly"]
 dataset, normal = info["dataset"], tuple(info["normal"])
 names_of = CLASS_NAMES[dataset]
@@ -131,16 +136,15 @@ st.caption(f"Recipe **{anomaly.RECIPES[info['recipe']].title if info['recipe'] i
            f"**{info['auc']:.3f}** · trained in {info['train_seconds']:.0f} s")
 
 # The shipped detectors are a whole table: one per digit, same recipe.
-table = sorted((m["anomaly"] for _, m in detectors.values() if m["anomaly"]["dataset"] == dataset
+table = sorted((m["anomaly"] for m in detectors.values() if m["anomaly"]["dataset"] == dataset
                 and m["anomaly"]["recipe"] == info["recipe"] and len(m["anomaly"]["normal"]) == 1),
                key=lambda a: a["normal"][0])
 if len(table) > 1:
     with st.expander(f"All {len(table)} one-class tasks with this recipe (AUC on the whole test set)"):
-        st.dataframe(pd.DataFrame({
-            "normal class": [names_of[a["normal"][0]] for a in table],
-            "AUC": [a["auc"] for a in table],
-            "hardest other class": [names_of[int(min(a["per_class_auc"], key=a["per_class_auc"].get))] for a in table],
-            "its AUC": [min(a["per_class_auc"].values()) for a in table]}), hide_index=True)
+        st.markdown(markdown_table(["normal class", "AUC", "hardest other class", "its AUC"], [
+            [names_of[a["normal"][0]], f"{a['auc']:.3f}",
+             names_of[int(min(a["per_class_auc"], key=a["per_class_auc"].get))],
+             f"{min(a['per_class_auc'].values()):.3f}"] for a in table]))
         st.markdown(f"Mean AUC **{np.mean([a['auc'] for a in table]):.3f}**, worst "
                     f"**{min(a['auc'] for a in table):.3f}**.")
 
@@ -150,8 +154,8 @@ if test_set is None:
         panels.data_error_box(problem)
         panels.data_missing(dataset)
     st.stop()
-if pick.endswith("(shipped)"):
-    scores = caches.test_scores(pick, model, dataset)
+if pick.endswith(" (shipped)"):
+    scores = caches.test_scores(pick.removesuffix(" (shipped)"), model, dataset)   # the key the tutorial's case used
 else:
     # this session's detectors' test-set scores, once per model (a retrained one of the same name is a new model)
     scores = session.cached(K + "scores", pick, lambda: anomaly.score(model, test_set.images), most=8, owner=model)
@@ -169,8 +173,9 @@ m1.metric("threshold (score)", f"{threshold:.4f}")
 m2.metric("precision", f"{c['precision']:.1%}")
 m3.metric("recall (anomalies caught)", f"{c['recall']:.1%}")
 m4.metric("false alarms on the test set", f"{c['false_alarm_rate']:.1%}")
-st.dataframe(pd.DataFrame({"called normal": [c["tn"], c["fn"]], "called anomalous": [c["fp"], c["tp"]]},
-                          index=pd.Index(["really normal", "really anomalous"], name="test images")))
+st.markdown(markdown_table(["test images", "called normal", "called anomalous"],
+                           [["really normal", f"{c['tn']:,}", f"{c['fp']:,}"],
+                            ["really anomalous", f"{c['fn']:,}", f"{c['tp']:,}"]]))
 
 h, r = st.columns(2)
 by_class = h.toggle("One histogram per class", key=K + "by_class")

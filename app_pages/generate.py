@@ -1,10 +1,9 @@
 """Generate: the model as a generator. Samples (a VAE's prior, or a Gaussian fitted to a plain autoencoder's codes)
 judged by the digit classifier against real test digits, the path between two test digits, the decoded 2-D manifold."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from aecore.labs import classifier, generative, studies
+from aecore.labs import classifier, generative, precomputed, studies
 from aecore.engine import viz
 from aecore.engine.data import CLASS_NAMES, DataConfig, DataError, to_float
 from ui import caches, guide, panels, server, session
@@ -40,64 +39,117 @@ def fit_codes(model, data_cfg: DataConfig):
 
 @st.cache_resource(show_spinner="Fitting a Gaussian to the training codes…", max_entries=16)
 def shipped_gaussian(name: str, _model, data_cfg: DataConfig):
-    """A shipped model's fitted Gaussian, once per server (read-only)."""
-    return fit_codes(_model, data_cfg)
+    """A shipped model's fitted Gaussian, once per server (read-only), and the digest of the training images it is
+    fitted to: the key of its precomputed verdicts (aecore.labs.precomputed)."""
+    fitted_on = precomputed.digest(caches.data_for(data_cfg).train.images[:FIT_IMAGES])
+    return fit_codes(_model, data_cfg), fitted_on
 
 
 @st.cache_resource(show_spinner="Judging real test digits…", max_entries=4)
 def reference(dataset: str, n: int, _judge, judge_id: int) -> dict:
-    """The classifier's figures for the first n real test digits, once per server and classifier."""
-    return generative.judge_images(caches.raw_split(dataset, "test").images[:n], _judge)
+    """The classifier's figures for the first n real test digits, once per server and classifier: the shipped ones
+    when they were computed from these digits and this classifier."""
+    images = caches.raw_split(dataset, "test").images[:n]
+    shipped = precomputed.judged_reference(images, _judge)
+    return shipped if shipped is not None else generative.judge_images(images, _judge)
 
 
-def samples(am, seed: int) -> tuple[np.ndarray, str]:
-    """JUDGED pictures from the model as a generator, and what they were drawn from in words; raises DataError
-    when a plain autoencoder's training images are missing."""
-    ident = (am.key, id(am.model), seed)
+@st.cache_resource(show_spinner=False, max_entries=64)
+def shipped_samples(name: str, _model, seed: int, shown: int, _gaussian) -> np.ndarray:
+    """The first `shown` of a shipped model's JUDGED samples (seed), once per server: only these are decoded."""
+    return generative.decode_images(_model, generative.sample_codes(_model, JUDGED, seed, _gaussian)[:shown])
+
+
+@st.cache_resource(show_spinner="Judging the samples…", max_entries=32)
+def shipped_verdict(name: str, _model, seed: int, _judge, judge_id: int, _gaussian, fitted_on: str | None) -> dict:
+    """The classifier's figures for a shipped model's JUDGED samples (seed), once per server and classifier: the
+    shipped ones when they were computed from this model, classifier and (for a plain model) training images."""
+    shipped = precomputed.judged_samples(_model, _judge, seed, JUDGED, fitted_on)
+    if shipped is not None:
+        return shipped
+    return generative.judge_images(generative.sample_images(_model, JUDGED, seed, gaussian=_gaussian), _judge)
+
+
+def source(am) -> tuple[tuple | None, str, str | None]:
+    """What the model's samples are drawn from: (the Gaussian (mean, cov), or None for a VAE's prior; the words for
+    it; for a shipped plain model, the digest of the images the Gaussian is fitted to). Raises DataError when a plain
+    autoencoder's training images are missing."""
     if am.config.variational:
-        images = session.cached(MEMO, ("prior", *ident), lambda: generative.sample_images(am.model, JUDGED, seed))
-        return images, f"the prior N(0, I) of its {am.config.latent}-number code"
+        return None, f"the prior N(0, I) of its {am.config.latent}-number code", None
     data_cfg = am.meta.get("data") or DataConfig()
+    fitted_on = None
     if am.key.startswith("shipped:"):
-        mean, cov, used, total = shipped_gaussian(am.name, am.model, data_cfg)
+        (mean, cov, used, total), fitted_on = shipped_gaussian(am.name, am.model, data_cfg)
     else:
         mean, cov, used, total = session.cached(MEMO, ("fit", am.key, id(am.model)),
                                                 lambda: fit_codes(am.model, data_cfg))
-    images = session.cached(MEMO, ("gauss", *ident),
-                            lambda: generative.sample_images(am.model, JUDGED, seed, gaussian=(mean, cov)))
     whose = "its" if am.meta.get("data") else f"the {data_cfg.dataset}"   # a checkpoint may not say what it learned
     which = f"all {used:,} of {whose}" if used == total else f"the first {used:,} of {whose} {total:,}"
-    return images, (f"a Gaussian N(μ, Σ) fitted to the codes of {which} training images ({len(mean):,} numbers a "
-                    f"code{', flattened' if am.config.convolutional else ''}): the naive way to sample an autoencoder")
+    return (mean, cov), (f"a Gaussian N(μ, Σ) fitted to the codes of {which} training images ({len(mean):,} numbers "
+                         f"a code{', flattened' if am.config.convolutional else ''}): the naive way to sample an "
+                         "autoencoder"), fitted_on
+
+
+def samples(am, seed: int, shown: int, gaussian) -> tuple[np.ndarray, np.ndarray | None]:
+    """The first `shown` of the model's JUDGED samples, and all JUDGED of them for a model of this session (None for
+    a shipped one: its verdict is the server's, see shipped_verdict)."""
+    if am.key.startswith("shipped:"):
+        return shipped_samples(am.name, am.model, seed, shown, gaussian), None
+    images = session.cached(MEMO, ("samples", am.key, id(am.model), seed),
+                            lambda: generative.sample_images(am.model, JUDGED, seed, gaussian=gaussian))
+    return images[:shown], images
+
+
+def shares_chart(verdicts: dict) -> dict:
+    """Bars of the share of each digit the classifier reads, one colour per verdict given (None: left out), side by
+    side. Written as a Vega-Lite spec rather than st.bar_chart: that builds it with Altair from a pandas table, two
+    imports that cost a fresh server's first visitor here about half a second; the values sit in the spec's one
+    layer, where Streamlit leaves them as they are (from top-level data it too would make a pandas table)."""
+    given = {name: v for name, v in verdicts.items() if v is not None}
+    rows = [{"digit": str(d), "share": share, "of": name} for name, v in given.items()
+            for d, share in enumerate(v["class_share"])]
+    return {"height": 220, "layer": [{
+        "data": {"values": rows}, "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "x": {"field": "digit", "type": "nominal", "title": "digit the classifier reads",
+                  "axis": {"labelAngle": 0}},
+            "y": {"field": "share", "type": "quantitative", "title": "share"},
+            "xOffset": {"field": "of", "sort": list(given)},
+            "color": {"field": "of", "type": "nominal", "sort": list(given), "title": None,
+                      "scale": {"domain": list(given), "range": list(viz.TWO[:len(given)])},
+                      "legend": {"orient": "bottom"}}}}]}
 
 
 def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict | None) -> None:
     st.markdown(f"**{am.name}** · `{am.config.family}`")
     try:
-        images, source = samples(am, seed)
+        gaussian, words, fitted_on = source(am)
     except DataError as e:
         st.info(f"{am.name} is a plain autoencoder: its samples come from a Gaussian fitted to the codes of its "
                 f"training images, which are not on this server ({e}).", icon=":material/info:")
         return
-    st.image(viz.grid(images[:n * n], nrow=n, zoom=2),
-             caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {source}",
+    shown, images = samples(am, seed, n * n, gaussian)
+    st.image(viz.grid(shown, nrow=n, zoom=2),
+             caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {words}",
              alt=f"{n * n} images that {am.name} generated from random codes, in {n} rows of {n}.")
     if judge_model is None:
         return
     if am.dataset != "mnist":
         st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {am.dataset}.")
         return
-    j = session.cached(MEMO, ("judge", am.key, id(am.model), seed, id(judge_model)),
-                       lambda: generative.judge_images(images, judge_model))
+    if images is None:
+        j = shipped_verdict(am.name, am.model, seed, judge_model, id(judge_model), gaussian, fitted_on)
+    else:
+        j = session.cached(MEMO, ("judge", am.key, id(am.model), seed, id(judge_model)),
+                           lambda: generative.judge_images(images, judge_model))
     c1, c2 = st.columns(2)
     c1.metric("Read with confidence ≥ 0.9", f"{j['confident_share']:.1%}",
               delta=versus(j, ref, "confident_share", 100, 1, " points"))
     c2.metric("Inception score (max 10)", f"{j['inception_score']:.2f}", help=IS_HELP,
               delta=versus(j, ref, "inception_score", 1, 2, ""))
-    shares = pd.DataFrame({"samples": j["class_share"]}, index=[str(d) for d in range(10)])
-    if ref is not None:
-        shares["real test digits"] = ref["class_share"]
-    st.bar_chart(shares, stack=False, x_label="digit the classifier reads", y_label="share", height=220)
+    st.vega_lite_chart(shares_chart({"samples": j, "real test digits": ref}), width="stretch",
+                       alt=f"Bars: the share of {am.name}'s samples the classifier reads as each digit, 0 to 9" +
+                           (", beside the same for real test digits." if ref is not None else "."))
     rare = [str(d) for d, share in enumerate(j["class_share"]) if share < 0.05]
     sure = classifier.sureness(judge_meta)
     st.caption(f"The classifier judged all {j['n']:,} samples, not only those shown. Digits it reads in under 5 % "

@@ -1,5 +1,6 @@
 """What the server loads once and every visitor reads: the data sets' splits, the shipped checkpoints, the
-shipped detectors, the test-set scores of shipped models, and the one download per data set.
+shipped detectors, the test-set scores of shipped models (read from models/precomputed/ when they hold them, see
+aecore.labs.precomputed), and the one download per data set.
 
 Everything here is an `st.cache_resource`, shared by every session and never modified; a visitor's own models
 live in `ui.session`.
@@ -13,8 +14,8 @@ import numpy as np
 import streamlit as st
 
 from aecore.engine import checkpoint, fetch
-from aecore.engine.data import DATASETS, DataConfig, DataError, load_split, split
-from aecore.labs import anomaly
+from aecore.engine.data import DATASETS, DataConfig, DataError, found, load_split, split
+from aecore.labs import anomaly, precomputed
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
@@ -42,14 +43,10 @@ def test_split(dataset: str = "mnist"):
 
 
 def available_datasets() -> list[str]:
-    out = []
-    for name in DATASETS:
-        try:
-            raw_split(name, "train")
-            out.append(name)
-        except DataError:
-            pass
-    return out
+    """The data sets whose files are here. Only looked for, not read: a page that lists them (Train's form) need
+    not load 60,000 images of each on its first render; a file that turns out unreadable is a DataError where it
+    is read, as before."""
+    return [name for name in DATASETS if found(name, DATA_DIR)]
 
 
 @st.cache_resource(show_spinner=False)
@@ -69,10 +66,18 @@ def shipped_models() -> dict:
     return out
 
 
-@st.cache_resource(show_spinner="Loading the one-class detectors…")
-def shipped_detectors() -> dict:
-    """name -> (model, meta) for the one-class detectors in models/anomaly/."""
-    return {name: anomaly.load_detector(path) for name, path in anomaly.shipped_detectors().items()}
+@st.cache_resource(show_spinner=False)
+def detector_records() -> dict:
+    """name -> meta of the one-class detectors in models/anomaly/, from their headers alone: a page lists all ten
+    and shows one, so only that one's weights are loaded (`shipped_detector`)."""
+    records = {name: checkpoint.metadata(path) for name, path in anomaly.shipped_detectors().items()}
+    return {name: meta for name, meta in records.items() if "anomaly" in meta}
+
+
+@st.cache_resource(show_spinner="Loading the detector…", max_entries=16)
+def shipped_detector(name: str) -> tuple:
+    """One of the detectors in models/anomaly/: (model, meta)."""
+    return anomaly.load_detector(anomaly.shipped_detectors()[name])
 
 
 @st.cache_resource(show_spinner="Loading the digit detector…")
@@ -86,5 +91,9 @@ def digit_detector():
 
 @st.cache_resource(show_spinner="Scoring the test set…", max_entries=32)
 def test_scores(name: str, _model, dataset: str) -> np.ndarray:
-    """A shipped model's anomaly scores on the whole test set, computed once per server (read-only)."""
-    return anomaly.score(_model, raw_split(dataset, "test").images)
+    """A shipped model's anomaly scores on the whole test set (read-only), once per server: the shipped ones
+    (aecore.labs.precomputed) when they were computed from this model's weights and these test images, else
+    computed here."""
+    images = raw_split(dataset, "test").images
+    shipped = precomputed.anomaly_scores(_model, images)
+    return shipped if shipped is not None else anomaly.score(_model, images)

@@ -219,14 +219,17 @@ def code_gaussian(model, images) -> tuple[torch.Tensor, torch.Tensor]:
 def sample_images(model, n: int, seed: int = 0, gaussian=None) -> np.ndarray:
     """n pictures (n, 28, 28) in [0, 1] drawn from the model as a generator: decoded draws from N(mean, cov) when
     `gaussian` = (mean, cov) is given (`code_gaussian`), else from the prior N(0, I) of a variational model."""
+    return decode_images(model, sample_codes(model, n, seed, gaussian))
+
+
+def sample_codes(model, n: int, seed: int = 0, gaussian=None) -> torch.Tensor:
+    """The n codes `sample_images` decodes (cheap: no decoding), so that a page can decode only those it shows."""
     if gaussian is not None:
-        codes = gaussian_samples(*gaussian, n, seed=seed)
-    elif hasattr(model, "latent_dim"):
-        codes = prior_samples(model, n, seed=seed)
-    else:
-        raise ValueError("gaussian: a plain autoencoder has no prior to sample; pass the Gaussian fitted to its "
-                         "codes (code_gaussian)")
-    return decode_images(model, codes)
+        return gaussian_samples(*gaussian, n, seed=seed)
+    if hasattr(model, "latent_dim"):
+        return prior_samples(model, n, seed=seed)
+    raise ValueError("gaussian: a plain autoencoder has no prior to sample; pass the Gaussian fitted to its "
+                     "codes (code_gaussian)")
 
 
 def interpolation(model, image_a, image_b, steps: int = 10, spherical: bool = False):
