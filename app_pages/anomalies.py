@@ -48,7 +48,7 @@ elif tutorial and recommended:
         with col:
             st.markdown(f"**{title}**")
             a, b = st.columns(2)
-            a.metric("the first test 6: percentile among the 0s", f"{pct:.1f}%")
+            a.metric("first test 6: percentile", f"{pct:.1f}%", help="Where the first 6 of the test set falls among the test 0s' scores: 99% means it scores above 99% of the 0s.")
             b.metric("AUC, 0s vs all other digits", f"{anomaly.auc(scores, ~zeros):.3f}")
             sixes = labels == 6
             st.caption(f"Score of that 6: {six:.4f}. Over all {int(sixes.sum())} test 6s, "
@@ -85,7 +85,8 @@ if source == "train one":
                             format_func=lambda c: CLASS_NAMES[dataset][c])
     recipe = c3.selectbox("Recipe", list(anomaly.RECIPES), index=list(anomaly.RECIPES).index(anomaly.DEFAULT_RECIPE),
                           key=K + "recipe", format_func=lambda r: anomaly.RECIPES[r].title)
-    epochs = c4.number_input("Epochs", 1, 100, anomaly.RECIPES[recipe].train.epochs, key=K + "epochs")
+    epochs = c4.number_input("Epochs", 1, 100, anomaly.RECIPES[recipe].train.epochs,
+                             key=f"{K}epochs.{recipe}")     # each recipe starts from its own epochs
     st.caption(anomaly.RECIPES[recipe].note)
     busy = run is not None and run.active
     if st.button("Train detector", icon=":material/play_arrow:", type="primary", disabled=busy or not normal,
@@ -179,11 +180,12 @@ st.markdown(markdown_table(["test images", "called normal", "called anomalous"],
 
 h, r = st.columns(2)
 by_class = h.toggle("One histogram per class", key=K + "by_class")
+# Plotly's buttons would sit over the titles on a phone; dragging still zooms, a double click zooms back out
 h.plotly_chart(viz.score_histogram(scores, labels, normal, names_of, by_class, threshold), key=K + "hist",
-               width="stretch")
+               width="stretch", config={"displayModeBar": False})
 fpr, tpr, _ = anomaly.roc_curve(scores, is_anomaly)
 r.plotly_chart(viz.roc_figure(fpr, tpr, anomaly.auc(scores, is_anomaly), (c["false_alarm_rate"], c["recall"])),
-               key=K + "roc", width="stretch")
+               key=K + "roc", width="stretch", config={"displayModeBar": False})
 
 per_class = anomaly.per_class_auc(scores, labels, normal)
 st.markdown("**AUC per anomalous class** (normal test images against that class alone): " +

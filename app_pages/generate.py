@@ -217,8 +217,8 @@ else:
     labels = test.labels.numpy()
     first = {d: int(np.flatnonzero(labels == d)[0]) if (labels == d).any() else 0 for d in (1, 7)}
     c1, c2, c3 = st.columns(3)
-    a = c1.number_input("From test digit #", 0, len(test) - 1, first[1], key=K + "a")
-    b = c2.number_input("To test digit #", 0, len(test) - 1, first[7], key=K + "b")
+    a = c1.number_input("From test digit #", 0, len(test) - 1, first[1], key=f"{K}a.{am.dataset}")   # keyed by data set:
+    b = c2.number_input("To test digit #", 0, len(test) - 1, first[7], key=f"{K}b.{am.dataset}")   # another set, other defaults
     spherical = cfg.variational and c3.radio("Path", ["linear", "spherical"], horizontal=True, key=K + "path",
                                              help="Spherical (slerp) keeps the codes at typical norms under the "
                                                   "Gaussian prior") == "spherical"
@@ -242,7 +242,7 @@ else:
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="path",
                         line=dict(color=viz.NEUTRAL, width=3),   # seen on the light and the dark theme
                         marker=dict(size=9, color=viz.NEUTRAL, symbol="diamond"))
-        st.plotly_chart(fig, key=K + "scatter", width="stretch")
+        st.plotly_chart(fig, key=K + "scatter", width="stretch", config={"displayModeBar": False})
 
 # ------------------------------------------------------------------------------------------------ manifold
 st.header("The decoded manifold")

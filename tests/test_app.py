@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 import aecore.runs.job
+from aecore.labs import anomaly
 from aecore.engine import checkpoint
 from aecore.engine.data import ENV_VAR
 from aecore.engine.train import TrainingDiverged
@@ -237,7 +238,7 @@ def test_anomalies_page_with_a_shipped_detector(tiny_idx):
 def test_anomalies_page_trains_a_detector_through_the_run_service(tiny_idx, started_jobs):
     at = goto(open_app(), "app_pages/anomalies.py")
     at.radio(key="anomalies.source").set_value("train one").run()
-    at.number_input(key="anomalies.epochs").set_value(2).run()
+    at.number_input(key=f"anomalies.epochs.{anomaly.DEFAULT_RECIPE}").set_value(2).run()
     at.button(key="anomalies.btn_start").click().run()
     assert not at.exception and not at.error
     assert len(started_jobs) == 1 and started_jobs[0].spec.data.classes == (0,)

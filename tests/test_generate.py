@@ -179,10 +179,10 @@ def test_a_vae_shows_prior_samples_beside_a_plain_model_and_the_keras_manifold(t
 
 def test_the_interpolation_strip_has_ten_codes_between_the_two_digits(tiny_idx, media):
     at = goto(open_app(), PAGE)
-    assert (at.number_input(key="generate.a").value, at.number_input(key="generate.b").value) == (1, 7)
+    assert (at.number_input(key="generate.a.mnist").value, at.number_input(key="generate.b.mnist").value) == (1, 7)
     strip = image_with(at, "10 codes on the straight line from the code of test digit #1 to that of #7")
     assert picture(media, strip).shape == (grid_side(1), grid_side(10))
-    at.number_input(key="generate.b").set_value(3).run()
+    at.number_input(key="generate.b.mnist").set_value(3).run()
     assert not at.exception
     image_with(at, "to that of #3, decoded")
     assert "generate.path" not in [r.key for r in at.radio]                     # linear only for a plain model

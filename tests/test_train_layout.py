@@ -33,6 +33,29 @@ def measured():
     (ARTIFACTS / "train_layout.json").write_text(json.dumps(found, indent=1) + "\n")
 
 
+def main(page):
+    """The page's own part: Streamlit's header shows a "Stop" of its own while a script runs."""
+    return page.get_by_test_id("stMainBlockContainer")
+
+
+def measure(page, chart, tries: int = 5) -> dict:
+    """The boxes of Start, Pause, Stop and the chart. The run's status fragment redraws every 2 s and an element
+    caught mid-redraw has no box: each is waited for visible and measured again (bounded) until all have one."""
+    named = {**{name: main(page).get_by_role("button", name=pattern)
+                for name, pattern in (("Start", START), ("Pause", PAUSE), ("Stop", STOP))}, "chart": chart}
+    boxes: dict = {}
+    for _ in range(tries):
+        for name, locator in named.items():
+            if boxes.get(name) is None:
+                locator.wait_for(state="visible")
+                boxes[name] = locator.bounding_box()
+        if all(box is not None for box in boxes.values()):
+            return boxes
+        page.wait_for_timeout(500)
+    missing = [name for name, box in boxes.items() if box is None]
+    raise AssertionError(f"no box for {missing} after {tries} tries")
+
+
 @pytest.mark.parametrize("screen", list(SCREENS))
 def test_the_controls_and_the_chart_share_the_first_screen(browser, server, measured, screen):
     from playwright.sync_api import expect
@@ -42,18 +65,16 @@ def test_the_controls_and_the_chart_share_the_first_screen(browser, server, meas
     page = context.new_page()
     try:
         page.goto(server + "/train?preset=pytorch-784-200", timeout=STARTUP_S * 1000)   # 10 epochs: stopped below
-        page.get_by_role("button", name=START).wait_for(timeout=STARTUP_S * 1000)
+        main(page).get_by_role("button", name=START).wait_for(timeout=STARTUP_S * 1000)
         wait_idle(page)
-        page.get_by_role("button", name=START).click()
+        main(page).get_by_role("button", name=START).click()
         expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         chart = page.locator(".js-plotly-plot").first
         chart.wait_for(timeout=TRAIN_S * 1000)
         wait_idle(page)
         page.evaluate(TO_TOP)
         height = SCREENS[screen]["viewport"]["height"]
-        boxes = {name: page.get_by_role("button", name=pattern).bounding_box()
-                 for name, pattern in (("Start", START), ("Pause", PAUSE), ("Stop", STOP))}
-        boxes["chart"] = chart.bounding_box()
+        boxes = measure(page, chart)
         measured[screen] = {name: {"top": round(b["y"]), "bottom": round(b["y"] + b["height"])}
                             for name, b in boxes.items()}
         folder = ARTIFACTS / "screenshots"
@@ -71,7 +92,7 @@ def test_the_controls_and_the_chart_share_the_first_screen(browser, server, meas
         settings.click()
         expect(note).to_be_visible()
     finally:
-        stop = page.get_by_role("button", name=STOP)
+        stop = main(page).get_by_role("button", name=STOP)
         if stop.count() and stop.is_enabled():     # free the server's one slot for the next screen
             stop.click()
             expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
