@@ -9,6 +9,7 @@ engine/ — data, models, the training loop, and what reads or writes a model (i
     checkpoint    safetensors checkpoints with JSON metadata (never unpickled); `ModelEntry`, a model and its record
     scoring       reconstruction errors, quantiles, code sparsity
     preprocess    drawings and uploads to MNIST form
+    images        a folder or zip of one's own pictures as a data set; the refusals (archive: a zip's checks)
     viz           tile grids, latent plots, charts, the palettes
     presets       the tutorials' experiments and their figures; `versus`, a tutorial's figure beside ours
     fields        the one table of settings: each one's name, label, range, and the families that use it
