@@ -61,6 +61,64 @@ def test_grid_zooms_and_accepts_channel_dim():
     assert np.array_equal(g, grid(images[:, None], nrow=4, zoom=3, pad=1))       # (N, 1, H, W) is the same
 
 
+@pytest.mark.parametrize("n, nrow, pad, zoom", [(6, 4, 1, 3), (1, 8, 2, 2), (12, 5, 0, 1)])
+def test_colour_grid_matches_make_grid(n, nrow, pad, zoom):
+    make_grid = pytest.importorskip("torchvision.utils").make_grid
+    images = torch.rand(n, 3, 8, 6, generator=torch.Generator().manual_seed(n))
+    theirs = make_grid(images, nrow=nrow, padding=pad, pad_value=0.25)                  # (3, rows, cols)
+    theirs = theirs.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2).permute(1, 2, 0)
+    ours = grid(images.numpy(), nrow=nrow, zoom=zoom, pad=pad)                           # (rows, cols, 3) RGB
+    assert ours.dtype == np.uint8 and np.array_equal(ours, (theirs * 255).round().to(torch.uint8).numpy())
+
+
+def test_colour_grid_by_hand():
+    """Two 1x1 colour tiles, padding 1, zoom 1 (runs without torchvision): red then blue on the padding grey."""
+    tiles = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).view(2, 3, 1, 1)
+    g = grid(tiles, nrow=2, zoom=1, pad=1)
+    assert g.shape == (3, 5, 3) and g[0, 0].tolist() == [64, 64, 64]
+    assert g[1, 1].tolist() == [255, 0, 0] and g[1, 3].tolist() == [0, 0, 255]
+
+
+def scaled(w: torch.Tensor) -> torch.Tensor:
+    """The oracle for one filter: its numbers min-max scaled to [0, 1] together."""
+    return (w - w.min()) / (w.max() - w.min())
+
+
+def test_first_layer_filters_of_a_colour_model_are_colour_tiles():
+    from aecore.engine.models import ModelConfig, build
+    from aecore.engine.viz import conv_kernels, decoder_filters, encoder_filters
+
+    dense = build(ModelConfig(side=32, color="rgb", hidden=(6,)), seed=0)
+    tiles = encoder_filters(dense, 4)
+    assert tiles.shape == (4, 3, 32, 32)
+    w = dense.encoder[0].weight.detach()                                            # (6, 3*32*32)
+    for i in range(4):
+        assert torch.allclose(tiles[i], scaled(w[i].reshape(3, 32, 32)), atol=1e-6)
+    back = dense.decoder[0].weight.detach().t()                                     # (6, 3*32*32)
+    assert torch.allclose(decoder_filters(dense, 6)[5], scaled(back[5].reshape(3, 32, 32)), atol=1e-6)
+    assert encoder_filters(build(ModelConfig(side=64, hidden=(5,)), seed=0)).shape == (5, 64, 64)   # grey: tiles
+    conv = build(ModelConfig(family="conv", side=64, color="rgb", channels=(5, 2)), seed=0)
+    kernels = conv_kernels(conv)
+    assert kernels.shape == (5, 3, 3, 3)
+    assert torch.allclose(kernels[2], scaled(conv.encoder[0].weight.detach()[2]), atol=1e-6)
+    assert grid(kernels, nrow=5, zoom=4).shape == (4 * 5, 4 * 21, 3)               # a row of small colour tiles
+    assert conv_kernels(build(ModelConfig(family="conv", channels=(5, 2)), seed=0)).shape == (5, 3, 3)
+
+
+def test_colour_reconstructions_decodes_and_feature_maps():
+    from aecore.engine.models import ModelConfig, build
+    from aecore.engine.viz import decode_codes, error_heatmap, feature_maps, zoom
+
+    model = build(ModelConfig(family="conv-vae", side=64, color="rgb", channels=(4, 8), hidden=(8,)), seed=0)
+    assert decode_codes(model, np.zeros((3, 2))).shape == (3, 3, 64, 64)
+    picture = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    assert [maps.shape for _, maps in feature_maps(model, picture)] == [(4, 32, 32), (8, 16, 16)]
+    image = np.zeros((3, 2, 2))
+    image[0, 0, 1] = 1.0                                                             # one red pixel
+    assert zoom(image, 2).shape == (4, 4, 3) and zoom(image, 2)[0, 2].tolist() == [255, 0, 0]
+    assert error_heatmap(image, np.zeros_like(image)).tolist() == [[0, 1 / 3], [0, 0]]   # the channels' mean
+
+
 # ---------------------------------------------------------------------------------------------- colours
 # Colour-vision deficiencies at full severity, as 3x3 matrices on linear RGB (Machado, Oliveira & Fernandes 2009).
 CVD = {"protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],

@@ -6,6 +6,10 @@ cache (`cache_dir()/<dataset>`: $AECORE_CACHE_DIR, else ~/.cache/aelab), and for
 (`train-images-idx3-ubyte[.gz]` ...) and torchvision's `<root>/MNIST/raw` (or `FashionMNIST/raw`) layout.
 Nothing is downloaded here: a caller that wants missing files fetched asks `aecore.engine.fetch` (`fetch.load`),
 which puts them into the explicit directory if one is given, else into the cache.
+
+A third kind of data set is a visitor's own picture set (`dataset="images"`, `DataConfig.images` naming its file):
+the app prepares it once (aecore.engine.images) and saves it with `save_picture_set` as one .npz of uint8 arrays and
+a JSON description, read back without unpickling (`load`, `picture_set_about`).
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ import gzip
 import math
 import os
 import struct
+import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 from aecore.engine.fields import DATASETS, NOISE_KINDS, validate
 
 ENV_VAR = "AECORE_DATA_DIR"
+IMAGES = "images"                  # DataConfig.dataset of a visitor's saved picture set
 CACHE_ENV = "AECORE_CACHE_DIR"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 # Sub-folders tried inside every root; a flat root is MNIST's by default, Fashion-MNIST's only where named.
@@ -45,13 +51,23 @@ class DataError(Exception):
 @dataclass(frozen=True)
 class DataConfig:
     """Which images a run trains and validates on."""
-    dataset: str = "mnist"              # "mnist" or "fashion-mnist"
+    dataset: str = "mnist"              # "mnist" or "fashion-mnist"; IMAGES for a saved picture set
     val_fraction: float = 0.0           # first fraction of train held out (Keras tutorial: 0.2); 0 = none
     classes: tuple[int, ...] = ()       # train/test only on these labels (conv tutorial: (0,)); () = all
+    images: str = ""                    # with dataset IMAGES: the picture set's file (save_picture_set); else ""
 
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-        validate(self, "data")   # the ranges of aecore.engine.fields, the one table of settings
+        if self.dataset != IMAGES and not self.images:
+            validate(self, "data")   # the ranges of aecore.engine.fields, the one table of settings
+            return
+        if self.dataset != IMAGES or not isinstance(self.images, str) or not self.images:
+            raise ValueError(f"DataConfig.images names a picture set's file exactly when dataset is {IMAGES!r}; "
+                             f"got dataset {self.dataset!r} and images {self.images!r}")
+        # A picture set may have more than ten classes: its labels are checked only for sign; the rest as usual.
+        replace(self, dataset=DATASETS[0], images="", classes=())   # its __post_init__ validates the rest
+        if any(c < 0 for c in self.classes):
+            raise ValueError(f"DataConfig.classes must be class numbers >= 0, got {self.classes!r}")
 
 
 @dataclass(frozen=True)
@@ -174,9 +190,58 @@ def _find_split(dataset: str, split: str, data_dir) -> tuple[Path, Path] | None:
 
 def load(cfg: DataConfig, data_dir=None) -> Data:
     """Train/validation/test splits for `cfg`: class filter first, then the first val_fraction of train."""
+    if cfg.dataset == IMAGES:
+        train, test, _, _ = load_picture_set(cfg.images)
+        return split(train, test, cfg)
     train = load_split(cfg.dataset, "train", data_dir)
     test = load_split(cfg.dataset, "test", data_dir)
     return split(train, test, cfg)
+
+
+# ---------------------------------------------------------------------------------------------- picture sets
+def save_picture_set(path: str | os.PathLike, data: Data, about: dict, masks: torch.Tensor | None = None) -> Path:
+    """Write a prepared picture set: uint8 pictures (N, S, S) or (N, 3, S, S), int64 labels, the test pictures'
+    defect masks (N_test, S, S) if any, and `about` (JSON: class names, side, colour, fit, source name...)."""
+    path = Path(path)
+    arrays = {"train_images": data.train.images, "train_labels": data.train.labels,
+              "test_images": data.test.images, "test_labels": data.test.labels}
+    if masks is not None:
+        arrays["test_masks"] = masks
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:                # np.savez would add .npz to a name that lacks it
+        np.savez(f, about=np.array(json.dumps(about)), **{k: v.numpy() for k, v in arrays.items()})
+    tmp.replace(path)                         # never a half-written set under the real name
+    return path
+
+
+def load_picture_set(path: str | os.PathLike) -> tuple[Split, Split, torch.Tensor | None, dict]:
+    """(train, test, test masks or None, about) of a file `save_picture_set` wrote; DataError when it is gone
+    or not such a file (nothing in it is unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            about = json.loads(str(z["about"]))
+            train, test = (Split(torch.from_numpy(z[f"{s}_images"]), torch.from_numpy(z[f"{s}_labels"]).long())
+                           for s in ("train", "test"))
+            masks = torch.from_numpy(z["test_masks"]) if "test_masks" in z.files else None
+    except FileNotFoundError:
+        raise DataError(f"picture set {path} not found: it was removed (its visitor's files are kept only while "
+                        f"they use them)") from None
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: not a picture set saved by AE Lab ({e})") from None
+    return train, test, masks, about
+
+
+def picture_set_about(cfg: DataConfig) -> dict | None:
+    """The description of the picture set a config names (None for MNIST and Fashion-MNIST, or a set whose file
+    is gone): what a checkpoint of a run on it records."""
+    if cfg.dataset != IMAGES:
+        return None
+    try:
+        with np.load(cfg.images, allow_pickle=False) as z:
+            return json.loads(str(z["about"]))
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def split(train: Split, test: Split, cfg: DataConfig) -> Data:
@@ -255,12 +320,18 @@ def deform(x: torch.Tensor, level: float, generator: torch.Generator | None = No
 
 
 def to_float(images, dtype: torch.dtype = torch.float32, channel: bool = True) -> torch.Tensor:
-    """Images as floats in [0, 1], a tensor on the images' device: numpy or torch; uint8 is divided by 255, floats
-    are taken as they are (cast to `dtype`). With `channel`, images (N, 28, 28), (N, 1, 28, 28) or one (28, 28)
-    come back (N, 1, 28, 28) (ValueError for other shapes); without, in the shape they came."""
+    """Pictures as floats in [0, 1], a tensor on the pictures' device: numpy or torch; uint8 is divided by 255,
+    floats are taken as they are (cast to `dtype`). With `channel`, grey pictures (N, S, S), (N, 1, S, S) or one
+    (S, S), and colour ones (N, 3, S, S), come back (N, C, S, S) (ValueError for other shapes: a picture that is
+    not square, a channel count other than 1 or 3); without, in the shape they came (a model reshapes its input to
+    the (C, S, S) or C·S·S it reads). Three dimensions are always grey pictures, as MNIST's splits hold them."""
     x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     if channel:
-        if x.ndim not in (2, 3, 4) or tuple(x.shape[-2:]) != (28, 28) or (x.ndim == 4 and x.shape[1] != 1):
-            raise ValueError(f"images must have shape (N, 28, 28), (N, 1, 28, 28) or (28, 28); got {tuple(x.shape)}")
-        x = x.reshape(1 if x.ndim == 2 else len(x), 1, 28, 28)
+        shape = tuple(x.shape)
+        if (x.ndim not in (2, 3, 4) or shape[-1] != shape[-2] or shape[-1] == 0
+                or (x.ndim == 4 and shape[1] not in (1, 3))):
+            raise ValueError(f"images must have shape (N, 28, 28) as MNIST's, or in general (N, S, S), (N, 1, S, S) "
+                             f"or (S, S) for grey pictures and (N, 3, S, S) for colour ones; got {shape}")
+        if x.ndim < 4:
+            x = x.reshape(1 if x.ndim == 2 else len(x), 1, shape[-1], shape[-1])   # (N, 1, S, S)
     return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)

@@ -6,7 +6,9 @@ One name everywhere: the Train form's widget key is `train.<name>`, a link's par
 One range everywhere: ModelConfig, DataConfig and TrainConfig validate against this table (`validate`), and the
 form, the link parser and the command line read their bounds from it. `fields_for(family)` and `used_by(name,
 ...)` say which settings a model uses, for the form (what to draw), the configs (what to check) and the Compare
-page ("not used"). A leaf of the engine: it imports nothing of AE Lab's, so the configs can import it.
+page ("not used"). `PICTURE` holds the picture's side and colour beside the table: checked the same way, but set
+by the pictures a model learns rather than chosen on the form. A leaf of the engine: it imports nothing of AE
+Lab's, so the configs can import it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ DATASETS = ("mnist", "fashion-mnist")
 NOISE_KINDS = ("none", "mask", "gaussian")
 OPTIMIZERS = ("adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda")
+SIDES = (28, 32, 64)                                # picture sides in pixels: MNIST's 28, picture sets' 32 and 64
+COLORS = ("grey", "rgb")                            # one channel or three
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -46,6 +50,7 @@ class Field:
     count: tuple[int, int | None] = (0, None)   # ints: how many numbers, at least and at most (None: no limit)
     unit: str = "number"                 # ints: one number in words, for messages ("one size from 2 to 2000")
     distinct: bool = False               # ints: a set (order and repeats do not matter), e.g. classes
+    values: tuple[int, ...] = ()         # int: the only numbers allowed within the range (a picture's side), if set
     families: tuple[str, ...] = FAMILIES  # the model families that let it be chosen (the form shows it for these)
     fixed: Mapping[str, object] = field(default_factory=dict)        # other families that read it, at this value
     fixed_why: str = ""                  # why those families fix it, for the config's error
@@ -86,7 +91,8 @@ class Field:
                     and all(self._in_range(v) for v in value))
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
             return False
-        return (self.kind == "float" or value == int(value)) and self._in_range(value)
+        return ((self.kind == "float" or value == int(value)) and self._in_range(value)
+                and (not self.values or value in self.values))
 
     def _in_range(self, v) -> bool:
         return (self.low is None or v >= self.low) and (self.high is None or v <= self.high)
@@ -102,6 +108,8 @@ class Field:
             return f"one of {self.choices}"
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "int" and self.values:
+            return "one of " + ", ".join(map(str, self.values[:-1])) + f" or {self.values[-1]}"
         if self.kind == "int":
             return f"an integer {self._range_text()}"
         if self.kind == "float":
@@ -118,8 +126,8 @@ class Field:
 
     def describe(self) -> str:
         """What a link's parameter must be, in words: 'a whole number from 1 to 1000', 'one of shallow, deep'."""
-        if self.kind == "choice":
-            return "one of " + ", ".join(self.choices)
+        if self.kind == "choice" or self.values:
+            return "one of " + ", ".join(map(str, self.choices or self.values))
         if self.kind == "bool":
             return "true or false"
         what = {"int": "a whole number", "float": "a number", "ints": "whole numbers separated by commas"}[self.kind]
@@ -258,6 +266,18 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
 ]}
 
 
+# The picture a model reads: its side and colour. Checked as the table's settings are, kept in every checkpoint,
+# but a model takes the side and colour of the pictures it learns, so the form, links and command line do not
+# offer them as choices (they go into FIELDS when a page lets a run pick its picture set).
+PICTURE: dict[str, Field] = {f.name: f for f in [
+    _f("side", "model", "int", "Picture side (pixels)",
+       "The pictures' width and height: 28 for MNIST and Fashion-MNIST, 32 or 64 for a picture set",
+       low=28, high=64, step=4, values=SIDES),
+    _f("color", "model", "choice", "Colour", "grey: one channel per pixel · rgb: three (red, green, blue)",
+       choices=COLORS, choice_labels={"grey": "grey", "rgb": "colour (RGB)"}),
+]}
+
+
 # ---------------------------------------------------------------------------------------------- who uses what
 def fields_for(family: str) -> tuple[str, ...]:
     """The settings a model of `family` lets you choose (the form draws these). The rest keep their defaults:
@@ -300,7 +320,7 @@ def validate(config, section: str, family: str | None = None) -> None:
     """Raise ValueError naming the first setting of `config` (a config of `section`) that the table does not allow:
     'TrainConfig.epochs must be an integer from 1 to 1000, got 0'. A model's settings are checked as its `family`
     takes them: a fixed one must hold its value; numbers it never reads are not checked (choices and switches are)."""
-    for f in FIELDS.values():
+    for f in (*FIELDS.values(), *PICTURE.values()):
         if f.config != section:
             continue
         value = getattr(config, f.name)

@@ -11,15 +11,17 @@ QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 qu
 
 
 def reconstruct(model: Autoencoder, images, batch_size: int = 1000) -> np.ndarray:
-    """Reconstructions in [0, 1] pixel space, float32 (N, 28, 28), of images (N, 28, 28) (uint8 or [0, 1] float)."""
-    x = to_float(images)                                                      # (N, 1, 28, 28)
-    return batched(model, lambda b: model(b).x_hat.clamp(0, 1), x, batch_size).reshape(-1, 28, 28).numpy()
+    """Reconstructions in [0, 1] pixel space, float32, of grey pictures (N, S, S) -> (N, S, S) or colour ones
+    (N, 3, S, S) -> (N, 3, S, S) (uint8 or [0, 1] float)."""
+    x = to_float(images)                                                      # (N, C, S, S)
+    shape = x.shape if x.shape[1] == 3 else (len(x), *x.shape[2:])
+    return batched(model, lambda b: model(b).x_hat.clamp(0, 1), x, batch_size).reshape(shape).numpy()
 
 
 def pixel_errors(model: Autoencoder, images) -> np.ndarray:
-    """Squared error of every pixel's reconstruction in [0, 1] pixel space, float32 (N, 784)."""
-    x = to_float(images)[:, 0].numpy()                                        # (N, 28, 28)
-    return ((reconstruct(model, images) - x) ** 2).reshape(len(x), -1)
+    """Squared error of every number's reconstruction in [0, 1] pixel space, float32 (N, C*S*S): (N, 784) for MNIST."""
+    x = to_float(images).numpy()                                              # (N, C, S, S)
+    return ((reconstruct(model, images).reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2)
 
 
 def reconstruction_error(model: Autoencoder, images) -> np.ndarray:

@@ -1,7 +1,8 @@
 """One training loop for every autoencoder: `fit` is a generator of frozen `Metrics` records.
 
-The data stay uint8 on the training device; each step gathers one shuffled batch, scales it to [0, 1], corrupts
-a copy when the run uses noise or deformation, and trains on the clean batch as target. A `Control` object lets
+The data stay uint8 on the training device, grey pictures (N, S, S) or colour ones (N, 3, S, S) of the side and
+colour the model reads; each step gathers one shuffled batch, scales it to [0, 1] as (B, C, S, S), corrupts a copy
+when the run uses noise or deformation, and trains on the clean batch as target. A `Control` object lets
 another thread pause, resume or stop the loop between two steps. `RunSpec` bundles the configs
 of one run. The command line is `python -m aecore.train` (`aecore/train.py`).
 """
@@ -15,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from aecore.engine.data import Data, DataConfig, add_noise, deform, to_float
+from aecore.engine.data import Data, DataConfig, add_noise, deform, picture_set_about, to_float
 from aecore.engine.fields import OPTIMIZERS, validate  # noqa: F401 (OPTIMIZERS: public here too)
 from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
 from aecore.engine.scoring import error_quantiles, reconstruction_error
@@ -63,9 +64,11 @@ class RunSpec:
     preset: str | None = None
 
     def meta(self, device: str, **extra) -> dict:
-        """What a checkpoint of this run stores beside the weights (the model config is added on save)."""
+        """What a checkpoint of this run stores beside the weights (the model config is added on save); a run on a
+        picture set also records the set (its class names, side, colour, fit and source name)."""
+        about = picture_set_about(self.data)
         return {"name": self.name, "preset": self.preset, "data": self.data, "train": self.train, "device": device,
-                **extra}
+                **({"picture_set": about} if about is not None else {}), **extra}
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,8 @@ def available_devices() -> list[str]:
 
 
 def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000, binarize: bool = False) -> float:
-    """Mean loss of `model` on uint8 images (N, 28, 28), in eval mode; restores the previous mode. With
-    `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
+    """Mean loss of `model` on uint8 pictures (N, S, S) or (N, 3, S, S), in eval mode; restores the previous mode.
+    With `binarize`, on one fixed binarisation of the images (seed 0), the same at every call."""
     return evaluate_terms(model, images, batch_size, binarize)["loss"]
 
 
@@ -150,12 +153,13 @@ def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1
                    binarize: bool = False) -> dict[str, float]:
     """As `evaluate`, with the loss's named parts (`model.loss_terms`, e.g. a VAE's reconstruction and KL, each
     unweighted) beside it under "loss": means over the images."""
+    check_pictures(model, images, "held-out")
     device = next(model.parameters()).device
     totals: dict[str, torch.Tensor] = {}
     gen = torch.Generator(device=device).manual_seed(0)
     with inference(model):
         for i in range(0, len(images), batch_size):
-            x = to_float(images[i:i + batch_size].to(device))
+            x = to_float(images[i:i + batch_size].to(device))                # (B, C, S, S)
             if binarize:
                 x = torch.bernoulli(x, generator=gen)
             terms = model.loss_terms(x, model(x))
@@ -165,8 +169,19 @@ def evaluate_terms(model: Autoencoder, images: torch.Tensor, batch_size: int = 1
     return {name: t.item() / n for name, t in totals.items()} if totals else {"loss": 0.0}
 
 
+def check_pictures(model: Autoencoder, images: torch.Tensor, what: str = "training") -> None:
+    """ValueError unless `images`, grey (N, S, S) or (N, C, S, S), are pictures of the side and colour `model`
+    reads: a 64 x 64 colour model cannot learn MNIST, and the message says so before a layer fails."""
+    cfg, shape = model.config, tuple(images.shape)
+    if ((1, *shape[1:]) if len(shape) == 3 else shape[1:]) != cfg.picture_shape:
+        s = cfg.side
+        want = f"(N, {s}, {s})" if cfg.in_channels == 1 else f"(N, {cfg.in_channels}, {s}, {s})"
+        raise ValueError(f"the {what} images have shape {shape}, but the model reads {s}×{s} {cfg.color} pictures "
+                         f"{want} (ModelConfig.side {s}, color {cfg.color!r})")
+
+
 def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """What `fit` feeds the model for a clean batch (B, 1, 28, 28): deformed (cfg.deform), then noised (cfg.noise,
+    """What `fit` feeds the model for a clean batch (B, C, S, S): deformed (cfg.deform), then noised (cfg.noise,
     cfg.noise_level). The clean batch stays the target; with neither, the batch itself."""
     return add_noise(deform(x, cfg.deform, generator), cfg.noise, cfg.noise_level, generator)
 
@@ -180,8 +195,10 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     control = control or Control()
     device = resolve_device(cfg.device)
     model.to(device).train()
-    images = data.train.images.to(device)          # (N, 28, 28) uint8: 47 MB for MNIST, shared by every batch
     held_out = (data.val if data.val is not None else data.test).images
+    check_pictures(model, data.train.images)
+    check_pictures(model, held_out, "held-out")
+    images = data.train.images.to(device)   # (N, S, S) or (N, 3, S, S) uint8: 47 MB for MNIST, for every batch
     n, bs = len(images), cfg.batch_size
     if n == 0:
         raise ValueError("the training split is empty; check DataConfig.classes")
@@ -208,7 +225,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             if control.stopped:
                 return
             model.at_epoch(epoch - 1 + i / n)
-            x = to_float(images[perm[i:i + bs]])                 # (B, 1, 28, 28) clean target
+            x = to_float(images[perm[i:i + bs]])                 # (B, C, S, S) clean target
             if cfg.binarize:                                     # a new binary image each time (Burda et al.)
                 x = torch.bernoulli(x, generator=gen)
             out = model(corrupt(x, cfg, gen))

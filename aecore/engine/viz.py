@@ -62,40 +62,48 @@ def tile_grid(tiles: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: f
 
 
 def grid(images, nrow: int = 10, zoom: int = 3, pad: int = 1) -> np.ndarray:
-    """Images (N, H, W) or (N, 1, H, W) in [0, 1] -> one uint8 (rows, cols) picture, each pixel zoom x zoom."""
+    """Images (N, H, W) or (N, 1, H, W) in [0, 1] -> one uint8 (rows, cols) picture, each pixel zoom x zoom;
+    colour ones (N, 3, H, W) -> one uint8 RGB picture (rows, cols, 3), as `st.image` takes it."""
     t = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if t.ndim == 4:
+    if t.ndim == 4 and t.shape[1] != 3:
         t = t[:, 0]
-    g = tile_grid(t.clamp(0, 1), nrow=nrow, padding=pad, pad_value=0.25)     # (rows, cols)
-    g = g.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
-    return (g * 255).round().to(torch.uint8).numpy()
+    g = tile_grid(t.clamp(0, 1), nrow=nrow, padding=pad, pad_value=0.25)     # (rows, cols) or (3, rows, cols)
+    g = g.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+    return (g.movedim(0, -1) if g.ndim == 3 else g).mul(255).round().to(torch.uint8).numpy()
 
 
 def _linears(model: Autoencoder) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
+def _tiles(model: Autoencoder, w: torch.Tensor) -> torch.Tensor:
+    """Weight rows (count, C*S*S) as pictures, each scaled on its own (its channels together, so a colour filter
+    keeps its hue): grey (count, S, S), colour (count, 3, S, S)."""
+    c, s, _ = model.config.picture_shape
+    return scale_each(w.reshape(len(w), c, s, s)[:, 0] if c == 1 else w.reshape(len(w), c, s, s))
+
+
 def encoder_filters(model: Autoencoder, count: int = 100) -> torch.Tensor:
-    """First-layer weights as 28x28 tiles (count, 28, 28), each scaled on its own (MLP families)."""
-    w = _linears(model)[0].weight.detach().cpu()          # (h, 784)
-    return scale_each(w[:count].reshape(-1, 28, 28))
+    """First-layer weights as picture tiles (count, S, S), (count, 3, S, S) in colour (MLP families)."""
+    return _tiles(model, _linears(model)[0].weight.detach().cpu()[:count])          # (h, C*S*S)
 
 
 def decoder_filters(model: Autoencoder, count: int = 100) -> torch.Tensor:
-    """Last-layer weights, transposed, as 28x28 tiles (count, 28, 28): what each code unit paints."""
-    w = _linears(model)[-1].weight.detach().cpu().t()     # (784, h) -> (h, 784)
-    return scale_each(w[:count].reshape(-1, 28, 28))
+    """Last-layer weights, transposed, as picture tiles (count, S, S) or (count, 3, S, S): what each code unit
+    paints."""
+    return _tiles(model, _linears(model)[-1].weight.detach().cpu().t()[:count])     # (C*S*S, h) -> (h, C*S*S)
 
 
 def conv_kernels(model: Autoencoder) -> torch.Tensor:
-    """First conv layer's kernels (C, k, k), each scaled on its own."""
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return scale_each(conv.weight.detach().cpu()[:, 0])
+    """First conv layer's kernels, each scaled on its own: (C, k, k) for grey pictures, small colour tiles
+    (C, 3, k, k) for colour ones."""
+    w = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).weight.detach().cpu()   # (C, in, k, k)
+    return scale_each(w if w.shape[1] == 3 else w[:, 0])
 
 
 def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch.Tensor]]:
-    """Activations of each encoder stage for one image (28, 28): [(name, (C, H, W) scaled per map)]."""
-    x = to_float(image)                                                       # (1, 1, 28, 28)
+    """Activations of each encoder stage for one picture, (S, S) or (3, S, S): [(name, (C, H, W) scaled per map)]."""
+    x = to_float(image, channel=False).reshape(1, *model.config.picture_shape)  # (1, C, S, S)
     out, layers = [], list(model.encoder)
     with inference(model):
         for layer, following in zip(layers, layers[1:] + [None]):
@@ -109,7 +117,7 @@ def feature_maps(model: Autoencoder, image: np.ndarray) -> list[tuple[str, torch
 
 
 def encode_all(model: Autoencoder, images, batch_size: int = 2000) -> np.ndarray:
-    """Codes of uint8 images (N, 28, 28), flattened to (N, d)."""
+    """Codes of uint8 pictures (N, S, S) or (N, 3, S, S), flattened to (N, d)."""
     return batched(model, lambda x: model.encode(x).flatten(1), images, batch_size).numpy()
 
 
@@ -138,7 +146,8 @@ def plane(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: float, hi: float,
                  n: int = 10, y_lo: float | None = None, y_hi: float | None = None) -> np.ndarray:
-    """Decoder images over an n x n grid of the latent plane, rows top (high y) to bottom: (n*n, 28, 28)."""
+    """Decoder images over an n x n grid of the latent plane, rows top (high y) to bottom: (n*n, S, S), colour
+    (n*n, 3, S, S)."""
     xs = np.linspace(lo, hi, n)
     ys = np.linspace(y_hi if y_hi is not None else hi, y_lo if y_lo is not None else lo, n)
     pts = np.array([[x, y] for y in ys for x in xs])                      # (n*n, 2)
@@ -146,10 +155,11 @@ def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: f
 
 
 def decode_codes(model: Autoencoder, codes: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Flat codes (N, d) -> decoder images (N, 28, 28) in [0, 1]."""
+    """Flat codes (N, d) -> decoder images in [0, 1]: grey (N, S, S), colour (N, 3, S, S)."""
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
+    shape = model.config.picture_shape                                              # (C, S, S)
     return batched(model, lambda c: model.decode(c).clamp(0, 1), z.reshape(len(z), *model.config.code_shape),
-                   batch_size).reshape(-1, 28, 28).numpy()
+                   batch_size).reshape(-1, *(shape[1:] if shape[0] == 1 else shape)).numpy()
 
 
 def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> go.Figure:
@@ -221,8 +231,10 @@ def terms_figure(steps: list[tuple[int, tuple]], steps_per_epoch: float, max_poi
 
 
 def error_heatmap(image: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Squared error per pixel (28, 28), scaled to [0, 1] by the largest possible error (1)."""
-    return np.clip((np.asarray(recon) - np.asarray(image)) ** 2, 0, 1)
+    """Squared error per pixel (S, S), scaled to [0, 1] by the largest possible error (1); a colour picture
+    (3, S, S) gets its channels' mean."""
+    e = np.clip((np.asarray(recon) - np.asarray(image)) ** 2, 0, 1)
+    return e.mean(0) if e.ndim == 3 else e
 
 
 def colorize(a: np.ndarray, zoom: int = 8) -> np.ndarray:
@@ -233,8 +245,11 @@ def colorize(a: np.ndarray, zoom: int = 8) -> np.ndarray:
 
 
 def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
-    """A [0, 1] grey image -> uint8 upscaled with nearest neighbour."""
-    return (np.kron(np.clip(image, 0, 1), np.ones((factor, factor))) * 255).round().astype(np.uint8)
+    """A [0, 1] grey image (H, W) -> uint8 (H*factor, W*factor) upscaled with nearest neighbour; a colour one
+    (3, H, W) -> RGB (H*factor, W*factor, 3)."""
+    a = np.asarray(image)
+    a = np.moveaxis(a, 0, -1) if a.ndim == 3 else a
+    return (np.kron(np.clip(a, 0, 1), np.ones((factor, factor) + (1,) * (a.ndim - 2))) * 255).round().astype(np.uint8)
 
 
 def score_histogram(scores: np.ndarray, labels: np.ndarray, normal, class_names, by_class: bool = False,

@@ -162,7 +162,9 @@ def predict_proba(model: nn.Module, images) -> np.ndarray:
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
     if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
         raise ValueError(f"images must be floats in [0, 1] or uint8 in 0..255; got dtype {x.dtype}")
-    x = to_float(x)                                       # (N, 1, 28, 28); ValueError for any other shape
+    x = to_float(x)                                       # (N, C, S, S); ValueError for other shapes
+    if tuple(x.shape[1:]) != (1, 28, 28):                 # the classifier reads MNIST digits only
+        raise ValueError(f"images must have shape (N, 28, 28), (N, 1, 28, 28) or (28, 28); got {tuple(x.shape)}")
     if len(x) and not torch.isfinite(x).all():
         raise ValueError("images hold NaN or infinite values")
     if len(x) and (x.min() < 0 or x.max() > 1):

@@ -1,11 +1,13 @@
 """The autoencoder families behind one contract: encode, decode, forward, loss.
 
-shallow (784-h-784, optionally sparse: an L1 penalty on the code), deep (a mirrored MLP) and conv are plain
+shallow (n-h-n, optionally sparse: an L1 penalty on the code), deep (a mirrored MLP) and conv are plain
 autoencoders (`Autoencoder`, here); vae and conv-vae are variational (`aecore.engine.models.vae`).
 
-Images travel as float tensors (B, 1, 28, 28) in [0, 1]. `forward` returns an `Output` holding the code `z`,
-the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever of those its objective needs
-(BCE from `raw` when the output is a sigmoid, which is exact and numerically safe).
+Pictures are S x S with C channels (`ModelConfig.side`, `color`: MNIST's 28 x 28 grey by default, or a picture
+set's 32 or 64, grey or RGB); every layer size follows from them: an MLP takes n = C*S*S inputs (784 for MNIST), a
+conv encoder C channels. Images travel as float tensors (B, C, S, S) in [0, 1]. `forward` returns an `Output`
+holding the code `z`, the decoder's pre-activation `raw` and the image `x_hat`; `loss` reads whichever of those its
+objective needs (BCE from `raw` when the output is a sigmoid, which is exact and numerically safe).
 """
 from __future__ import annotations
 
@@ -20,18 +22,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecore.engine.data import to_float
-from aecore.engine.fields import (DROPOUT_PLACES, FAMILIES, INITS, LOSSES, OUTPUTS,  # noqa: F401 (public here too)
-                                  VARIATIONAL, validate)
+from aecore.engine.fields import (COLORS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES,  # noqa: F401 (public here too)
+                                  OUTPUTS, SIDES, VARIATIONAL, validate)
 
 # The choices are the settings table's (aecore.engine.fields), which also holds every range checked below.
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}   # keyed as fields.ACTIVATION_NAMES
-SIDE = 28  # MNIST images are 28 x 28
+SIDE = 28  # MNIST images are 28 x 28: the default side
+COLOR_CHANNELS = {"grey": 1, "rgb": 3}   # keyed as fields.COLORS
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; stored as JSON in every checkpoint."""
-    family: str = "shallow"             # shallow 784-h-784, deep (mirrored MLP), conv
+    family: str = "shallow"             # shallow n-h-n (n = 784 for MNIST), deep (mirrored MLP), conv
     hidden: tuple[int, ...] = (200,)    # MLP encoder sizes after the input; shallow takes exactly one
     channels: tuple[int, ...] = (16, 4)  # conv encoder channels, one 3x3 conv + 2x2 max-pool per entry (1 or 2)
     activation: str = "relu"            # hidden activation: relu, sigmoid or tanh
@@ -46,6 +49,8 @@ class ModelConfig:
     latent: int = 2                     # vae, conv-vae: the code size (hidden holds the layers before it)
     beta: float = 1.0                   # vae, conv-vae: weight of the KL term
     kl_warmup: int = 0                  # vae, conv-vae: epochs over which the KL weight rises from 0 to beta
+    side: int = SIDE                    # the pictures' side in pixels: 28 (MNIST), 32 or 64 (picture sets)
+    color: str = "grey"                 # grey (one channel) or rgb (three); older checkpoints are 28 x 28 grey
 
     def __post_init__(self):
         def check(ok, field, allowed, value):
@@ -53,7 +58,13 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{field} must be {allowed}, got {value!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        validate(self, "model", self.family)   # the family, then each setting's range as this family takes it
+        try:
+            validate(self, "model", self.family)   # the family, then each setting's range as this family takes it
+        except ValueError as e:
+            # The side is checked last; where a conv stack cannot halve it exactly, that is the more telling message.
+            if self.convolutional and isinstance(self.side, int) and str(e).startswith("ModelConfig.side"):
+                e = _halving_error(self.side, self.channels) or e
+            raise e from None
         check(isinstance(self.batch_norm, bool), "batch_norm", "true or false", self.batch_norm)
         check(not (self.loss == "bce" and self.output == "identity"), "loss",
               "'mse' when output is 'identity' (BCE needs outputs in [0, 1])", self.loss)
@@ -73,20 +84,38 @@ class ModelConfig:
 
     @property
     def convolutional(self) -> bool:
-        """Its first layer is a convolution (its filters are kernels, not 28×28 tiles)."""
+        """Its first layer is a convolution (its filters are kernels, not S×S tiles)."""
         return self.family in ("conv", "conv-vae")
 
     @property
+    def in_channels(self) -> int:
+        """Channels per picture: 1 for grey, 3 for RGB."""
+        return COLOR_CHANNELS[self.color]
+
+    @property
+    def picture_shape(self) -> tuple[int, int, int]:
+        """One picture as the model reads and writes it: (C, S, S)."""
+        return (self.in_channels, self.side, self.side)
+
+    @property
+    def pixels(self) -> int:
+        """Numbers per picture, C·S·S: an MLP's input and output size (784 for MNIST)."""
+        return self.in_channels * self.side * self.side
+
+    @property
     def sizes_text(self) -> str:
-        """Layer sizes in words: '784-200-784', '1→16→4 channels, code 4×7×7', '784-256-2-256-784, Gaussian code'."""
+        """Layer sizes in words: '784-200-784', '1→16→4 channels, code 4×7×7', '784-256-2-256-784, Gaussian code';
+        for 64×64 RGB pictures '12288-512-64-512-12288', '3→32→64 channels, code 64×16×16'."""
+        chans = "→".join(map(str, [self.in_channels, *self.channels]))
         if self.family == "conv":
-            return "1→" + "→".join(map(str, self.channels)) + " channels, code " + "×".join(map(str, self.code_shape))
+            return chans + " channels, code " + "×".join(map(str, self.code_shape))
         if self.family == "conv-vae":
-            return ("1→" + "→".join(map(str, self.channels)) + " channels (stride 2), dense "
-                    + "-".join(map(str, self.hidden)) + f", Gaussian code of {self.latent}")
+            return (chans + " channels (stride 2), dense " + "-".join(map(str, self.hidden))
+                    + f", Gaussian code of {self.latent}")
+        n = self.pixels
         if self.variational:
-            return "-".join(map(str, [784, *self.hidden, self.latent, *self.hidden[::-1], 784])) + ", Gaussian code"
-        return "-".join(map(str, [784, *self.hidden, *self.hidden[-2::-1], 784]))
+            return "-".join(map(str, [n, *self.hidden, self.latent, *self.hidden[::-1], n])) + ", Gaussian code"
+        return "-".join(map(str, [n, *self.hidden, *self.hidden[-2::-1], n]))
 
     @property
     def code_range(self) -> tuple[float, float] | None:
@@ -101,9 +130,27 @@ class ModelConfig:
         if self.variational:
             return (self.latent,)
         if self.family == "conv":
-            side = SIDE >> len(self.channels)
+            side = conv_side(self.side, self.channels)
             return (self.channels[-1], side, side)
         return (self.hidden[-1],)
+
+
+def conv_side(side: int, channels: tuple[int, ...]) -> int:
+    """The side of the last feature map of a conv encoder with one halving stage per entry of `channels`:
+    side >> len(channels). ValueError unless the halvings are exact (the decoder's doublings must come back to
+    `side`)."""
+    error = _halving_error(side, channels)
+    if error:
+        raise error
+    return side >> len(channels)
+
+
+def _halving_error(side: int, channels: tuple[int, ...]) -> ValueError | None:
+    stages = len(channels)
+    if side % (1 << stages) == 0:
+        return None
+    return ValueError(f"ModelConfig.side must divide by 2**{stages} = {1 << stages} for {stages} conv stage(s) "
+                      f"(channels {tuple(channels)}), as each halves the side; got side {side}")
 
 
 def from_dict(cls, d: dict):
@@ -119,15 +166,15 @@ def from_dict(cls, d: dict):
 
 @dataclass(frozen=True)
 class Output:
-    z: torch.Tensor      # code: (B, h) for MLPs, (B, C, 7, 7) for the default conv model
-    raw: torch.Tensor    # decoder output before the output activation, (B, 1, 28, 28)
+    z: torch.Tensor      # code: (B, h) for MLPs, (B, c, S/4, S/4) for a two-stage conv model (c, 7, 7 at 28)
+    raw: torch.Tensor    # decoder output before the output activation, (B, C, S, S): the input's shape
     output: str          # the config's output activation
     mu: torch.Tensor | None = None       # a VAE's posterior mean and log-variance, (B, latent)
     logvar: torch.Tensor | None = None
 
     @cached_property
     def x_hat(self) -> torch.Tensor:
-        """Reconstruction in pixel space, (B, 1, 28, 28); computed only when asked (BCE training never is)."""
+        """Reconstruction in pixel space, (B, C, S, S); computed only when asked (BCE training never is)."""
         return torch.sigmoid(self.raw) if self.output == "sigmoid" else self.raw
 
 
@@ -145,13 +192,13 @@ class Autoencoder(nn.Module):
         self.encoder, self.decoder = (_conv_layers if config.family == "conv" else _mlp_layers)(config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.reshape(len(x), *self._input_shape))  # (B, 784) or (B, 1, 28, 28)
+        return self.encoder(x.reshape(len(x), *self._input_shape))  # (B, C*S*S) or (B, C, S, S)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(len(z), 1, SIDE, SIDE)
+        return self.decoder(z).view(len(z), *self.config.picture_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Code -> image in pixel space, (B, 1, 28, 28)."""
+        """Code -> image in pixel space, (B, C, S, S)."""
         return Output(z, self.decode_raw(z), self.config.output).x_hat
 
     def forward(self, x: torch.Tensor) -> Output:
@@ -160,7 +207,7 @@ class Autoencoder(nn.Module):
         return Output(z=z, raw=raw, output=self.config.output)
 
     def loss(self, target: torch.Tensor, out: Output) -> torch.Tensor:
-        """The training objective against the clean `target` (B, 1, 28, 28): for a plain autoencoder the mean
+        """The training objective against the clean `target` (B, C, S, S): for a plain autoencoder the mean
         per-pixel BCE or MSE (plus the sparsity penalty when the config asks for one)."""
         return self.combine(self.loss_terms(target, out))
 
@@ -185,7 +232,7 @@ class Autoencoder(nn.Module):
 
     @property
     def _input_shape(self):
-        return (1, SIDE, SIDE) if self.config.convolutional else (SIDE * SIDE,)
+        return self.config.picture_shape if self.config.convolutional else (self.config.pixels,)
 
 
 def _stack(cfg: ModelConfig, sizes: list[int], layer, plain_last: bool, encoder: bool, pool=None) -> nn.Sequential:
@@ -216,14 +263,14 @@ def _stack(cfg: ModelConfig, sizes: list[int], layer, plain_last: bool, encoder:
 
 
 def _mlp_layers(cfg: ModelConfig):
-    sizes = [SIDE * SIDE, *cfg.hidden]
+    sizes = [cfg.pixels, *cfg.hidden]
     linear_code = cfg.family == "deep" and cfg.linear_code
     return (_stack(cfg, sizes, nn.Linear, plain_last=linear_code, encoder=True),
             _stack(cfg, sizes[::-1], nn.Linear, plain_last=True, encoder=False))
 
 
 def _conv_layers(cfg: ModelConfig):
-    chans = [1, *cfg.channels]
+    chans = [cfg.in_channels, *cfg.channels]
     # 3x3 conv keeps the side, 2x2 max-pool halves it; a 2x2 stride-2 transposed conv doubles it exactly.
     return (_stack(cfg, chans, lambda a, b: nn.Conv2d(a, b, 3, padding=1), plain_last=False, encoder=True,
                    pool=lambda: nn.MaxPool2d(2)),
@@ -284,7 +331,7 @@ def summary(model: Autoencoder) -> list[dict]:
             hooks.append(m.register_forward_hook(hook))
     try:
         with inference(model):
-            model(torch.zeros(1, 1, SIDE, SIDE, device=next(model.parameters()).device))
+            model(torch.zeros(1, *model.config.picture_shape, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()

@@ -3,19 +3,20 @@
 The encoder gives the posterior q(z|x) = N(mu, diag(exp(logvar))); `encode(x)` returns its mean, so every page
 that shows codes works unchanged. `forward` samples the code with the reparameterisation trick while training
 (z = mu + exp(logvar / 2) * eps) and uses the mean in eval mode. `loss` is, per image, the reconstruction term
-summed over the 784 pixels plus beta times the analytic KL to the prior N(0, I), averaged over the batch:
+summed over the picture's n = C*S*S numbers (784 for MNIST) plus beta times the analytic KL to the prior N(0, I),
+averaged over the batch:
 
 - reconstruction "bce": -log p(x|z) of a Bernoulli decoder with logits `raw` (exact for binary pixels);
 - reconstruction "mse": the summed squared error, which is -log p(x|z) of a Gaussian decoder with variance 1/2
-  up to the constant 392 * log(pi) (`log_px` includes it, so likelihoods are in nats either way).
+  up to the constant n/2 * log(pi) (`log_px` includes it, so likelihoods are in nats either way).
 
 `loss_terms` reports the two terms apart (reconstruction and the unweighted KL, in nats per image); with a KL
 warm-up (`ModelConfig.kl_warmup` epochs) `fit` raises the KL weight linearly from 0 to beta (`at_epoch`).
 
-Two builds: "vae", MLP encoder 784-h1-...-hk then two linear heads to the latent size, decoder mirrored; and
-"conv-vae" (the keras-io example): 3x3 stride-2 convolutions (28 -> 14 -> 7), dense layers, two heads; the decoder
-maps the code straight to the 7x7 feature map (no dense layers, as in that example), then 3x3 stride-2
-transposed convolutions and a last 3x3 convolution to one channel.
+Two builds: "vae", MLP encoder n-h1-...-hk then two linear heads to the latent size, decoder mirrored; and
+"conv-vae" (the keras-io example): 3x3 stride-2 convolutions from the picture's C channels (28 -> 14 -> 7; 64 ->
+32 -> 16), dense layers, two heads; the decoder maps the code straight to the last feature map (no dense layers,
+as in that example), then 3x3 stride-2 transposed convolutions and a last 3x3 convolution to C channels.
 """
 from __future__ import annotations
 
@@ -25,9 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aecore.engine.models.base import ACTIVATIONS, SIDE, Autoencoder, ModelConfig, Output
-
-PIXELS = SIDE * SIDE
+from aecore.engine.models.base import ACTIVATIONS, Autoencoder, ModelConfig, Output, conv_side
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ class VariationalAutoencoder(Autoencoder):
         return self.posterior(x)[0]
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(len(z), 1, SIDE, SIDE)
+        return self.decoder(z).view(len(z), *self.config.picture_shape)
 
     def forward(self, x: torch.Tensor) -> Output:
         mu, logvar = self.posterior(x)
@@ -68,7 +67,7 @@ class VariationalAutoencoder(Autoencoder):
         x, raw = x.reshape(len(x), -1), raw.reshape(len(raw), -1)
         if self.config.loss == "bce":
             return -F.binary_cross_entropy_with_logits(raw, x, reduction="none").sum(dim=1)
-        return -(torch.sigmoid(raw) - x).pow(2).sum(dim=1) - 0.5 * PIXELS * math.log(math.pi)
+        return -(torch.sigmoid(raw) - x).pow(2).sum(dim=1) - 0.5 * x.shape[1] * math.log(math.pi)
 
     def loss_terms(self, target: torch.Tensor, out: Output) -> dict[str, torch.Tensor]:
         """Batch means, per image: the reconstruction term and the (unweighted) KL, in nats."""
@@ -91,7 +90,7 @@ class VariationalAutoencoder(Autoencoder):
 
 def _mlp(cfg: ModelConfig):
     act = ACTIVATIONS[cfg.activation]
-    sizes = [PIXELS, *cfg.hidden]
+    sizes = [cfg.pixels, *cfg.hidden]
     enc = []
     for a, b in zip(sizes, sizes[1:]):
         enc += [nn.Linear(a, b), act()]
@@ -99,14 +98,14 @@ def _mlp(cfg: ModelConfig):
     dec = []
     for a, b in zip(back, back[1:]):
         dec += [nn.Linear(a, b), act()]
-    dec.append(nn.Linear(back[-1], PIXELS))
+    dec.append(nn.Linear(back[-1], cfg.pixels))
     return nn.Sequential(*enc), nn.Linear(sizes[-1], 2 * cfg.latent), nn.Sequential(*dec)
 
 
 def _conv(cfg: ModelConfig):
     act = ACTIVATIONS[cfg.activation]
-    chans = [1, *cfg.channels]
-    side = SIDE >> len(cfg.channels)
+    chans = [cfg.in_channels, *cfg.channels]
+    side = conv_side(cfg.side, cfg.channels)              # the last feature map's side: 7 at 28, 16 at 64
     flat = chans[-1] * side * side
     enc: list[nn.Module] = []
     for a, b in zip(chans, chans[1:]):                    # 3x3, stride 2, "same" padding: the side halves
@@ -121,5 +120,5 @@ def _conv(cfg: ModelConfig):
     for c in cfg.channels[::-1]:                           # transposed 3x3 stride 2: the side doubles exactly
         dec += [nn.ConvTranspose2d(width, c, 3, stride=2, padding=1, output_padding=1), act()]
         width = c
-    dec.append(nn.Conv2d(width, 1, 3, padding=1))
+    dec.append(nn.Conv2d(width, cfg.in_channels, 3, padding=1))
     return nn.Sequential(*enc), nn.Linear(dense[-1], 2 * cfg.latent), nn.Sequential(*dec)
