@@ -1,7 +1,10 @@
-"""Command line for training: `python -m aecore.train --preset pytorch-784-200`.
+"""Command line for training: `python -m aecore.train --preset pytorch-784-200`, or on one's own pictures:
+`python -m aecore.train --images PATH [--side N] [--color grey|rgb] [--fit letterbox|crop] --family conv ...`.
 
 stdout gets one JSON object per epoch and a final one with "final": true; progress goes to stderr.
-Bad options exit with status 2 and a one-line message; missing data or a diverged run exit with status 1.
+Bad options and a refused picture set exit with status 2 and a one-line message; missing data or a diverged run
+exit with status 1. A picture set is prepared once and kept beside the checkpoint (`<out>.pictures.npz`), which
+names it: Inspect and the other pages read it back from there.
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from pathlib import Path
 
 from aecore.argv import OneLineParser, ints
 from aecore.engine import checkpoint, fetch, presets
-from aecore.engine.data import DataConfig, DataError, load
-from aecore.engine.fields import FAMILIES, FIELDS
+from aecore.engine.data import IMAGES, DataConfig, DataError, load, save_picture_set
+from aecore.engine.fields import FAMILIES, FIELDS, PICTURE
+from aecore.engine.images import FITS, ImageSetConfig, ImageSetError, load_images
 from aecore.engine.models import ModelConfig, build, count_params
 from aecore.engine.train import (Control, RunSpec, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
                                  results)
@@ -49,7 +53,31 @@ def parser() -> argparse.ArgumentParser:
             else:
                 group.add_argument(f.option, type={"int": int, "float": float, "ints": ints}[f.kind], help=text,
                                    metavar=f.name.upper())
+    pictures = p.add_argument_group("your own pictures (instead of MNIST)")
+    pictures.add_argument("--images", metavar="PATH",
+                          help="a folder or .zip of PNG, JPEG, BMP, WebP or GIF pictures: one sub-folder per class, "
+                               "train/ and test/ folders, or the MVTec AD layout (train/good, test/<defect>)")
+    pictures.add_argument("--side", type=int, choices=PICTURE["side"].values,
+                          help="the pictures' side in pixels (default: the nearest to their median size)")
+    pictures.add_argument("--color", choices=PICTURE["color"].choices,
+                          help="grey or rgb (default: rgb when any picture has colour)")
+    pictures.add_argument("--fit", choices=FITS,
+                          help="letterbox keeps the whole picture on a square (default); crop takes the centre")
     return p
+
+
+def picture_data(args: argparse.Namespace, data_cfg: DataConfig, model_cfg: ModelConfig, out: Path, seed: int):
+    """With --images: the set prepared (and saved as out.pictures.npz), the configs that name it and read its
+    pictures, and what was skipped. Raises ImageSetError for a refused set."""
+    pictures = load_images(args.images, ImageSetConfig(side=args.side, color=args.color,
+                                                       fit=args.fit or "letterbox", seed=seed))
+    for s in pictures.skipped:
+        print(f"skipped {s.file}: {s.reason}", file=sys.stderr)
+    saved = save_picture_set(out.with_name(out.stem + ".pictures.npz"), pictures.data, pictures.describe(),
+                             pictures.masks)
+    data_cfg = replace(data_cfg, dataset=IMAGES, images=str(saved))
+    model_cfg = replace(model_cfg, side=pictures.config.side, color=pictures.config.color)
+    return data_cfg, model_cfg, [{"file": s.file, "reason": s.reason} for s in pictures.skipped]
 
 
 def configs(args: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig]:
@@ -78,11 +106,21 @@ def main(argv=None) -> int:
         p.error(str(e))
     name = pre.name if pre else "custom"
     out = Path(args.out or f"runs/{name}.safetensors")
+    skipped = None
+    if args.images is None and (args.side or args.color or args.fit):
+        p.error("--side, --color and --fit shape the pictures of --images")
     try:
+        if args.images is not None:
+            data_cfg, model_cfg, skipped = picture_data(args, data_cfg, model_cfg, out, train_cfg.seed)
         data = (fetch.load if args.download else load)(data_cfg, args.data_dir)
+    except ImageSetError as e:
+        print(f"aecore.train: {e}", file=sys.stderr)
+        return 2
     except DataError as e:
         print(f"aecore.train: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:        # a model that cannot read these pictures (a conv side that does not halve)
+        p.error(str(e))
     model = build(model_cfg, seed=train_cfg.seed)
     print(f"{name}: {count_params(model):,} parameters, {len(data.train):,} training images, on {device}",
           file=sys.stderr)
@@ -112,7 +150,8 @@ def main(argv=None) -> int:
     passes = round(last.samples / len(data.train), 3)     # fewer than the epochs when --minutes stopped it
     checkpoint.save(out, model, spec.meta(str(device), passes=passes, **res))
     final = {"final": True, "name": name, **res["figures"], "seconds": round(last.elapsed, 2), "passes": passes,
-             "checkpoint": str(out)}
+             "checkpoint": str(out), **({"pictures": data_cfg.images, "skipped": skipped} if skipped is not None
+                                        else {})}
     if pre:
         measured = res["figures"][pre.figure_metric]
         final.update(tutorial_figure=pre.figure, figure_metric=pre.figure_metric,

@@ -171,3 +171,58 @@ def test_the_likelihood_command_scores_a_vae(capsys, mnist_dir, tmp_path):
     plain = checkpoint.save(tmp_path / "p.safetensors", build(ModelConfig(hidden=(8,)), seed=0), {"name": "p"})
     assert likelihood.main([str(plain), "--data-dir", str(mnist_dir)]) == 1
     assert "has no likelihood" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- --images
+def picture_folder(root: Path, per_class: int = 12) -> Path:
+    """Two classes of 40×30 colour pictures (a red or a blue box at a random place) and one file that is not a
+    picture."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(0)
+    for colour in ("red", "blue"):
+        (root / colour).mkdir(parents=True)
+        for i in range(per_class):
+            im = Image.new("RGB", (40, 30), "white")
+            x = rng.randint(0, 15)
+            ImageDraw.Draw(im).rectangle([x, 4, x + 20, 24], fill=colour)
+            im.save(root / colour / f"{i}.png")
+    (root / "red" / "notes.txt").write_text("not a picture")
+    return root
+
+
+def test_images_trains_on_a_folder_of_colour_pictures(capsys, tmp_path):
+    folder = picture_folder(tmp_path / "boxes")
+    out = tmp_path / "out" / "boxes.safetensors"
+    code = main(["--images", str(folder), "--side", "32", "--family", "conv", "--channels", "8,4", "--epochs", "2",
+                 "--batch-size", "8", "--out", str(out)])
+    assert code == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["skipped"] == [{"file": "red/notes.txt", "reason": final["skipped"][0]["reason"]}]
+    assert "not a picture" in final["skipped"][0]["reason"]
+    model, meta = checkpoint.load(out)
+    assert (model.config.side, model.config.color, model.config.in_channels) == (32, "rgb", 3)
+    assert meta["picture_set"]["class_names"] == ["blue", "red"] and meta["picture_set"]["side"] == 32
+    assert meta["data"].dataset == "images" and Path(meta["data"].images) == Path(final["pictures"])
+    assert Path(final["pictures"]).exists() and final["test_loss"] < 0.75
+
+
+def test_images_refuses_a_climbing_zip_with_status_2_and_one_line(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../x.png", b"\x89PNG\r\n\x1a\n")
+    r = subprocess.run([sys.executable, "-m", "aecore.train", "--images", str(archive), "--out",
+                        str(tmp_path / "m.safetensors")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "../x.png" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip"]        # nothing written beside it
+
+
+def test_side_without_images_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--side", "32"])
+    assert e.value.code == 2 and "--images" in capsys.readouterr().err

@@ -24,12 +24,11 @@ from PIL import Image, ImageOps
 from aecore.engine.archive import (FORMATS, HOSTED, LOCAL, FolderSource, ImageSetError, PictureLimits, Skipped,
                                    Source, Unreadable, open_picture, open_source, sizes)
 from aecore.engine.data import Data, Split
+from aecore.engine.fields import COLORS, SIDES   # the sides and colours a model takes: one list
 
 __all__ = ["ImageSetConfig", "ImageSet", "Skipped", "PictureLimits", "HOSTED", "LOCAL", "ImageSetError",
            "load_images"]
 
-SIDES = (28, 32, 64)
-COLORS = ("grey", "rgb")
 FITS = ("letterbox", "crop")
 SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".webp", ".gif"}
 HEADER_BYTES = 256 * 1024    # enough of a file for its declared size (a JPEG's EXIF block is at most 64 kB)
