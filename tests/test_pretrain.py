@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from aecore.engine.data import Data, DataConfig, Split, load
 from aecore.engine.models import build
 from aecore.labs.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, ResultsError
 
-from app_helpers import TITLES, goto, open_app, texts
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import APP, TITLES, goto, open_app, texts
 from idx_helpers import tiny_data, write_idx_folder
 
 # Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
@@ -282,3 +285,66 @@ def test_pretraining_beats_random_initialisation_at_100_labels():
         torch.set_num_threads(threads)
     # measured: 81.9 % against 74.2 % after 3 of the 20 epochs; the full table is in the README
     assert row["pretrained_mean"] > row["random_mean"] + 0.05, row
+
+
+# ---------------------------------------------------------------------------------------------- the page's run
+def tiny_page_run(monkeypatch):
+    """The page's run on a tiny network and a few steps: seconds on the tiny data set."""
+    monkeypatch.setattr(pretrain, "PAGE", replace(SMALL, deform=0.0, head_steps=10, steps=30))
+    monkeypatch.setattr(pretrain, "NETWORKS", {"784-32-8": (32, 8)})
+
+
+def wait_for_table(at, timeout=120.0):
+    """Rerun as the page's polling would until the visitor's table shows (the run has ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        if any("Your run" in m for m in texts(at.markdown)):
+            return at
+        errors = texts(at.error)
+        assert not errors, errors
+        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
+        time.sleep(0.3)
+
+
+def test_the_page_runs_the_comparison_and_shows_its_table_beside_the_stored_one(tiny_idx, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "RESULTS", results_file(tmp_path / "results.json"))
+    tiny_page_run(monkeypatch)
+    at = goto(open_app(), PAGE)
+    assert any("s here** (measured on a busy two-core CPU)" in c for c in texts(at.caption))
+    assert any("No comparison yet" in i for i in texts(at.info))
+    at.slider(key="pretrain.seeds").set_value(2)
+    at.button(key="pretrain.btn_run").click().run()
+    assert not at.exception and at.button(key="pretrain.btn_run").disabled
+    assert not at.button(key="pretrain.btn_stop").disabled
+    run_id = at.session_state["pretrain.run"]
+    wait_for_table(at)
+    frames = [d.value for d in at.dataframe if "labelled images (N)" in d.value]
+    arms = next(d.value for d in at.dataframe if "arm" in d.value)               # the accuracies so far
+    assert list(arms["arm"]) == ["pretrained", "random"] * 2 and list(arms["seed"]) == [1, 1, 2, 2]
+    mine = next(f for f in frames if list(f["labelled images (N)"]) == ["100"] and list(f["seeds"]) == [2])
+    assert mine["pretrained"][0].endswith(" %") and " ± " in mine["pretrained"][0]
+    assert any(list(f["pretrained"]) == ["87.0 ± 2.0 %"] for f in frames)      # the stored row for N = 100
+    assert any("your pretrained encoder reached" in m for m in texts(at.markdown))
+    assert not at.button(key="pretrain.btn_run").disabled
+    # a session that remembers the run (a reload: ui.session restores pretrain.run) shows the same table
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.session_state["pretrain.run"] = run_id
+    again.switch_page(PAGE).run()
+    assert not again.exception and any("Your run" in m for m in texts(again.markdown))
+
+
+def test_the_page_stops_a_comparison(tiny_idx, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "RESULTS", results_file(tmp_path / "results.json"))
+    tiny_page_run(monkeypatch)
+    monkeypatch.setattr(pretrain, "PAGE", replace(SMALL, deform=0.0, steps=100_000))
+    at = goto(open_app(), PAGE)
+    at.button(key="pretrain.btn_run").click().run()
+    at.button(key="pretrain.btn_stop").click().run()
+    deadline = time.monotonic() + 60
+    while not any("Stopped" in w for w in texts(at.warning)):
+        assert time.monotonic() < deadline and not at.exception
+        time.sleep(0.3)
+        at.run()
+    assert not at.button(key="pretrain.btn_run").disabled and not any("Your run" in m for m in texts(at.markdown))

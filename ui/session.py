@@ -17,7 +17,7 @@ import streamlit as st
 from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.models import count_params
 from aecore.engine.train import resolve_device
-from aecore.runs import RunRegistry
+from aecore.runs import RunRegistry, RunSpec
 from ui import caches, server, visitor as visitors
 
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
@@ -26,7 +26,7 @@ RUN_ID = "app.run_id"     # the run this session shows on the Train page (also i
 NEW_MODEL = "app.new_model"   # a run of this visitor's that ended while another page showed: offered, not forced
 COLLECTED, RUNS = "app.collected", "train.runs"   # runs already added to the visitor's models; how many so far
 # Session values a reload or a new tab of the same browser finds again (kept in the visitor's locker).
-REMEMBERED = (RUN_ID, "app.active", COLLECTED, RUNS, NEW_MODEL, "studies.series")
+REMEMBERED = (RUN_ID, "app.active", COLLECTED, RUNS, NEW_MODEL, "studies.series", "pretrain.run")
 
 
 # ------------------------------------------------------------------------------------------- the run a page shows
@@ -82,7 +82,10 @@ def linked_run(key: str = RUN_ID):
     registry = server.run_registry()
     linked = st.query_params.get("run")
     if linked and linked != st.session_state.get(key):
-        if registry.attach(linked, visitor()) is None:
+        found = registry.attach(linked, visitor())
+        if found is not None and not isinstance(found.spec, RunSpec):
+            pass     # a lab's task (the Few labels comparison) is shown on its own page, not as a training run
+        elif found is None:
             st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
                        f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).",
                        icon=":material/link_off:")

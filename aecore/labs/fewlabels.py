@@ -10,7 +10,8 @@ the same encoder and head built from random weights and trained on the same N im
 over the seeds. N equal to the whole training set takes every image as it is (MNIST's digits are not balanced:
 5,421 fives, 6,742 ones), so there the seeds differ only in weights and batch order.
 
-`aecore.labs.pretrain` runs it from the command line, keeps its results file and draws its figure.
+`aecore.labs.pretrain` runs it from the command line or as a run of the run service (the page's comparison),
+keeps its results file and draws its figure.
 """
 from __future__ import annotations
 
@@ -165,6 +166,15 @@ def fine_tune(net: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: 
               seed: int) -> Classifier:
     """Train `net` in place on uint8 images (N, 28, 28) and their labels: `head_steps` on the head alone with
     the encoder frozen (eval mode), then `steps` on every layer. Both arms go through exactly this."""
+    for _ in fine_tune_steps(net, images, labels, cfg, seed):
+        pass
+    return net
+
+
+def fine_tune_steps(net: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: PretrainConfig,
+                    seed: int) -> Iterator[int]:
+    """`fine_tune`, one optimiser step at a time: yields the steps done so far (1 .. head_steps + steps), so that
+    a run can show its progress and stop between two steps."""
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     n, bs = len(labels), min(cfg.batch, len(labels))
@@ -181,24 +191,24 @@ def fine_tune(net: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: 
         x = shift(to_float(images[idx]), cfg.shift, g)
         return x.to(device), labels[idx].to(device)
 
-    def train(params: list[dict], steps: int):
+    def train(params: list[dict], steps: int, done: int):
         opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-        for _ in range(steps):
+        for i in range(steps):
             x, y = batch()
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            yield done + i + 1
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"the classifier's loss became {loss.item()}; try a lower learning rate")
 
     net.train()
     if cfg.head_steps:
         net.encoder.eval().requires_grad_(False)
-        train([{"params": net.head.parameters(), "lr": cfg.lr}], cfg.head_steps)
+        yield from train([{"params": net.head.parameters(), "lr": cfg.lr}], cfg.head_steps, 0)
         net.encoder.train().requires_grad_(True)
-    train([{"params": net.parameters(), "lr": cfg.lr}], cfg.steps)
-    return net
+    yield from train([{"params": net.parameters(), "lr": cfg.lr}], cfg.steps, cfg.head_steps)
 
 
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
@@ -219,17 +229,30 @@ def pretrain(data: Data, cfg: PretrainConfig, cache: Path | None = None, device:
              log: Callable[[str], None] = lambda s: None) -> tuple[Autoencoder, dict]:
     """The denoising autoencoder on every training image, labels unused; from `cache` when it holds one made by
     the same config from the same images. Returns (model on the CPU, {"source", "seconds", "test_loss"})."""
+    steps = pretrain_steps(data, cfg, cache, device)
+    while True:
+        try:
+            m = next(steps)
+        except StopIteration as end:
+            model, info = end.value
+            if info["source"] != "trained":
+                log(f"autoencoder from the cache: {info['source']}")
+            return model, info
+        if m.epoch_end:
+            log(f"autoencoder epoch {m.epoch}/{cfg.ae_epochs}: loss {m.epoch_loss:.4f} ({m.elapsed:.0f} s)")
+
+
+def pretrain_steps(data: Data, cfg: PretrainConfig, cache: Path | None = None, device: str = "cpu"):
+    """`pretrain` as a generator: yields `fit`'s Metrics while it trains (none from the cache) and returns
+    (model, info), so that a run can show the autoencoder's progress and stop between two steps."""
     path = cache / f"ae-{_ae_key(cfg, data)}.safetensors" if cache else None
     if path is not None and path.is_file():
         model, meta = checkpoint.load(path)
-        log(f"autoencoder from the cache: {path}")
         return model, {"source": str(path), "seconds": meta["pretrain"]["seconds"],
                        "test_loss": meta["pretrain"]["test_loss"]}
     model = build(cfg.ae_model(), seed=cfg.seed)
     t = time.perf_counter()
-    for m in fit(model, data, cfg.ae_train(device)):
-        if m.epoch_end:
-            log(f"autoencoder epoch {m.epoch}/{cfg.ae_epochs}: loss {m.epoch_loss:.4f} ({m.elapsed:.0f} s)")
+    yield from fit(model, data, cfg.ae_train(device))
     seconds = time.perf_counter() - t
     model.cpu().eval()
     info = {"source": "trained", "seconds": round(seconds, 1), "test_loss": round(evaluate(model, data.test.images), 5)}
@@ -270,8 +293,12 @@ def table(data: Data, autoencoder: Autoencoder, cfg: PretrainConfig, labels=DEFA
                 fine_tune(net, images, targets, cfg, seed)
                 accs[arm].append(round(accuracy(net, data.test.images, data.test.labels), 4))
             log(f"N={n} seed {seed}: pretrained {accs['pretrained'][-1]:.4f}, random {accs['random'][-1]:.4f}")
-        (pm, ps), (rm, rs) = _mean_std(accs["pretrained"]), _mean_std(accs["random"])
-        yield {"labels": n, "pretrained_mean": round(pm, 4), "pretrained_std": round(ps, 4),
-               "random_mean": round(rm, 4), "random_std": round(rs, 4), "seeds": seeds,
-               "pretrained": accs["pretrained"], "random": accs["random"],
-               "seconds": round(time.perf_counter() - t, 1)}
+        yield row(n, accs, time.perf_counter() - t)
+
+
+def row(n: int, accs: dict[str, list[float]], seconds: float) -> dict:
+    """A table row: N, each arm's mean and sample std over its seeds, the per-seed accuracies, the time."""
+    (pm, ps), (rm, rs) = _mean_std(accs["pretrained"]), _mean_std(accs["random"])
+    return {"labels": n, "pretrained_mean": round(pm, 4), "pretrained_std": round(ps, 4),
+            "random_mean": round(rm, 4), "random_std": round(rs, 4), "seeds": len(accs["pretrained"]),
+            "pretrained": accs["pretrained"], "random": accs["random"], "seconds": round(seconds, 1)}

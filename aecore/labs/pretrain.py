@@ -4,6 +4,10 @@ The experiment itself (the two arms, the labelled draw, fine-tuning, the table) 
 module runs it from the command line, writes and checks its results file, and draws the figure the page shows.
 Its names are importable from here too, as the page and the tests do (`pretrain.draw_labelled`, ...).
 
+`comparison` is the same experiment at one N as a run of the run service (the page's "Run the comparison"):
+`comparison_spec(ComparisonConfig(...))` is a `TaskSpec` the registry queues, caps, stops and keeps like any run;
+it yields `Progress` records (which arm, which seed, which step, the accuracies so far) and returns the row.
+
     python -m aecore.labs.pretrain [--labels 100,300,1000,60000] [--seeds 5] [--data-dir D] [--out FILE.json]
                               [--encoder AE.safetensors] [--cache-dir D] [--no-cache] [--shift K] [--quick]
                               [--threads N] [--device D]
@@ -17,7 +21,7 @@ import datetime
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -29,7 +33,9 @@ from aecore.engine.data import DataConfig, DataError, cache_dir, load
 from aecore.engine.train import TrainingDiverged, resolve_device
 from aecore.engine.viz import NEUTRAL, TWO
 from aecore.labs.fewlabels import (CLASSES, DEFAULT_LABELS, QUICK, Classifier, PretrainConfig, accuracy,  # noqa: F401
-                                   classifier, draw_labelled, fine_tune, load_autoencoder, pretrain, shift, table)
+                                   classifier, draw_labelled, fine_tune, fine_tune_steps, load_autoencoder, pretrain,
+                                   pretrain_steps, row, shift, table)
+from aecore.runs.task import TaskSpec
 
 FORMAT = "aecore-pretrain/1"
 RESULTS = Path(__file__).resolve().parents[2] / "models" / "pretrain" / "results.json"
@@ -85,6 +91,120 @@ def accuracy_figure(rows: list[dict]) -> go.Figure:
                       yaxis={"title": "test accuracy (%)"}, height=420, margin={"t": 30},
                       legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+# ---------------------------------------------------------------------------------------------- the page's run
+# The networks a visitor may pick: the measured table's encoder, and a smaller one whose seeds take seconds.
+NETWORKS = {"784-512-256-128": (512, 256, 128), "784-256-64": (256, 64)}
+# What the page's run starts from: the table's procedure with AE_EPOCHS autoencoder epochs instead of 20, so that
+# the default run (1 seed, 10 labels per class) takes about a minute on two CPU cores.
+AE_EPOCHS = 3
+PAGE = replace(PretrainConfig(), ae_epochs=AE_EPOCHS)
+MAX_SEEDS = 3
+MAX_PER_CLASS = 100
+REPORT_EVERY = 20     # fine-tuning steps between two progress records
+# Seconds on a busy 2-core CPU (load average 6 to 11), one thread, real MNIST, measured through the registry
+# (processes backend) at 10 labels per class: one autoencoder epoch, one seed's two arms (fine-tuning and test
+# accuracy), and starting the process. 784-512-256-128: 96 s for 1 seed with the autoencoder trained (82.4 % against
+# 74.2 %), 35 s for 3 seeds from the cache; 784-256-64: 60 s for 1 seed (81.2 % against 73.2 %). On an idle
+# machine the table's network takes about half (its 20-epoch autoencoder: 11 s an epoch; 8 s a seed).
+SECONDS = {"784-512-256-128": {"ae_epoch": 24.0, "seed": 14.0}, "784-256-64": {"ae_epoch": 19.0, "seed": 3.5}}
+START_S = 5.0
+TASK = "aecore.labs.pretrain:comparison"
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """The page's comparison: N = `per_class` labelled images of each digit, seeds 0 .. seeds-1, both arms built
+    and trained as `pretrain` (the PretrainConfig) says."""
+    per_class: int = 10
+    seeds: int = 1
+    pretrain: PretrainConfig = PAGE
+
+    def __post_init__(self):
+        if not 1 <= self.per_class <= MAX_PER_CLASS:
+            raise ValueError(f"ComparisonConfig.per_class must be from 1 to {MAX_PER_CLASS}, got {self.per_class!r}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ValueError(f"ComparisonConfig.seeds must be from 1 to {MAX_SEEDS}, got {self.seeds!r}")
+
+    @property
+    def labels(self) -> int:
+        return CLASSES * self.per_class
+
+    @property
+    def network(self) -> str:
+        return "784-" + "-".join(map(str, self.pretrain.hidden))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One record of a comparison in progress. `step`/`total_steps` count autoencoder and fine-tuning steps
+    together (an autoencoder from the cache counts none); `accuracies` holds (arm, seed, test accuracy) of every
+    arm trained so far."""
+    phase: str                 # "autoencoder", "pretrained" or "random"
+    seed: int | None           # the labelled draw being trained on (None while the autoencoder trains)
+    phase_step: int
+    phase_steps: int
+    step: int
+    total_steps: int
+    elapsed: float
+    accuracies: tuple[tuple[str, int, float], ...] = ()
+
+
+def estimate_s(cfg: ComparisonConfig, cached: bool = False) -> float:
+    """Expected seconds on 2 busy CPU cores (SECONDS): the start, the autoencoder's epochs (none when it is in the
+    cache), then each seed's two arms."""
+    base = SECONDS.get(cfg.network, SECONDS["784-512-256-128"])
+    ae = 0.0 if cached else base["ae_epoch"] * cfg.pretrain.ae_epochs
+    steps = (cfg.pretrain.head_steps + cfg.pretrain.steps) / (PAGE.head_steps + PAGE.steps)
+    return START_S + ae + base["seed"] * cfg.seeds * max(steps, 0.2)
+
+
+def comparison_spec(cfg: ComparisonConfig) -> TaskSpec:
+    """The comparison as a run for the registry (`registry.submit(spec, data, visitor)` with MNIST's data)."""
+    return TaskSpec(name=f"few labels · {cfg.labels} labels · {cfg.seeds} seed{'s' if cfg.seeds > 1 else ''} · "
+                         f"{cfg.network}", task=TASK, config=cfg, data=DataConfig(), estimate_s=estimate_s(cfg))
+
+
+def comparison(cfg: ComparisonConfig, data, cache: Path | None = None):
+    """The two arms at N = cfg.labels for seeds 0 .. seeds-1, as `table` trains them, after the autoencoder
+    (`pretrain`, from this server's cache when it has one): yields Progress records, returns {"row": the table
+    row `table` gives for this N and these seeds, "autoencoder": pretrain's info, "config", "seconds", ...}."""
+    pcfg, n = cfg.pretrain, cfg.labels
+    draw_labelled(data.train.labels, n, 0)    # too many labels for the data: fails before any training
+    cache = cache if cache is not None else cache_dir() / "pretrain"
+    t0, accs, done = time.perf_counter(), {"pretrained": [], "random": []}, []
+    per_arm = pcfg.head_steps + pcfg.steps
+    tuning = cfg.seeds * 2 * per_arm
+    steps = pretrain_steps(data, pcfg, cache)
+    ae_total = 0
+    while True:
+        try:
+            m = next(steps)
+        except StopIteration as end:
+            ae, ae_info = end.value
+            break
+        ae_total = m.total_steps
+        yield Progress("autoencoder", None, m.step, m.total_steps, m.step, m.total_steps + tuning,
+                       time.perf_counter() - t0)
+    total, at = ae_total + tuning, ae_total
+    t_rows = time.perf_counter()
+    for seed in range(cfg.seeds):
+        idx = draw_labelled(data.train.labels, n, seed)
+        images, targets = data.train.images[idx], data.train.labels[idx]
+        for arm, source in (("pretrained", ae), ("random", None)):
+            net = classifier(pcfg, seed, source)
+            for k in fine_tune_steps(net, images, targets, pcfg, seed):
+                if k % REPORT_EVERY == 0 or k == per_arm:
+                    yield Progress(arm, seed, k, per_arm, at + k, total, time.perf_counter() - t0, tuple(done))
+            accs[arm].append(round(accuracy(net, data.test.images, data.test.labels), 4))
+            done.append((arm, seed, accs[arm][-1]))
+            at += per_arm
+            yield Progress(arm, seed, per_arm, per_arm, at, total, time.perf_counter() - t0, tuple(done))
+    return {"row": row(n, accs, time.perf_counter() - t_rows), "autoencoder": ae_info,
+            "config": {"per_class": cfg.per_class, "seeds": cfg.seeds, "pretrain": pcfg.to_dict()},
+            "seconds": round(time.perf_counter() - t0, 1), "train_images": len(data.train),
+            "test_images": len(data.test)}
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -6,6 +6,8 @@
 - `backend`: what the registry asks of a backend (a run's job; runs other servers started), and `LocalBackend`.
 - `job`: the thread backend, one `TrainingJob` per run (the registry starts it; pages never do).
 - `process`: the process backend (the default), a spawned process per run.
+- `task`: runs that are not one `fit` (`TaskSpec`: a lab's experiment named by its import path, a generator of
+  progress records), trained through the same registry, cap, queue and local backends.
 - `cluster`: the Ray backend (AELAB_RAY_ADDRESS), a named Ray actor per run, and the connection to Ray; Ray
   itself is optional. `relay`: the server's side of it, the job that mirrors a run's actor, and `RayBackend`.
   `directory`: its catalogue of runs, an actor that imports nothing heavy.
@@ -20,7 +22,8 @@ import importlib
 _WHERE = {"RayUnavailable": "aecore.runs.cluster", "RunSpec": "aecore.engine.train", "Snapshot": "aecore.runs.job",
           "TrainingJob": "aecore.runs.job", "RunRefused": "aecore.runs.registry", "RunRegistry": "aecore.runs.registry",
           "RunView": "aecore.runs.registry", "HOSTED_LIMITS": "aecore.runs.settings", "Limits": "aecore.runs.settings",
-          "RegistryConfig": "aecore.runs.settings"}
+          "RegistryConfig": "aecore.runs.settings",
+          "TaskError": "aecore.runs.task", "TaskSpec": "aecore.runs.task"}
 
 __all__ = list(_WHERE)
 

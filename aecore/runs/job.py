@@ -1,6 +1,7 @@
 """The thread backend: one training run in a background thread, driven and watched from other threads.
 
-The worker thread iterates `fit` and stores what it yields; it never touches any UI. The run registry
+The worker thread iterates `fit` (or a task's generator, `aecore.runs.task`) and stores what it yields; it never
+touches any UI. The run registry
 (`aecore.runs.registry`) creates jobs, decides when each starts, and calls `pause`, `resume`, `stop`; anyone
 may read `snapshot()` (an immutable copy) as often as they like.
 """
@@ -19,6 +20,7 @@ from aecore.engine.data import Data, to_float
 from aecore.engine.models import Autoencoder, build
 from aecore.engine.scoring import reconstruct
 from aecore.engine.train import Control, Metrics, RunSpec, TrainingDiverged, fit, resolve_device, results
+from aecore.runs.task import TaskSpec, task_run
 
 STATES = ("ready", "running", "paused", "finished", "stopped", "failed")
 N_TIMELINE = 8   # fixed test digits reconstructed at every epoch end
@@ -27,7 +29,7 @@ N_TIMELINE = 8   # fixed test digits reconstructed at every epoch end
 @dataclass(frozen=True)
 class Snapshot:
     state: str
-    records: tuple[Metrics, ...]            # everything fit yielded so far
+    records: tuple[Metrics, ...]            # everything fit (or a task: its progress records) yielded so far
     timeline: tuple[tuple[int, np.ndarray], ...]  # (epoch, reconstructions (8, 28, 28)) per epoch end
     originals: np.ndarray                   # the 8 fixed test digits (8, 28, 28) in [0, 1]
     error: str | None = None                # why the run failed, for the user
@@ -56,7 +58,8 @@ class TrainingJob:
 
     guards_itself = False    # True for a backend whose runs apply the grace time themselves (Ray's)
 
-    def __init__(self, spec: RunSpec, data: Data | None, threads: int = 1, on_end: Callable[[], None] | None = None):
+    def __init__(self, spec: RunSpec | TaskSpec, data: Data | None, threads: int = 1,
+                 on_end: Callable[[], None] | None = None):
         self.spec = spec
         self.threads = threads   # intra-op threads for this run (see _work)
         self.data: Data | None = data   # released when the run ends: only the model and figures are kept
@@ -80,9 +83,9 @@ class TrainingJob:
         self._originals = to_float(self._probe, torch.float64, channel=False).numpy() if data is not None \
             else np.zeros((0, 28, 28))
 
-    def _resolve(self, spec: RunSpec) -> str:
+    def _resolve(self, spec: RunSpec | TaskSpec) -> str:
         """The device the run trains on; ValueError for one this machine lacks."""
-        return str(resolve_device(spec.train.device))
+        return str(resolve_device(spec.device if isinstance(spec, TaskSpec) else spec.train.device))
 
     # ---------------------------------------------------------------- control, from any thread
     def start(self) -> None:
@@ -147,8 +150,9 @@ class TrainingJob:
             elif kind == "frame":
                 self._timeline.append(payload)
             elif kind == "done":          # (result, checkpoint bytes, model and meta, or None: rebuilt from the bytes)
-                result, blob, model, meta = payload
-                self.model, self.meta = (model.eval(), meta) if model is not None else checkpoint.load(blob)
+                result, blob, model, meta = payload      # a task's: (its result or None, None, None, None)
+                if model is not None or blob is not None:
+                    self.model, self.meta = (model.eval(), meta) if model is not None else checkpoint.load(blob)
                 self.checkpoint_bytes, self._result = blob, result
                 self._state = "stopped" if self._control.stopped else "finished"
             elif kind == "failed":        # (message, bytes of the last good weights or None, model, meta)
@@ -163,9 +167,13 @@ class TrainingJob:
             self.on_end()
 
 
-def train_run(spec: RunSpec, data: Data, probe: torch.Tensor, control: Control, threads: int, emit) -> None:
+def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control: Control, threads: int,
+              emit) -> None:
     """Train one run, telling `emit(kind, *payload)` what happens: "record" (a Metrics), "frame" (epoch,
-    reconstructions of `probe`), then "done" or "failed". Runs in the job's thread or in a training process."""
+    reconstructions of `probe`), then "done" or "failed". Runs in the job's thread or in a training process.
+    A TaskSpec runs its task instead (aecore.runs.task), with the same events but no frames and no model."""
+    if isinstance(spec, TaskSpec):
+        return task_run(spec, data, control, threads, emit)
     # A server shares its cores between runs, sessions and itself; OpenMP teams of several threads then
     # spin-wait on each other and throughput collapses (measured on 2 busy cores: ~8,700 samples/s with
     # one thread, ~320 with two). The setting applies to this thread's own parallel regions.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aecore.engine.train import RunSpec
 from aecore.runs.job import TrainingJob
+from aecore.runs.task import TaskSpec
 
 DEFAULT_SAMPLES_PER_S = 5_000.0    # a guess for start-time estimates until this server has measured a run
 
@@ -22,7 +23,7 @@ DEFAULT_SAMPLES_PER_S = 5_000.0    # a guess for start-time estimates until this
 class Run:
     """One run as the registry holds it: its job, who may see it, and its times on the registry's clock."""
     id: str
-    spec: RunSpec
+    spec: RunSpec | TaskSpec
     job: TrainingJob
     gpu: bool                           # which cap it counts against
     owners: set[str]                    # visitors who started or reattached to it
@@ -83,7 +84,10 @@ def next_in_series(runs: dict[str, Run], run: Run) -> Run | None:
 
 # ---------------------------------------------------------------------------------------------- estimates
 def estimate(spec: RunSpec, n_train: int, rates: dict[str, float]) -> float:
-    """Expected training seconds: the epochs' samples at the last rate measured for the model's family."""
+    """Expected training seconds: the epochs' samples at the last rate measured for the model's family (a task
+    brings its own estimate)."""
+    if isinstance(spec, TaskSpec):
+        return spec.estimate_s
     rate = rates.get(spec.model.family) or DEFAULT_SAMPLES_PER_S
     return spec.train.epochs * n_train / rate
 

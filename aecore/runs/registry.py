@@ -1,13 +1,13 @@
 """The run registry: every training on this server, by id. The only place that starts one.
 
-A page submits a `RunSpec` and gets back a random, unguessable run id; knowing the id is what lets a visitor
-watch and drive the run (the Train page keeps it in the URL, so a reload or another tab reattaches). The
-registry admits at most `max_runs` CPU trainings and `max_gpu_runs` GPU trainings at once; the others wait in
-one FIFO queue and start by themselves when a slot of their kind frees. A page that shows a run registers its
-session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the session closes (`unwatch`); a
-run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long to reattach), and an ended
-run is dropped `retention_s` after it ended and was last seen, or earlier when the registry holds more than
-`max_kept` runs (oldest ended first).
+A page submits a `RunSpec` (or a `TaskSpec`: a lab's experiment, aecore.runs.task) and gets back a random,
+unguessable run id; knowing the id is what lets a visitor watch and drive the run (the Train page keeps it in the
+URL, so a reload or another tab reattaches). The registry admits at most `max_runs` CPU trainings and `max_gpu_runs`
+GPU trainings at once; the others wait in one FIFO queue and start by themselves when a slot of their kind frees. A
+page that shows a run registers its session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the
+session closes (`unwatch`); a run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long
+to reattach), and an ended run is dropped `retention_s` after it ended and was last seen, or earlier when the
+registry holds more than `max_kept` runs (oldest ended first).
 
 A series (`submit_series`: a study's runs) trains its runs one after another: each joins the end of the queue
 when the one before it ends, so a study holds at most one slot and shares the slots fairly with single runs, and
@@ -34,6 +34,7 @@ from aecore.runs.process import ProcessJob
 from aecore.runs.queue import Run
 from aecore.runs.relay import RayBackend
 from aecore.runs.settings import RegistryConfig
+from aecore.runs.task import TaskSpec
 
 ENDED = ("finished", "stopped", "failed")
 
@@ -48,7 +49,7 @@ class RunView:
     its model. `position` (1 = next) and `starts_in_s` are set while it is queued; a run of a series that waits
     for the runs before it (`series_ahead` of them, not yet ended) has no position yet, only `starts_in_s`."""
     id: str
-    spec: RunSpec
+    spec: RunSpec | TaskSpec
     state: str
     snapshot: Snapshot
     position: int | None = None
@@ -88,8 +89,9 @@ class RunRegistry:
             self._sweeper.start()
 
     # ------------------------------------------------------------------------------------------ submitting
-    def submit(self, spec: RunSpec, data: Data, visitor: str) -> str:
-        """Queue a run for `visitor` and start it at once if a slot is free; returns its id.
+    def submit(self, spec: RunSpec | TaskSpec, data: Data, visitor: str) -> str:
+        """Queue a run for `visitor` and start it at once if a slot is free; returns its id. A TaskSpec (a lab's
+        experiment, aecore.runs.task) is a run like any other: it takes a slot, waits its turn, can be stopped.
 
         Raises RunRefused when the spec breaks the profile's limits, the visitor already has a run (or a
         series) queued or running, or the queue is full; ValueError (from the job) for a device this machine
@@ -112,6 +114,8 @@ class RunRegistry:
 
     def _submit(self, specs: list[RunSpec], data: Data, visitor: str, series: str | None) -> list[str]:
         for i, spec in enumerate(specs):
+            if isinstance(spec, TaskSpec):      # a task's config bounds itself (its lab checks it)
+                continue
             problem = self.config.limits.problem(spec, count_params(build(spec.model, seed=0)))
             if problem:
                 raise RunRefused(problem if series is None else f"run {i + 1} ({spec.name}): {problem}")
@@ -309,7 +313,7 @@ class RunRegistry:
                 return
             run.ended = self._clock()
             last = run.job.snapshot().last
-            if last is not None and last.elapsed > 0:
+            if last is not None and last.elapsed > 0 and isinstance(run.spec, RunSpec):
                 self._rate[run.spec.model.family] = last.samples / last.elapsed
             following = queue.next_in_series(self._runs, run)
             if following is not None:          # the next run of its series joins the queue now

@@ -22,6 +22,7 @@ from aecore.runs.backend import Backend
 from aecore.runs.cluster import ENDED, POLL_S, Cluster, connect
 from aecore.runs.job import TrainingJob
 from aecore.runs.settings import RegistryConfig
+from aecore.runs.task import TaskError, TaskSpec
 
 
 class RayJob(TrainingJob):
@@ -210,6 +211,9 @@ class RayBackend(Backend):
 
     def job(self, run_id: str, spec: RunSpec, data: Data, series: str | None,
             on_end: Callable[[], None]) -> RayJob:
+        if isinstance(spec, TaskSpec):
+            raise TaskError(f"{spec.name}: the Ray backend trains single `fit` runs only, not experiments such as "
+                            f"this one; run it on a server with AELAB_RUN_BACKEND=processes (or threads)")
         cfg = self.config
         return RayJob(spec, data, cfg.threads_per_run, on_end, run_id=run_id, cluster=self.cluster, series=series,
                       grace_s=cfg.grace_s, retention_s=cfg.retention_s)
