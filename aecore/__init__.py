@@ -16,7 +16,8 @@ engine/ — data, models, the training loop, and what reads or writes a model (i
     links         a configuration as a shareable query string
 
 runs/ — the run service: the only thing that starts a training (see runs/__init__)
-    registry, queue, backend, job (threads), process (processes), cluster + relay + directory (Ray), settings,
+    registry, queue, backend, job (threads), process (processes), task (a lab's work as a run: TaskSpec),
+    cluster + relay + directory (Ray), settings,
     bench (`python -m aecore.runs.bench`)
 
 labs/ — experiments on the engine, training through the run service
@@ -24,11 +25,14 @@ labs/ — experiments on the engine, training through the run service
     generative    likelihoods, sampling, interpolation, decoded grids
     likelihood    a VAE's test likelihood (`python -m aecore.labs.likelihood`)
     classifier    the digit judge (`python -m aecore.labs.classifier`); digitcnn: its network and training
-    drawset       the drawing set that measures the Draw verdict
+    drawset       the drawing set that measures the Draw verdict; drawset2: a second, independent one
     compare       runs and models side by side
     studies       several runs in one click, PCA (`python -m aecore.labs.studies`)
     pretrain      few labels: the command line and results; fewlabels: the experiment
     precomputed   figures of the shipped models computed ahead (`python -m aecore.labs.precomputed`)
+    pictures      anomaly detection on one's own pictures: the scores, PCA floor, thresholds, recipes;
+                  picturerun: the detector run on an MVTec-layout set
+    pictureset    a generated MVTec-layout set from Fashion-MNIST (`python -m aecore.labs.pictureset OUT`)
 
 entry points (top floor) — command lines and benchmarks, nothing imports them
     train         `python -m aecore.train`: train a preset or a custom model
@@ -36,6 +40,7 @@ entry points (top floor) — command lines and benchmarks, nothing imports them
     loadtest      `python -m aecore.loadtest`: many browser sessions against one server
     pagetimes     `python -m aecore.pagetimes`: each page's time to show, on a fresh server and warm
     browse        the server and browser driver the last two share
+    anomaly       `python -m aecore.anomaly --folder PATH`: a detector on one's own MVTec-layout pictures
 
 argv — command-line helpers every command shares (a leaf)
 

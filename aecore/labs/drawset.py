@@ -37,6 +37,7 @@ class Drawing:
     kind: str            # one of DIGIT_KINDS or OTHER_KINDS
     what: str            # the character, shape or digit drawn, and how
     image: np.ndarray    # (280, 280) uint8, white ink on black
+    style: str = ""      # how it was drawn, where a set draws one kind several ways ("hollow", "marker", …)
 
     @property
     def is_digit(self) -> bool:
@@ -89,10 +90,12 @@ def fonts_available() -> list[tuple[str, object]]:
     return fonts
 
 
-def render_text(char: str, font) -> np.ndarray:
+def render_text(char: str, font, stroke: int = 0) -> np.ndarray:
+    """`char` white on the black canvas, centred; `stroke` > 0 widens its outline by that many px all round."""
     from PIL import Image, ImageDraw
     img = Image.new("L", (CANVAS, CANVAS), 0)
-    ImageDraw.Draw(img).text((CANVAS / 2, CANVAS / 2), char, fill=255, font=font, anchor="mm")
+    ImageDraw.Draw(img).text((CANVAS / 2, CANVAS / 2), char, fill=255, font=font, anchor="mm",
+                             stroke_width=stroke, stroke_fill=255)
     return np.asarray(img)
 
 
@@ -153,14 +156,14 @@ def _strokes(strokes, rng) -> np.ndarray:
     img = Image.new("L", (CANVAS, CANVAS), 0)
     draw = ImageDraw.Draw(img)
     for s in shaped:
-        _pen(draw, [tuple(p) for p in s + shift])
+        pen(draw, [tuple(p) for p in s + shift])
     return np.asarray(img)
 
 
-def _pen(draw, points) -> None:
-    """A stroke as the canvas draws it: PEN wide, round joins and caps."""
-    draw.line(points, fill=255, width=PEN, joint="curve")
-    r = PEN / 2
+def pen(draw, points, width: float = PEN) -> None:
+    """A stroke as the canvas draws it: `width` px wide (the canvas's PEN by default), round joins and caps."""
+    draw.line(points, fill=255, width=round(width), joint="curve")
+    r = width / 2
     for x, y in points:
         draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
 
@@ -179,7 +182,7 @@ def _scribble(rng) -> np.ndarray:
             heading += turn
             p = np.clip(p + 12 * np.array([math.cos(heading), math.sin(heading)]), PEN, CANVAS - PEN)
             points.append(tuple(p))
-        _pen(draw, points)
+        pen(draw, points)
     return np.asarray(img)
 
 
