@@ -15,10 +15,11 @@ import threading
 import time
 
 # What the pages import, heaviest first: torch alone is ~2 s here.
-MODULES = ("torch", "numpy", "PIL.Image", "plotly.graph_objects", "aecore.engine.models", "aecore.engine.train",
-           "aecore.engine.viz", "aecore.engine.checkpoint", "aecore.engine.preprocess", "aecore.runs.registry",
-           "aecore.runs.process", "aecore.labs.anomaly", "aecore.labs.generative", "aecore.labs.classifier",
-           "aecore.labs.compare", "aecore.labs.studies", "aecore.labs.precomputed", "ui.caches", "ui.session")
+MODULES = ("torch", "numpy", "PIL.Image", "plotly.graph_objects", "pandas", "aecore.engine.models",
+           "aecore.engine.train", "aecore.engine.viz", "aecore.engine.checkpoint", "aecore.engine.preprocess",
+           "aecore.engine.images", "aecore.runs.registry", "aecore.runs.process", "aecore.labs.anomaly",
+           "aecore.labs.generative", "aecore.labs.classifier", "aecore.labs.compare", "aecore.labs.studies",
+           "aecore.labs.pretrain", "aecore.labs.precomputed", "ui.caches", "ui.session")
 
 _LOG = logging.getLogger("aelab.warmup")
 
