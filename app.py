@@ -19,6 +19,7 @@ def pages() -> list:
         st.Page("app_pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
         st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
         st.Page("app_pages/draw.py", title="Draw", icon=":material/draw:"),
+        st.Page("app_pages/images.py", title="Your images", icon=":material/photo_library:"),
         st.Page("app_pages/anomalies.py", title="Anomalies", icon=":material/troubleshoot:"),
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
         st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),

@@ -13,12 +13,6 @@ K = "anomalies."
 TUTORIAL_SIX = 11      # the first 6 of the MNIST test set, the tutorial's example
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A small table as Markdown: st.dataframe would import pandas, some 0.4 s for a fresh server's first
-    visitor, for a 2×2 count and ten rows."""
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
-
-
 st.title("Find anomalies")
 guide.intro("anomalies")
 
@@ -142,7 +136,7 @@ table = sorted((m["anomaly"] for m in detectors.values() if m["anomaly"]["datase
                key=lambda a: a["normal"][0])
 if len(table) > 1:
     with st.expander(f"All {len(table)} one-class tasks with this recipe (AUC on the whole test set)"):
-        st.markdown(markdown_table(["normal class", "AUC", "hardest other class", "its AUC"], [
+        st.markdown(panels.markdown_table(["normal class", "AUC", "hardest other class", "its AUC"], [
             [names_of[a["normal"][0]], f"{a['auc']:.3f}",
              names_of[int(min(a["per_class_auc"], key=a["per_class_auc"].get))],
              f"{min(a['per_class_auc'].values()):.3f}"] for a in table]))
@@ -174,7 +168,7 @@ m1.metric("threshold (score)", f"{threshold:.4f}")
 m2.metric("precision", f"{c['precision']:.1%}")
 m3.metric("recall (anomalies caught)", f"{c['recall']:.1%}")
 m4.metric("false alarms on the test set", f"{c['false_alarm_rate']:.1%}")
-st.markdown(markdown_table(["test images", "called normal", "called anomalous"],
+st.markdown(panels.markdown_table(["test images", "called normal", "called anomalous"],
                            [["really normal", f"{c['tn']:,}", f"{c['fp']:,}"],
                             ["really anomalous", f"{c['fn']:,}", f"{c['tp']:,}"]]))
 

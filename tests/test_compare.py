@@ -63,7 +63,7 @@ def test_a_setting_missing_from_one_checkpoint_differs():
     assert {r["bare"] for r in rows} == {MISSING}
     assert next(r for r in rows if r["setting"] == "data.classes")["full"] == "all"
     # A checkpoint written as JSON (lists, not tuples) compares equal to the same config as a dataclass.
-    as_json = entry("json", meta={"data": {"dataset": "mnist", "val_fraction": 0.0, "classes": []},
+    as_json = entry("json", meta={"data": {"dataset": "mnist", "val_fraction": 0.0, "classes": [], "images": ""},
                                   "train": TrainConfig().to_dict()})
     assert compare.differing_settings([full, as_json]) == []
 

@@ -66,11 +66,12 @@ def expected_figures() -> dict[str, list[str]]:
                     "the tutorial: 0.044 after 20"],
         "pretrain": [f"100 labels: pretrained {rows[0]['pretrained_mean']:.1%} · random init "
                      f"{rows[0]['random_mean']:.1%}"],
+        "images": [],                                  # a visitor's own pictures: nothing measured ahead
     }
 
 
 def test_every_page_has_a_guide():
-    assert len(guide.GUIDES) == 10
+    assert len(guide.GUIDES) == 11
     assert {f"app_pages/{name}.py" for name in guide.GUIDES} == set(app_pages())
 
 

@@ -9,6 +9,8 @@ modules it needs (`from ui import caches, session`) and calls through them, so a
 - `panels`: pieces of page in the same words everywhere: the download panel, a run's submission and its place in
   the queue, readable sliders.
 - `form`: a configuration's widgets, drawn from the settings table (aecore.engine.fields), keyed by field name.
+- `pictures`: each visitor's own picture sets (kept in their folder, never shown to another visitor) and what the
+  Your images page draws of them.
 - `guide`: each page's line and its "What am I looking at?" expander, texts in `guides/<page>.md`.
 
 Arrows point down only: app.py → app_pages → ui → aecore; nothing here imports a page.

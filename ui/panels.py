@@ -107,3 +107,9 @@ def _download_panel(dataset: str, polling: bool) -> None:
         if st.button(f"Download {dataset}", icon=":material/download:", key=f"app.download.{dataset}"):
             dl.start()
             st.rerun()
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A small table as Markdown: st.dataframe would import pandas (some 0.4 s for a fresh server's first visitor)
+    for a few counts."""
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])

@@ -1,0 +1,261 @@
+"""The Your images page (app_pages/images.py, ui/pictures.py): a zip made here with Pillow is uploaded, previewed
+(classes, counts, layout, skipped files), trained on through the run service (the model joins the visitor's
+models), and its anomalies measured; a refused zip keeps the set before it; another visitor sees nothing of it."""
+from __future__ import annotations
+
+import gc
+import io
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from aecore.engine.checkpoint import load as load_checkpoint
+from aecore.engine.data import IMAGES, DataConfig, cache_dir, load, load_picture_set, save_picture_set
+from aecore.engine.images import LOCAL, ImageSetConfig, ImageSetError, PictureLimits, load_images
+from aecore.engine.models import ModelConfig
+from aecore.engine.train import RunSpec, TrainConfig
+from app_helpers import APP, WAIT, texts
+from ui.pictures import KEY, Shelf
+from ui.visitor import Lockers
+
+pytestmark = pytest.mark.usefixtures("app_environment")
+PAGE = "app_pages/images.py"
+K = "images."
+
+
+def png(picture: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def square(rng: np.random.Generator, scratch: bool = False, mask: list | None = None) -> Image.Image:
+    """A 32×32 picture: a coloured square on black, at a slightly different place; a scratch is a white line
+    (drawn into `mask` too, a list that receives its MVTec mask picture)."""
+    im = Image.new("RGB", (32, 32), (0, 0, 0))
+    d = ImageDraw.Draw(im)
+    x, y = rng.integers(6, 10, size=2)
+    colour = tuple(int(v) for v in rng.integers(120, 230, size=3))
+    d.rectangle([x, y, x + 14, y + 14], fill=colour)
+    if scratch:
+        line = [(2, int(rng.integers(2, 30))), (29, int(rng.integers(2, 30)))]
+        d.line(line, fill=(255, 255, 255), width=2)
+        if mask is not None:
+            m = Image.new("L", (32, 32), 0)
+            ImageDraw.Draw(m).line(line, fill=255, width=2)
+            mask.append(m)
+    return im
+
+
+def mvtec_zip(n_good: int = 40, n_scratch: int = 10, extra: dict | None = None) -> bytes:
+    """An MVTec AD layout: train/good (the first n_good - 8), test/good (8), test/scratch, and a text file."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n_good):
+            where = "train" if i < n_good - 8 else "test"
+            z.writestr(f"squares/{where}/good/{i:03d}.png", png(square(rng)))
+        for i in range(n_scratch):
+            mask = []
+            z.writestr(f"squares/test/scratch/{i:03d}.png", png(square(rng, scratch=True, mask=mask)))
+            z.writestr(f"squares/ground_truth/scratch/{i:03d}_mask.png", png(mask[0]))
+        z.writestr("squares/test/scratch/notes.txt", "not a picture")
+        for name, blob in (extra or {}).items():
+            z.writestr(name, blob)
+    return buf.getvalue()
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert texts(at.title) == ["Your images"]
+    return at
+
+
+def upload(at: AppTest, name: str, blob: bytes) -> AppTest:
+    at.get("file_uploader")[0].set_value((name, blob, "application/zip")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    return "\n".join(texts(at.markdown) + texts(at.caption))
+
+
+def test_upload_shows_the_set_as_the_models_read_it():
+    at = upload(open_page(), "squares.zip", mvtec_zip())
+    assert not at.error
+    text = page_text(at)
+    assert "**MVTec AD layout**: trained on train/good, tested on good and 1 defect class (with masks)" in text
+    assert "**32×32**, **colour (RGB)**" in text
+    assert "| good | 32 | 8 |" in text and "| scratch | 0 | 10 |" in text
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions == ["good: the first 10 pictures", "scratch: the first 10 pictures"]   # a grid per class
+    skipped = at.dataframe[0].value
+    assert list(skipped["file"]) == ["squares/test/scratch/notes.txt"] and "not a picture" in skipped["reason"][0]
+    # the set is saved under this visitor's own folder of the cache, and reads back as the same pictures
+    mine = list((cache_dir() / "pictures").glob("*/*.npz"))
+    assert len(mine) == 1
+    d = load(DataConfig(dataset=IMAGES, images=str(mine[0])))
+    assert tuple(d.train.images.shape) == (32, 3, 32, 32) and tuple(d.test.images.shape) == (18, 3, 32, 32)
+
+
+def test_a_refused_zip_explains_and_keeps_the_set_before_it():
+    at = upload(open_page(), "squares.zip", mvtec_zip())
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("../x.png", png(square(np.random.default_rng(1))))
+    at = upload(at, "climb.zip", bad.getvalue())
+    assert len(at.error) == 1 and "These pictures were not used." in at.error[0].value and "x.png" in at.error[0].value
+    assert at.selectbox(key=K + "pick").value is not None
+    assert "squares" in at.selectbox(key=K + "pick").format_func(at.selectbox(key=K + "pick").value)
+    assert "| good | 32 | 8 |" in page_text(at)
+
+
+def test_removing_a_set_deletes_its_file():
+    at = upload(open_page(), "squares.zip", mvtec_zip())
+    (saved,) = (cache_dir() / "pictures").glob("*/*.npz")
+    at.button(key=K + "btn_remove").click().run()
+    assert not at.exception and not saved.exists()
+    assert "No pictures yet: upload a .zip above." in texts(at.info)
+
+
+def test_another_visitor_does_not_see_the_set():
+    upload(open_page(), "squares.zip", mvtec_zip())
+    other = open_page()                                       # a new session: no cookie, a visitor of its own
+    assert not other.get("file_uploader")[0].value
+    assert "No pictures yet: upload a .zip above." in texts(other.info)
+    assert not [s for s in other.selectbox if s.key == K + "pick"]
+
+
+def wait_for_run_end(at: AppTest, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        assert not at.exception, at.exception
+        progress = [p.proto.text for p in at.get("progress")]
+        if progress and progress[0].startswith(("finished", "stopped", "failed")) \
+                and not at.button(key=K + "btn_start").disabled:
+            return
+        assert time.monotonic() < deadline, f"the run did not end in {timeout} s: {progress}"
+        time.sleep(0.3)
+
+
+def test_train_through_the_run_service_then_find_the_anomalies(started_jobs):
+    at = upload(open_page(), "squares.zip", mvtec_zip())
+    at.number_input(key=K + "epochs").set_value(2)
+    at.text_input(key=K + "channels").set_value("8,4").run()
+    assert at.checkbox(key=K + "good_only").value
+    at.button(key=K + "btn_start").click().run()
+    assert not at.exception and not at.error
+    (job,) = started_jobs
+    assert job.spec.data.dataset == IMAGES and job.spec.data.classes == (0,)
+    assert job.train_size == 32                                # the good training pictures only
+    assert job.spec.model.side == 32 and job.spec.model.color == "rgb"
+    wait_for_run_end(at)
+    assert job.snapshot().state == "finished"
+    meta = load_checkpoint(job.checkpoint_bytes)[1]
+    assert meta["picture_set"]["class_names"] == ["good", "scratch"] and meta["picture_set"]["side"] == 32
+    assert meta["picture_set"]["name"] == "squares" and meta["picture_set"]["fit"] == "letterbox"
+    at.run()
+    assert any("conv on squares" in o for o in at.sidebar.selectbox[0].options)   # joined the visitor's models
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert "conv on squares's reconstructions below them" in captions[-1] and "(good, good, good, good, good, " \
+        "scratch" in captions[-1]
+
+    # Anomalies: the lab's recipe and PCA, trained on the good pictures, measured on the test pictures.
+    at.number_input(key=K + "detect_epochs.conv-code").set_value(2)
+    at.button(key=K + "btn_detect").click().run()
+    assert not at.exception and not at.error
+    metrics = {m.label: float(m.value) for m in at.metric}
+    assert set(metrics) == {"image AUROC, recipe", "image AUROC, PCA", "pixel AUROC, recipe", "pixel AUROC, PCA"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert metrics["image AUROC, PCA"] > 0.7          # a bright line on a dark square: even PCA sees most of them
+    text = page_text(at)
+    assert "| scratch |" in text and "| PCA | best F1, in hindsight |" in text
+    good_only = next(line for line in text.splitlines() if line.startswith("| conv-code | from good pictures only"))
+    caught, alarms, passed, missed = map(int, good_only.split(" | ")[3:7])
+    assert caught + missed == 10 and alarms + passed == 8      # every test picture counted once
+    assert len(at.get("plotly_chart")) == 1
+    galleries = [img.proto.imgs for img in at.get("image")][-2:]
+    assert [len(g) for g in galleries] == [8, 8] and all(c.caption.startswith("good") for c in galleries[1])
+
+
+def test_a_folder_on_this_server_is_read_and_the_hosted_demo_offers_none(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    for name, n in (("good", 6), ("odd", 3)):
+        (tmp_path / "mine" / name).mkdir(parents=True)
+        for i in range(n):
+            square(rng, scratch=name == "odd").save(tmp_path / "mine" / name / f"{i}.png")
+    at = open_page()
+    at.text_input(key=K + "folder").set_value(str(tmp_path / "mine")).run()
+    at.button(key=K + "btn_folder").click().run()
+    assert not at.exception and not at.error
+    assert "**One sub-folder per class**; 20% of each class held out for testing" in page_text(at)
+    assert "| good | 5 | 1 |" in page_text(at) and "| odd | 2 | 1 |" in page_text(at)
+    monkeypatch.setenv("AELAB_PROFILE", "hosted")
+    st.cache_resource.clear()                                  # the run service reads its profile once
+    hosted = open_page()
+    assert not [t for t in hosted.text_input if t.key == K + "folder"]
+
+
+# ------------------------------------------------------------------------------------------- the shelf itself
+def image_set(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n):
+            z.writestr(f"set{seed}/{i}.png", png(square(rng)))
+    return load_images(buf.getvalue(), ImageSetConfig(side=32))
+
+
+def test_a_shelf_counts_its_pictures_against_the_limits_and_keeps_what_runs_use(tmp_path):
+    limits = PictureLimits(10**6, 30, 64, who="this test's server")
+    shelf = Shelf(tmp_path / "shelf")
+    first = shelf.add(image_set(20, seed=1), limits)
+    assert first.path.is_file() and first.path.parent == tmp_path / "shelf"
+    second = shelf.add(image_set(20, seed=2), limits)           # 40 > 30: the older set makes room
+    assert list(shelf.sets) == [second.key] and not first.path.exists()
+    with pytest.raises(ImageSetError, match="this test's server keeps up to .* 30 pictures per visitor"):
+        shelf.add(image_set(20, seed=3), limits, in_use={str(second.path)})   # a run trains on the one held
+    assert list(shelf.sets) == [second.key] and second.path.is_file()
+    assert not shelf.remove(second.key, in_use={str(second.path)}) and shelf.remove(second.key)
+    assert not second.path.exists() and shelf.shown() is None
+    shelf.add(image_set(5, seed=4), limits)
+    del shelf
+    gc.collect()
+    assert not (tmp_path / "shelf").exists()                    # the visitor's folder goes with their shelf
+
+
+def test_a_dropped_locker_takes_the_visitors_files_with_it(tmp_path):
+    lockers = Lockers(most=1)
+    shelf = lockers.get("a" * 32).values[KEY] = Shelf(tmp_path / "a")
+    shelf.add(image_set(4), LOCAL)
+    del shelf
+    assert (tmp_path / "a").exists()
+    lockers.get("b" * 32)                                        # room for one visitor only: the first goes
+    gc.collect()
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_run_on_a_picture_set_names_it_and_its_checkpoint_describes_it(tmp_path):
+    im = image_set(10)
+    path = save_picture_set(tmp_path / "set.npz", im.data, im.describe(), im.masks)
+    train, test, masks, about = load_picture_set(path)
+    assert train.images.equal(im.data.train.images) and test.labels.equal(im.data.test.labels) and masks is None
+    cfg = DataConfig(dataset=IMAGES, images=str(path))
+    meta = RunSpec("r", ModelConfig(side=32, color="rgb"), cfg, TrainConfig()).meta("cpu")
+    assert meta["picture_set"] == im.describe() == about
+    assert "picture_set" not in RunSpec("r", ModelConfig(), DataConfig(), TrainConfig()).meta("cpu")
+    for bad in (dict(dataset=IMAGES), dict(images=str(path)), dict(dataset=IMAGES, images="x", classes=(-1,))):
+        with pytest.raises(ValueError, match="DataConfig"):
+            DataConfig(**bad)
+    path.unlink()
+    with pytest.raises(Exception, match="not found"):
+        load(cfg)
