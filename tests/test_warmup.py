@@ -32,3 +32,24 @@ def test_every_warmed_module_exists():
     import importlib.util
 
     assert [m for m in warmup.MODULES if importlib.util.find_spec(m) is None] == []
+
+
+def test_read_ahead_hands_its_splits_to_raw_split_once(tiny_idx, monkeypatch):
+    from ui import caches
+
+    monkeypatch.setattr(caches, "DATA_DIR", str(tiny_idx))
+    monkeypatch.setattr(caches, "_READ_AHEAD", {})
+    caches.raw_split.clear()
+    assert caches.read_ahead() == ["test", "train"]
+    ahead = caches._READ_AHEAD[("mnist", "test", str(tiny_idx))]
+    assert caches.raw_split("mnist", "test") is ahead                    # taken, not read again
+    assert ("mnist", "test", str(tiny_idx)) not in caches._READ_AHEAD     # and only once
+    caches.raw_split.clear()
+
+
+def test_read_ahead_without_files_reads_nothing(tmp_path, monkeypatch):
+    from ui import caches
+
+    monkeypatch.setattr(caches, "DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(caches, "_READ_AHEAD", {})
+    assert caches.read_ahead() == [] and caches._READ_AHEAD == {}

@@ -23,10 +23,27 @@ DATA_DIR = os.environ.get("AECORE_DATA_DIR") or None   # read once, when first i
 
 
 # ------------------------------------------------------------------------------------------- data sets
+_READ_AHEAD: dict = {}   # (dataset, split, data dir) -> the split the server's start-up read (ui.warmup), used once
+
+
+def read_ahead(dataset: str = "mnist", which: tuple[str, ...] = ("test", "train")) -> list[str]:
+    """Read a data set's splits before any visitor asks (the server's start-up): `raw_split` takes them instead of
+    reading the files again. Returns the splits read; none when the files are not here (a page will say so)."""
+    done = []
+    for split_name in which:
+        try:
+            _READ_AHEAD[(dataset, split_name, DATA_DIR)] = load_split(dataset, split_name, DATA_DIR)
+        except DataError:
+            break
+        done.append(split_name)
+    return done
+
+
 @st.cache_resource(show_spinner="Loading images…")
 def raw_split(dataset: str, which: str):
     """One split ('train' or 'test') of a data set, shared by every session (never modified)."""
-    return load_split(dataset, which, DATA_DIR)
+    ahead = _READ_AHEAD.pop((dataset, which, DATA_DIR), None)
+    return ahead if ahead is not None else load_split(dataset, which, DATA_DIR)
 
 
 def data_for(cfg: DataConfig):
