@@ -101,12 +101,7 @@ if source == "train one":
         r = server.run_registry().view(run.id) if run else None
         if r is None:
             return
-        m = r.snapshot.last
-        if r.state == "queued":
-            st.progress(0.0, text=panels.queue_text(r))
-        elif m:
-            st.progress(r.snapshot.progress, text=f"{r.state} · {r.spec.name} · epoch {m.epoch}/{r.spec.train.epochs}"
-                                                  f" · loss {m.train_loss:.4f}")
+        panels.run_progress(r)
         if r.active:
             if st.button("Stop", icon=":material/stop:", key=K + "btn_stop"):
                 server.run_registry().stop(r.id)

@@ -124,14 +124,7 @@ def progress():
     r = session.current_run()
     if r is None or getattr(r.spec.data, "dataset", None) != IMAGES:
         return
-    m = r.snapshot.last
-    if r.state == "queued":
-        st.progress(0.0, text=panels.queue_text(r))
-    elif m:
-        st.progress(r.snapshot.progress, text=f"{r.state} · {r.spec.name} · epoch {m.epoch}/{r.spec.train.epochs}"
-                                              f" · loss {m.train_loss:.4f}")
-    else:
-        st.progress(0.0, text=f"{r.state} · {r.spec.name} · preparing on {r.snapshot.device}…")
+    panels.run_progress(r)
     if r.active:
         session.watch(r.id)
     elif run is not None and run.active:

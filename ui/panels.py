@@ -113,3 +113,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A small table as Markdown: st.dataframe would import pandas (some 0.4 s for a fresh server's first visitor)
     for a few counts."""
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
+
+
+def run_progress(run) -> None:
+    """A training run's progress bar in the same words on every page: its place in line, its epoch and loss, or
+    that it is getting ready."""
+    m = run.snapshot.last
+    if run.state == "queued":
+        st.progress(0.0, text=queue_text(run))
+    elif m:
+        st.progress(run.snapshot.progress, text=f"{run.state} · {run.spec.name} · epoch {m.epoch}/"
+                                                f"{run.spec.train.epochs} · loss {m.train_loss:.4f}")
+    else:
+        st.progress(0.0, text=f"{run.state} · {run.spec.name} · preparing on {run.snapshot.device}…")
