@@ -368,7 +368,7 @@ def show_picked_run() -> None:
     st.session_state[session.RUN_ID] = st.query_params["run"] = st.session_state[K + "show_run"]
 
 
-mine = [r for r in registry.runs_of(me) if isinstance(r.spec, RunSpec)]   # trainings; a lab's tasks show on their page
+mine = registry.runs_of(me)
 if len(mine) > 1:
     with st.expander(f"Your runs on this server ({len(mine)})"):
         st.caption("Only runs started in this browser session, or opened from their link, are listed. Ended runs "

@@ -17,7 +17,7 @@ import streamlit as st
 from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.models import count_params
 from aecore.engine.train import resolve_device
-from aecore.runs import RunRegistry, RunSpec
+from aecore.runs import RunRegistry
 from ui import caches, server, visitor as visitors
 
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
@@ -82,10 +82,7 @@ def linked_run(key: str = RUN_ID):
     registry = server.run_registry()
     linked = st.query_params.get("run")
     if linked and linked != st.session_state.get(key):
-        found = registry.attach(linked, visitor())
-        if found is not None and not isinstance(found.spec, RunSpec):
-            pass     # a lab's task (the Few labels comparison) is shown on its own page, not as a training run
-        elif found is None:
+        if registry.attach(linked, visitor()) is None:
             st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
                        f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).",
                        icon=":material/link_off:")
