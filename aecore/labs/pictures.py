@@ -27,6 +27,7 @@ import torch
 from aecore.engine.models import Autoencoder, ModelConfig, batched
 from aecore.engine.scoring import pixel_errors
 from aecore.engine.train import TrainConfig
+from aecore.labs import anomaly
 from aecore.labs.anomaly import auc, confusion
 
 WORST_PIXELS = 20       # a picture's pixel score averages its squared error over this many worst pixels
@@ -37,29 +38,25 @@ SCORINGS = ("pixels", "code")
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A model, its training and how its pictures are scored; side and colour come from the picture set."""
-    name: str
-    title: str
-    model: ModelConfig
-    train: TrainConfig
-    scoring: str            # "pixels" or "code" (see the module's docstring)
-    note: str
+class Recipe(anomaly.Recipe):
+    """The one-class lab's recipe (a model, its training, a note) and how its pictures are scored; side and colour
+    come from the picture set."""
+    scoring: str = "pixels"     # "pixels" or "code" (see the module's docstring)
 
 
 RECIPES = {r.name: r for r in [
     Recipe("conv-code", "Conv AE 32→4 channels, batch norm, BCE; score: Mahalanobis distance of its code",
            ModelConfig(family="conv", channels=(32, 4), batch_norm=True, loss="bce"),
-           TrainConfig(epochs=30, batch_size=32, lr=1e-3), "code",
+           TrainConfig(epochs=30, batch_size=32, lr=1e-3),
            "Chosen on a validation set (aecore.labs.pictureset --seed 100) among 23 variants; above PCA on the "
-           "sets of seeds 0, 1 and 2 (README)."),
+           "sets of seeds 0, 1 and 2 (README).", scoring="code"),
     Recipe("conv-pixels", "The same conv AE scored by its 20 worst pixels",
            ModelConfig(family="conv", channels=(32, 4), batch_norm=True, loss="bce"),
-           TrainConfig(epochs=30, batch_size=32, lr=1e-3), "pixels",
+           TrainConfig(epochs=30, batch_size=32, lr=1e-3),
            "Its 16 x 16 code rebuilds almost anything, sandals too: the pixel score misses wrong objects."),
     Recipe("dense-pixels", "Dense 512-128-64 with batch norm, MSE; score: its 20 worst pixels",
            ModelConfig(family="deep", hidden=(512, 128, 64), batch_norm=True, loss="mse"),
-           TrainConfig(epochs=30, batch_size=32, lr=1e-3), "pixels",
+           TrainConfig(epochs=30, batch_size=32, lr=1e-3),
            "A plain pixel autoencoder: about as good as PCA at best, and slower."),
 ]}
 DEFAULT_RECIPE = "conv-code"
