@@ -8,7 +8,7 @@ import torch
 from aecore.labs import compare
 from aecore.engine import viz
 from aecore.engine.data import to_float
-from ui import caches, guide, panels, server, session
+from ui import caches, datasets, guide, panels, server, session
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -68,30 +68,30 @@ def figures(chosen: list[compare.Entry]) -> None:
 
 
 def reconstructions(chosen: list[compare.Entry]) -> None:
-    st.header("The same test digits, reconstructed")
+    st.header("The same test images, reconstructed")
     st.caption(f"Each model reconstructs the test images of the data set it was trained on (MNIST when its "
                f"checkpoint does not say): the first test image of each class, {N_DIGITS} in all, the same for "
                f"every model of that data set, given clean (without the noise some were trained with).")
     groups: dict[str, list[compare.Entry]] = {}
     for e in chosen:
-        groups.setdefault(e.dataset, []).append(e)
-    tests = {ds: caches.test_split(ds) for ds in groups}
-    missing = [ds for ds, (test, _) in tests.items() if test is None]
+        groups.setdefault(datasets.key_of(e), []).append(e)
+    found = {key: datasets.of(members[0]) for key, members in groups.items()}
+    missing = [key for key, md in found.items() if md.test is None]
     if missing:
-        panels.data_error_box(tests[missing[0]][1])
-        names = [e.name for ds in missing for e in groups[ds]]
-        st.caption(f"No reconstructions for {', '.join(names)}: the {' and '.join(missing)} test images are not "
-                   f"on this server.")
-        for ds in missing:
-            panels.data_missing(ds)
-    for ds, members in groups.items():
-        test = tests[ds][0]
+        names = [e.name for key in missing for e in groups[key]]
+        st.caption(f"No reconstructions for {', '.join(names)}: the "
+                   f"{' and '.join(found[key].name for key in missing)} test images are not on this server.")
+        for key in missing:
+            datasets.explain_missing(found[key])
+    for key, members in groups.items():
+        md = found[key]
+        test = md.test
         if test is None:
             continue
         idx, images, picture = session.cached(CACHE, "digits", lambda test=test: originals(test),
                                               most=CACHE_SIZE, owner=test)
-        st.image(picture, caption=f"originals: {ds} test images #{', #'.join(map(str, idx))}",
-                 alt=f"A row of {len(idx)} {ds} test images, one of each class.")
+        st.image(picture, caption=f"originals: {md.name} test images #{', #'.join(map(str, idx))}",
+                 alt=f"A row of {len(idx)} {md.name} test images, one of each class.")
         for e in members:
             mse, picture = session.cached(CACHE, f"recon:{id(test)}",   # the split the digits come from
                                           lambda e=e, images=images: reconstruction(e, images),
@@ -101,16 +101,22 @@ def reconstructions(chosen: list[compare.Entry]) -> None:
 
 
 def originals(test) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """The digits every model of this data set is shown: indices, uint8 images (N, 28, 28), their picture."""
+    """The images every model of this data set is shown: indices, uint8 images ((N, 28, 28) for MNIST), their
+    picture."""
     idx = compare.digit_picks(test.labels.numpy(), N_DIGITS)
     images = test.images[idx].numpy()
-    return idx, images, viz.grid(to_float(images).numpy(), nrow=N_DIGITS, zoom=3)
+    return idx, images, viz.grid(to_float(images).numpy(), nrow=N_DIGITS, zoom=zoom_for(images))
+
+
+def zoom_for(images: np.ndarray) -> int:
+    """About 84 px a picture whatever its side: 3× for MNIST's 28."""
+    return max(1, 84 // images.shape[-1])
 
 
 def reconstruction(entry: compare.Entry, images: np.ndarray) -> tuple[float, np.ndarray]:
     recon = compare.reconstructions([entry], images)[0]
     x = to_float(images, torch.float64, channel=False).numpy()             # float64, as the error is summed
-    return float(((recon - x) ** 2).mean()), viz.grid(recon, nrow=N_DIGITS, zoom=3)
+    return float(((recon - x) ** 2).mean()), viz.grid(recon, nrow=N_DIGITS, zoom=zoom_for(images))
 
 
 def filters(chosen: list[compare.Entry]) -> None:
@@ -122,14 +128,16 @@ def filters(chosen: list[compare.Entry]) -> None:
     else:
         count = most
     st.caption(f"The first {count} of each model, every tile scaled on its own: an MLP's first-layer weights "
-               f"(784 per unit, shown 28×28), a conv model's first kernels.")
+               f"(one per input number, shown as a picture: 784 as 28×28 for MNIST), a conv model's first kernels; "
+               f"a colour model's in colour.")
     for start in range(0, len(chosen), PER_ROW):
         for col, e in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
             side, picture = session.cached(CACHE, f"filters:{count}", lambda e=e: filter_picture(e, count),
                                            most=CACHE_SIZE, owner=e.model)
             what = f"kernels {side}×{side}" if e.config.convolutional else "units"
             col.image(picture, caption=f"{e.name}: {count} of {compare.filter_count(e)} {what}",
-                      alt=f"A grid of {count} grey tiles: the first-layer weights of {e.name}.")
+                      alt=f"A grid of {count} {'colour' if e.config.in_channels == 3 else 'grey'} tiles: the "
+                          f"first-layer weights of {e.name}.")
 
 
 def filter_picture(entry: compare.Entry, count: int) -> tuple[int, np.ndarray]:

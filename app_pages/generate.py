@@ -5,8 +5,8 @@ import streamlit as st
 
 from aecore.labs import classifier, generative, precomputed, studies
 from aecore.engine import viz
-from aecore.engine.data import CLASS_NAMES, DataConfig, DataError, to_float
-from ui import caches, guide, panels, server, session
+from aecore.engine.data import DataConfig, DataError, to_float
+from ui import caches, datasets, guide, panels, server, session
 
 panels.readable_sliders()
 K = "generate."
@@ -30,9 +30,8 @@ def versus(verdict: dict, ref: dict | None, key: str, scale: float, digits: int,
     return f"{round(scale * (verdict[key] - ref[key]), digits) + 0.0:+.{digits}f}{unit} vs real digits"
 
 
-def fit_codes(model, data_cfg: DataConfig):
+def fit_codes(model, train):
     """(mean, cov, codes used, training images) of the Gaussian fitted to a model's training codes."""
-    train = caches.data_for(data_cfg).train
     used = train.images[:FIT_IMAGES]
     return (*generative.code_gaussian(model, used), len(used), len(train))
 
@@ -42,7 +41,7 @@ def shipped_gaussian(name: str, _model, data_cfg: DataConfig):
     """A shipped model's fitted Gaussian, once per server (read-only), and the digest of the training images it is
     fitted to: the key of its precomputed verdicts (aecore.labs.precomputed)."""
     fitted_on = precomputed.digest(caches.data_for(data_cfg).train.images[:FIT_IMAGES])
-    return fit_codes(_model, data_cfg), fitted_on
+    return fit_codes(_model, caches.data_for(data_cfg).train), fitted_on
 
 
 @st.cache_resource(show_spinner="Judging real test digits…", max_entries=4)
@@ -78,11 +77,11 @@ def source(am) -> tuple[tuple | None, str, str | None]:
         return None, f"the prior N(0, I) of its {am.config.latent}-number code", None
     data_cfg = am.meta.get("data") or DataConfig()
     fitted_on = None
-    if am.key.startswith("shipped:"):
+    if am.shipped:
         (mean, cov, used, total), fitted_on = shipped_gaussian(am.name, am.model, data_cfg)
     else:
         mean, cov, used, total = session.cached(MEMO, ("fit", am.key, id(am.model)),
-                                                lambda: fit_codes(am.model, data_cfg))
+                                                lambda: fit_codes(am.model, datasets.of(am).splits().train))
     whose = "its" if am.meta.get("data") else f"the {data_cfg.dataset}"   # a checkpoint may not say what it learned
     which = f"all {used:,} of {whose}" if used == total else f"the first {used:,} of {whose} {total:,}"
     return (mean, cov), (f"a Gaussian N(μ, Σ) fitted to the codes of {which} training images ({len(mean):,} numbers "
@@ -129,13 +128,13 @@ def show_samples(am, n: int, seed: int, judge_model, judge_meta: dict, ref: dict
                 f"training images, which are not on this server ({e}).", icon=":material/info:")
         return
     shown, images = samples(am, seed, n * n, gaussian)
-    st.image(viz.grid(shown, nrow=n, zoom=2),
+    st.image(viz.grid(shown, nrow=n, zoom=max(1, 56 // am.config.side)),
              caption=f"{n}×{n} = {n * n} of {JUDGED:,} samples (seed {seed}) decoded from {words}",
              alt=f"{n * n} images that {am.name} generated from random codes, in {n} rows of {n}.")
     if judge_model is None:
         return
     if am.dataset != "mnist":
-        st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {am.dataset}.")
+        st.caption(f"Not judged: the classifier reads MNIST digits, and {am.name} learned {datasets.of(am).name}.")
         return
     if images is None:
         j = shipped_verdict(am.name, am.model, seed, judge_model, id(judge_model), gaussian, fitted_on)
@@ -166,11 +165,11 @@ code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, " + (f"a variational autoencoder with a {code_dim}-number Gaussian code"
                                                if cfg.variational else
                                                f"a plain autoencoder with a code of {code_dim} numbers"))
-dataset = am.dataset
-test, problem = caches.test_split(dataset)
+md = datasets.of(am)
+dataset, test = md.dataset, md.test
+zoom = max(1, 56 // cfg.side)
 if test is None:
-    panels.data_error_box(problem)
-    panels.data_missing(dataset)
+    datasets.explain_missing(md)
 try:
     (judge_model, judge_meta), judge_problem = classifier.digit_classifier(), None
 except classifier.ClassifierFileError as e:
@@ -215,30 +214,32 @@ if test is None:
     st.info("Needs the test images (see above).", icon=":material/info:")
 else:
     labels = test.labels.numpy()
-    first = {d: int(np.flatnonzero(labels == d)[0]) if (labels == d).any() else 0 for d in (1, 7)}
+    ends = (0, int(labels.max())) if md.pictures else (1, 7)   # a 1 into a 7 (a trouser into a sneaker)
+    first = [int(np.flatnonzero(labels == d)[0]) if (labels == d).any() else 0 for d in ends]
+    noun = datasets.noun(md)
     c1, c2, c3 = st.columns(3)
-    a = c1.number_input("From test digit #", 0, len(test) - 1, first[1], key=f"{K}a.{am.dataset}")   # keyed by data set:
-    b = c2.number_input("To test digit #", 0, len(test) - 1, first[7], key=f"{K}b.{am.dataset}")   # another set, other defaults
+    a = c1.number_input(f"From test {noun} #", 0, len(test) - 1, first[0], key=f"{K}a.{md.key}")   # keyed by data set:
+    b = c2.number_input(f"To test {noun} #", 0, len(test) - 1, first[1], key=f"{K}b.{md.key}")   # another set, other defaults
     spherical = cfg.variational and c3.radio("Path", ["linear", "spherical"], horizontal=True, key=K + "path",
                                              help="Spherical (slerp) keeps the codes at typical norms under the "
                                                   "Gaussian prior") == "spherical"
     path, strip = generative.interpolation(am.model, test.images[a], test.images[b], STEPS, spherical)
-    names = CLASS_NAMES[dataset]
+    names = md.class_names
     left, middle, right = st.columns([1, 10, 1], vertical_alignment="center")
-    left.image(viz.zoom(to_float(test.images[a], channel=False).numpy(), 2), caption=f"#{a}: {names[labels[a]]}",
+    left.image(viz.zoom(to_float(test.images[a], channel=False).numpy(), zoom), caption=f"#{a}: {names[labels[a]]}",
                alt=f"Test image #{a}, a {names[labels[a]]}, where the path starts.")
-    middle.image(viz.grid(strip, nrow=STEPS, zoom=2),
+    middle.image(viz.grid(strip, nrow=STEPS, zoom=zoom),
                  caption=f"{STEPS} codes {'along the great circle' if spherical else 'on the straight line'} from the "
-                         f"code of test digit #{a} to that of #{b}, decoded; the first and last are the two digits' "
+                         f"code of test {noun} #{a} to that of #{b}, decoded; the first and last are the two {noun}s' "
                          "reconstructions",
                  alt=f"A row of {STEPS} decoded images that change step by step from test image #{a} into #{b}.")
-    right.image(viz.zoom(to_float(test.images[b], channel=False).numpy(), 2), caption=f"#{b}: {names[labels[b]]}",
+    right.image(viz.zoom(to_float(test.images[b], channel=False).numpy(), zoom), caption=f"#{b}: {names[labels[b]]}",
                 alt=f"Test image #{b}, a {names[labels[b]]}, where the path ends.")
     if code_dim == 2:
-        xy = session.cached(MEMO, ("scatter", am.key, id(am.model), dataset),
+        xy = session.cached(MEMO, ("scatter", am.key, id(am.model), md.key),
                             lambda: viz.encode_all(am.model, test.images[:SCATTER_POINTS]))
         fig = viz.latent_scatter(xy, labels[:len(xy)], names,
-                                 f"2-D codes of the first {len(xy):,} test digits, and the interpolation path")
+                                 f"2-D codes of the first {len(xy):,} test {noun}s, and the interpolation path")
         fig.add_scatter(x=path[:, 0], y=path[:, 1], mode="lines+markers", name="path",
                         line=dict(color=viz.NEUTRAL, width=3),   # seen on the light and the dark theme
                         marker=dict(size=9, color=viz.NEUTRAL, symbol="diamond"))
@@ -250,7 +251,7 @@ if code_dim != 2:
     st.info(f"Drawn for 2-number codes only: {am.name}'s code has {code_dim:,} numbers, so a grid over two of them "
             "would leave the rest to be chosen arbitrarily.", icon=":material/info:")
 elif cfg.variational:
-    st.image(viz.grid(generative.decode_images(am.model, generative.prior_grid(MANIFOLD)), nrow=MANIFOLD, zoom=2),
+    st.image(viz.grid(generative.decode_images(am.model, generative.prior_grid(MANIFOLD)), nrow=MANIFOLD, zoom=zoom),
              caption=f"{MANIFOLD}×{MANIFOLD} codes at the prior's quantiles Φ⁻¹(0.05 … 0.95) in each dimension, "
                      "decoded (the Keras VAE example's figure): z[0] grows to the right, z[1] downwards",
              alt=f"A {MANIFOLD}×{MANIFOLD} grid of the images {am.name} decodes across its code plane; neighbouring "
@@ -259,13 +260,13 @@ elif cfg.code_range is None and test is None:
     st.info("This code is unbounded: the grid spans the 1st to 99th percentile of the test codes, which needs the "
             "test images (see above).", icon=":material/info:")
 else:
-    codes = None if cfg.code_range else session.cached(MEMO, ("codes", am.key, id(am.model), dataset),
+    codes = None if cfg.code_range else session.cached(MEMO, ("codes", am.key, id(am.model), md.key),
                                                        lambda: viz.encode_all(am.model, test.images))
     low, high = generative.code_box(cfg, codes)
     span = (f"the code's whole range ({cfg.activation})" if cfg.code_range else
-            f"the 1st to 99th percentile of the codes of its {len(codes):,} test digits")
+            f"the 1st to 99th percentile of the codes of its {len(codes):,} test {datasets.noun(md, plural=True)}")
     grid = generative.range_grid(low, high, MANIFOLD)
-    st.image(viz.grid(generative.decode_images(am.model, grid), nrow=MANIFOLD, zoom=2),
+    st.image(viz.grid(generative.decode_images(am.model, grid), nrow=MANIFOLD, zoom=zoom),
              caption=f"{MANIFOLD}×{MANIFOLD} codes evenly spaced over z[0] ∈ [{low[0]:.2f}, {high[0]:.2f}], "
                      f"z[1] ∈ [{low[1]:.2f}, {high[1]:.2f}] ({span}), decoded: z[0] grows to the right, z[1] "
                      "downwards",

@@ -8,7 +8,7 @@ import torch
 from aecore.engine import scoring, viz
 from aecore.engine.data import to_float
 from aecore.engine.train import corrupt
-from ui import caches, guide, panels, session
+from ui import datasets, guide, panels, session
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -50,12 +50,12 @@ def sparsity_column(column, m, s: dict, edges: np.ndarray) -> None:
         width="stretch", height=200)
 
 
-def sparsity_section(am, dataset: str, images) -> None:
-    """The active model's code sparsity beside a comparison model's (of the same data set), on the same test
-    images."""
+def sparsity_section(am, data_key: str, images) -> None:
+    """The active model's code sparsity beside a comparison model's (that learned the same images), on the same
+    test images."""
     st.header("How sparse is the code?")
     choices = session.model_choices()
-    others = [k for k, m in choices.items() if k != am.key and flat_code(m) and m.dataset == dataset]
+    others = [k for k, m in choices.items() if k != am.key and flat_code(m) and datasets.key_of(m) == data_key]
     # the Keras blog's pairing: the sparse 784-32 beside the plain one it was made from
     default = "shipped:keras-784-32" if am.key == "shipped:sparse-784-32" and "shipped:keras-784-32" in others \
         else NONE
@@ -70,9 +70,13 @@ def sparsity_section(am, dataset: str, images) -> None:
     for column, m, f in zip(st.columns(2), shown, figures):
         sparsity_column(column, m, f, edges)
     ours = "; ".join(f"{m.name} {f['mean_activation']:.2f}" for m, f in zip(shown, figures))
-    st.caption(f"For reference, the Keras blog's “Building Autoencoders in Keras” measured a mean code activation "
-               f"of 3.33 for its sparse 784-32 (L1 1e-4 on the code) against 7.30 for the plain 784-32, over its "
-               f"10,000 test images. Measured here over the first {len(images):,} test images: {ours}.")
+    if data_key == "mnist":
+        st.caption(f"For reference, the Keras blog's “Building Autoencoders in Keras” measured a mean code "
+                   f"activation of 3.33 for its sparse 784-32 (L1 1e-4 on the code) against 7.30 for the plain "
+                   f"784-32, over its 10,000 test images. Measured here over the first {len(images):,} test images: "
+                   f"{ours}.")
+    else:
+        st.caption(f"Measured over the first {len(images):,} test images: {ours}.")
     if any(m.config.sparsity for m in shown):
         st.caption(zeros_note(shown, figures))
 
@@ -97,62 +101,66 @@ st.title("Look inside the model")
 guide.intro("inspect")
 am = session.page_model()
 cfg = am.config
-st.caption(f"Active model: **{am.name}** ({cfg.family}). Choose another in the sidebar.")
+md = datasets.of(am)
+st.caption(f"Active model: **{am.name}** ({cfg.family}), trained on {md.name}. Choose another in the sidebar.")
+side, colour = cfg.side, cfg.in_channels == 3
+tile_words = f"{'colour' if colour else 'grey'} {side}×{side} tiles"
 
 # ------------------------------------------------------------------------------------------------ filters
 if cfg.convolutional:
     st.header("Convolution kernels")
     kernels = viz.conv_kernels(am.model)
     st.image(viz.grid(kernels, nrow=len(kernels), zoom=16, pad=1),
-             caption=f"first layer: {len(kernels)} kernels 3×3, each scaled on its own",
-             alt=f"{len(kernels)} small grey squares in a row: the 3×3 weights of each first-layer kernel, light "
-                 "where a weight is large.")
+             caption=f"first layer: {len(kernels)} kernels 3×3{', one colour each (its red, green and blue weights)' if colour else ''}, "
+                     "each scaled on its own",
+             alt=f"{len(kernels)} small {'colour' if colour else 'grey'} squares in a row: the 3×3 weights of each "
+                 "first-layer kernel, light where a weight is large.")
 else:
     n_units = cfg.hidden[0]
     # keyed by the model: another active model (chosen on any page) starts from its own unit count
     count = st.slider("Tiles to show", 1, min(n_units, 400), min(n_units, 100), key=f"{K}count.{am.key}")
+    zoom = max(1, 56 // side)
     a, b = st.columns(2)
     with a:
         st.header("Encoder filters")
         tiles = viz.encoder_filters(am.model, count)
-        st.image(viz.grid(tiles, nrow=10, zoom=2),
-                 caption=f"first-layer weights: {count} of {n_units} units, each 784-vector shown 28×28",
-                 alt=f"{count} grey 28×28 tiles, ten a row: for each hidden unit, the pattern of input pixels it "
+        st.image(viz.grid(tiles, nrow=10, zoom=zoom),
+                 caption=f"first-layer weights: {count} of {n_units} units, each {cfg.pixels:,}-vector shown "
+                         f"{side}×{side}{' in colour' if colour else ''}",
+                 alt=f"{count} {tile_words}, ten a row: for each hidden unit, the pattern of input pixels it "
                      "responds to, light where a weight is large.")
     with b:
         st.header("Decoder filters")
         tiles = viz.decoder_filters(am.model, count)   # the decoder mirrors the encoder: same unit count
-        st.image(viz.grid(tiles, nrow=10, zoom=2),
+        st.image(viz.grid(tiles, nrow=10, zoom=zoom),
                  caption=f"last-layer weights, transposed: {count} of {n_units} units, what each one paints",
-                 alt=f"{count} grey 28×28 tiles, ten a row: for each hidden unit, the pattern it adds to the output "
+                 alt=f"{count} {tile_words}, ten a row: for each hidden unit, the pattern it adds to the output "
                      "image, light where a weight is large.")
 
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.header("Reconstructions")
-dataset = am.dataset
-test, problem = caches.test_split(dataset)
+test = md.test
 if test is None:
-    panels.data_error_box(problem)
-    panels.data_missing(dataset)
+    datasets.explain_missing(md)
 else:
     c1, c2 = st.columns([2, 1])
-    # kept across models of one data set (the same digits, rebuilt by each), not across data sets
-    picks = c1.text_input("Test digits (indices, comma-separated)", "0,1,2,3,4,5,6,7,8,9",
-                          key=f"{K}picks.{dataset}")
+    # kept across models of the same images (the same ones, rebuilt by each), not across data sets
+    picks = c1.text_input(f"Test {datasets.noun(md, plural=True)} (indices, comma-separated)",
+                          ",".join(str(i) for i in range(min(10, len(test)))), key=f"{K}picks.{md.key}")
     try:
         idx = [int(v) for v in picks.replace(" ", "").split(",") if v]
         if not idx or any(not 0 <= i < len(test) for i in idx) or len(idx) > 32:
             raise ValueError
     except ValueError:
         st.error(f"Give 1 to 32 indices between 0 and {len(test) - 1}, separated by commas.")
-        idx = list(range(10))
+        idx = list(range(min(10, len(test))))
     images = test.images[idx]
     originals = to_float(images, torch.float64, channel=False).numpy()   # float64, as the errors are summed
     rows = [originals]
     labels = ["original"]
     tr = am.meta.get("train")
     if am.uses_noise:
-        noisy = corrupt(to_float(images), tr).reshape(-1, 28, 28).numpy()
+        noisy = corrupt(to_float(images), tr).reshape(originals.shape).numpy()
         rows.append(noisy)
         labels.append("input as in training (" + ", ".join(
             ([f"{tr.noise} {tr.noise_level:g}"] if tr.noise != "none" and tr.noise_level else [])
@@ -162,23 +170,25 @@ else:
         recon = scoring.reconstruct(am.model, images)
     rows.append(recon)
     labels.append("reconstruction")
-    errors = ((recon - originals) ** 2).mean(axis=(1, 2))
-    st.image(viz.grid(np.concatenate(rows), nrow=len(idx), zoom=3),
+    errors = ((recon - originals) ** 2).reshape(len(idx), -1).mean(axis=1)
+    st.image(viz.grid(np.concatenate(rows), nrow=len(idx), zoom=max(2, 84 // side)),
              caption=" · ".join(f"row {i + 1}: {name}" for i, name in enumerate(labels)),
              alt=f"Test images {', '.join(map(str, idx))}, one a column; its rows, top to bottom: "
                  + "; ".join(labels) + ".")
-    st.dataframe({"index": idx, "label": test.labels[idx].tolist(), "error (MSE)": np.round(errors, 5)},
-                 hide_index=True, width="content")
+    names = md.class_names
+    st.dataframe({"index": idx, "class": [names[int(c)] if int(c) < len(names) else str(int(c))
+                                          for c in test.labels[idx].tolist()],
+                  "error (MSE)": np.round(errors, 5)}, hide_index=True, width="content")
 
     if cfg.convolutional:
         st.header("Feature maps")
-        i = st.number_input("Test digit", 0, len(test) - 1, idx[0], key=f"{K}fmap.{am.key}")
+        i = st.number_input(f"Test {datasets.noun(md)}", 0, len(test) - 1, idx[0], key=f"{K}fmap.{am.key}")
         for name, maps in viz.feature_maps(am.model, test.images[int(i)].numpy()):
             st.image(viz.grid(maps, nrow=len(maps), zoom=max(2, 56 // maps.shape[-1]), pad=1), caption=name,
                      alt=f"Test image #{int(i)} after encoder {name}: one grey square per map, light where the map "
                          "responds.")
     elif flat_code(am):
-        sparsity_section(am, dataset, test.images[:SPARSITY_IMAGES])
+        sparsity_section(am, md.key, test.images[:SPARSITY_IMAGES])
 
 # ------------------------------------------------------------------------------------------------ timeline
 st.header("Last run's timeline")

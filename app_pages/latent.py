@@ -3,8 +3,8 @@ import numpy as np
 import streamlit as st
 
 from aecore.engine import viz
-from aecore.engine.data import CLASS_NAMES, to_float
-from ui import caches, guide, panels, session
+from aecore.engine.data import to_float
+from ui import caches, datasets, guide, panels, session
 
 panels.readable_sliders()
 K = "latent."
@@ -20,9 +20,9 @@ code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
            + ("" if code_dim == 2 else " — shown through its first two principal components"))
 
-dataset = am.dataset
-test, problem = caches.test_split(dataset)
-n_points = st.slider("Test digits to encode", 500, 10_000, 5_000, step=500, key=K + "n")
+md = datasets.of(am)
+dataset, test = md.dataset, md.test
+n_points = st.slider(f"Test {datasets.noun(md, plural=True)} to encode", 500, 10_000, 5_000, step=500, key=K + "n")
 
 
 # The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes (one model's at a time).
@@ -38,21 +38,20 @@ def shipped_plane(name: str, _model, dataset: str, n: int) -> tuple:
 
 
 if test is not None:
-    if am.key.startswith("shipped:"):
+    if am.shipped:
         codes, xy, origin, axes = shipped_plane(am.name, am.model, dataset, n_points)
     else:
-        plane_key = (am.key, id(am.model), dataset, n_points)
+        plane_key = (am.key, id(am.model), md.key, n_points)
         codes, xy, origin, axes = session.cached(K + "cache", plane_key,
                                                  lambda: encoded_plane(am.model, test.images[:n_points]), most=1)
     labels = test.labels[:n_points].numpy()
-    fig = viz.latent_scatter(xy, labels, CLASS_NAMES[dataset],
+    fig = viz.latent_scatter(xy, labels, md.class_names,
                              "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
     # Plotly's buttons would sit over the title on a phone; dragging still zooms, a double click zooms back out
     st.plotly_chart(fig, key=K + "scatter", width="stretch", config={"displayModeBar": False},
-                    alt="The test digits' codes as points on a plane, one colour per class.")
+                    alt=f"The test {datasets.noun(md, plural=True)}' codes as points on a plane, one colour per class.")
 else:
-    panels.data_error_box(problem)
-    panels.data_missing(dataset)
+    datasets.explain_missing(md)
     if code_dim != 2:
         st.stop()
     codes, origin, axes = None, np.zeros(2), np.eye(2)
@@ -80,9 +79,10 @@ if codes is not None and code_dim == 2:
     st.caption(f"The test codes span x ∈ [{lo_x:.2f}, {hi_x:.2f}], y ∈ [{lo_y:.2f}, {hi_y:.2f}]"
                + (f"; this code is bounded to [{bounds[0]:g}, {bounds[1]:g}] on each axis." if bounds else "."))
 images = viz.decode_plane(am.model, origin, axes, -span, span, n)
+zoom = max(1, 56 // cfg.side)
 ticks = np.linspace(-span, span, n) + (origin[0] if code_dim == 2 else 0.0)
 step = f" in steps of {ticks[1] - ticks[0]:g}" if n > 1 else ""
-st.image(viz.grid(images, nrow=n, zoom=2),
+st.image(viz.grid(images, nrow=n, zoom=zoom),
          caption=f"{n}×{n} codes from {ticks[0]:g} to {ticks[-1]:g} on each axis{step} (top row: y = {ticks[-1]:g})",
          alt=f"A {n}×{n} grid of the images the decoder draws for codes spread evenly over the plane, x growing to "
              "the right and y upwards.")
@@ -92,21 +92,23 @@ if bounds:
                 "something. The stacked tutorial tries these four points.")
     outside = np.array(OUTSIDE_POINTS, dtype=np.float64)
     for col, point, image in zip(st.columns(len(outside)), OUTSIDE_POINTS, viz.decode_codes(am.model, outside)):
-        col.image(viz.zoom(image, 3), caption=f"({point[0]:g}, {point[1]:g})",
+        col.image(viz.zoom(image, max(1, 84 // cfg.side)), caption=f"({point[0]:g}, {point[1]:g})",
                   alt=f"What the decoder draws for the code ({point[0]:g}, {point[1]:g}), outside its range.")
 
 # ------------------------------------------------------------------------------------------------ code strips
-st.header("Codes of a few digits")
+st.header(f"Codes of a few {datasets.noun(md, plural=True)}")
 if codes is None:
     st.info("Needs the test images (see above).")
 else:
-    k = st.slider("Digits", 1, 10, 5, key=K + "strips")
+    most = min(10, len(codes))
+    k = st.slider(datasets.noun(md, plural=True).capitalize(), 1, most, min(5, most), key=K + "strips") \
+        if most > 1 else most
     strip = codes[:k]
     lo, hi = strip.min(), strip.max()
     for i in range(k):
         a, b, c = st.columns([1, 6, 1])
-        a.image(viz.zoom(to_float(test.images[i], channel=False).numpy(), 3), caption=f"test #{i}",
-                alt=f"Test image #{i}, a {CLASS_NAMES[dataset][int(test.labels[i])]}.")
+        a.image(viz.zoom(to_float(test.images[i], channel=False).numpy(), max(1, 84 // cfg.side)), caption=f"test #{i}",
+                alt=f"Test image #{i}, a {md.class_names[int(test.labels[i])]}.")
         scaled = (strip[i] - lo) / max(hi - lo, 1e-12)                # (d,) in [0, 1]
         width = code_dim if code_dim <= 40 else 28                    # long codes wrap into rows
         rows = -(-code_dim // width)
@@ -117,5 +119,5 @@ else:
                         + f", colours from {lo:.2f} to {hi:.2f}",
                 alt=f"The {code_dim} numbers of test image #{i}'s code as coloured cells: black for the lowest value "
                     "shown, through red and yellow to white for the highest.")
-        c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], 3), caption="decoded",
+        c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], max(1, 84 // cfg.side)), caption="decoded",
                 alt=f"What the decoder draws from test image #{i}'s code.")

@@ -212,7 +212,7 @@ def test_two_shipped_models_side_by_side(tiny_idx):
     at.multiselect(key="compare.picked").set_value(["shipped:pytorch-784-200", "shipped:keras-784-32"]).run()
     assert not at.exception and not at.error
     assert texts(at.header) == ["Loss per epoch", "Settings that differ", "Figures",
-                                   "The same test digits, reconstructed", "First-layer filters"]
+                                   "The same test images, reconstructed", "First-layer filters"]
     traces = chart_traces(at)
     assert [t["name"] for t in traces] == ["pytorch-784-200 · train (BCE)", "pytorch-784-200 · held-out (BCE)",
                                            "keras-784-32 · train (BCE)", "keras-784-32 · held-out (BCE)"]
@@ -226,7 +226,7 @@ def test_two_shipped_models_side_by_side(tiny_idx):
     assert list(figures["name"]) == ["pytorch-784-200", "keras-784-32"] and list(figures["loss"]) == ["BCE"] * 2
     # Originals, one reconstruction row per model, then one filter block per model (16 tiles each).
     caps = captions(at)
-    assert len(caps) == 5 and caps[0].startswith("originals: mnist test images #")
+    assert len(caps) == 5 and caps[0].startswith("originals: MNIST test images #")
     assert caps[1].startswith("pytorch-784-200 · mean squared error on these 8: ")
     assert caps[2].startswith("keras-784-32 · mean squared error on these 8: ")
     assert caps[3:] == ["pytorch-784-200: 16 of 200 units", "keras-784-32: 16 of 32 units"]
@@ -342,8 +342,8 @@ def test_each_model_reconstructs_its_own_data_set(tiny_idx, monkeypatch):
     assert at.multiselect(key="compare.picked").value == ["session:shirts", "shipped:pytorch-784-200"]
     assert not at.error
     caps = captions(at)
-    assert caps[0].startswith("originals: fashion-mnist test images #") and caps[1].startswith("shirts · ")
-    assert caps[2].startswith("originals: mnist test images #") and caps[3].startswith("pytorch-784-200 · ")
+    assert caps[0].startswith("originals: Fashion-MNIST test images #") and caps[1].startswith("shirts · ")
+    assert caps[2].startswith("originals: MNIST test images #") and caps[3].startswith("pytorch-784-200 · ")
     assert caps[4:] == ["shirts: 12 of 12 units", "pytorch-784-200: 12 of 200 units"]
     rows = {r["setting"]: (r["shirts"], r["pytorch-784-200"]) for r in at.dataframe[1].value.to_dict("records")}
     assert rows["data.dataset"] == ("fashion-mnist", "mnist")
@@ -355,8 +355,8 @@ def test_each_model_reconstructs_its_own_data_set(tiny_idx, monkeypatch):
     assert not at.exception
     boxes = [t for t in texts(at.error) if "Data not available" in t]
     assert len(at.error) == 1 and boxes == ["**Data not available.** fashion-mnist test data not found."]
-    assert any("No reconstructions for shirts: the fashion-mnist test images are not on this server" in t
+    assert any("No reconstructions for shirts: the Fashion-MNIST test images are not on this server" in t
                for t in texts(at.caption))
     caps = captions(at)
-    assert caps[0].startswith("originals: mnist test images #") and caps[1].startswith("pytorch-784-200 · ")
+    assert caps[0].startswith("originals: MNIST test images #") and caps[1].startswith("pytorch-784-200 · ")
     assert len(caps) == 4

@@ -14,12 +14,13 @@ import streamlit as st
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
+from aecore.engine import checkpoint
 from aecore.engine.checkpoint import load as load_checkpoint
 from aecore.engine.data import IMAGES, DataConfig, cache_dir, load, load_picture_set, save_picture_set
 from aecore.engine.images import LOCAL, ImageSetConfig, ImageSetError, PictureLimits, load_images
-from aecore.engine.models import ModelConfig
+from aecore.engine.models import ModelConfig, build
 from aecore.engine.train import RunSpec, TrainConfig
-from app_helpers import APP, WAIT, texts
+from app_helpers import APP, WAIT, goto, texts
 from ui.pictures import KEY, Shelf
 from ui.visitor import Lockers
 
@@ -259,3 +260,70 @@ def test_a_run_on_a_picture_set_names_it_and_its_checkpoint_describes_it(tmp_pat
     path.unlink()
     with pytest.raises(Exception, match="not found"):
         load(cfg)
+
+
+def picture_model(at: AppTest, family: str, **model) -> tuple[AppTest, str]:
+    """The visitor's squares set (uploaded on Your images), and a model of `family` for it uploaded as a
+    checkpoint on the Train page, as one trained on it is: its data config names the set's file. Returns the
+    session and the checkpoint's bytes."""
+    (saved,) = (cache_dir() / "pictures").glob("*/*.npz")
+    about = load_picture_set(saved)[3]
+    cfg = ModelConfig(family=family, side=32, color="rgb", **model)
+    meta = {"name": family, "data": DataConfig(dataset=IMAGES, images=str(saved)), "picture_set": about}
+    blob = checkpoint.to_bytes(build(cfg, seed=0), meta)
+    goto(at, "app_pages/train.py")
+    at.get("file_uploader")[0].set_value((f"{family}.safetensors", blob, "application/octet-stream")).run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox[0].value == f"session:{family}"       # the active model now
+    return at, blob
+
+
+def images_of(at: AppTest) -> list:
+    return [(img.proto.imgs[0].caption, img.proto.imgs[0]) for img in at.get("image")]
+
+
+@pytest.mark.parametrize("family, model", [("deep", dict(hidden=(64, 2))), ("conv", dict(channels=(8, 4)))])
+def test_the_other_pages_show_a_picture_set_model_on_its_own_pictures(family, model):
+    at = upload(open_page(), "squares.zip", mvtec_zip())
+    at, blob = picture_model(at, family, **model)
+
+    goto(at, "app_pages/inspect.py")
+    assert not at.error
+    assert "trained on squares (32×32 colour, letterbox)" in page_text(at)
+    recon = at.dataframe[0].value
+    assert set(recon["class"]) <= {"good", "scratch"} and len(recon) == 10 and (recon["error (MSE)"] > 0).all()
+    captions = [c for c, _ in images_of(at)]
+    if family == "deep":
+        assert "each 3,072-vector shown 32×32 in colour" in " ".join(captions)
+    else:
+        assert any(c.startswith("stage 1: 8 maps 16x16") for c in captions)
+    assert "row 1: original · row 2: reconstruction" in captions
+
+    goto(at, "app_pages/latent.py")
+    assert not at.error and len(at.get("plotly_chart")) == 1          # the codes of the test pictures
+    assert any("codes from" in c for c, _ in images_of(at))
+
+    goto(at, "app_pages/generate.py")
+    assert not at.error
+    text = page_text(at)
+    assert "Not judged: the classifier reads MNIST digits" in text and "learned squares (32×32 colour" in text
+    assert any("from the code of test picture #" in c for c, _ in images_of(at))
+
+    goto(at, "app_pages/compare.py")
+    at.multiselect(key="compare.picked").set_value([f"session:{family}", "shipped:pytorch-784-200"]).run()
+    assert not at.exception and not at.error
+    captions = [c for c, _ in images_of(at)]
+    assert captions[0].startswith("originals: squares (32×32 colour, letterbox) test images #")
+    assert captions[1].startswith(f"{family} · mean squared error on these")
+    assert captions[2].startswith("originals: MNIST test images #")   # each model on its own data set
+    figures = {r["name"]: r["data"] for r in at.dataframe[2].value.to_dict("records")}
+    assert figures == {family: "images: squares", "pytorch-784-200": "mnist"}
+
+    # Another visitor with the same checkpoint: the set is not theirs, and the pages say so (nothing raised).
+    other = open_page()
+    goto(other, "app_pages/train.py")
+    other.get("file_uploader")[0].set_value((f"{family}.safetensors", blob, "application/octet-stream")).run()
+    for page in ("app_pages/inspect.py", "app_pages/latent.py", "app_pages/generate.py"):
+        goto(other, page)
+        assert any("learned squares, which is not on this server for you" in t for t in texts(other.info)), page
+        assert not other.error

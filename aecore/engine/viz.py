@@ -157,9 +157,8 @@ def decode_plane(model: Autoencoder, origin: np.ndarray, axes: np.ndarray, lo: f
 def decode_codes(model: Autoencoder, codes: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Flat codes (N, d) -> decoder images in [0, 1]: grey (N, S, S), colour (N, 3, S, S)."""
     z = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
-    shape = model.config.picture_shape                                              # (C, S, S)
     return batched(model, lambda c: model.decode(c).clamp(0, 1), z.reshape(len(z), *model.config.code_shape),
-                   batch_size).reshape(-1, *(shape[1:] if shape[0] == 1 else shape)).numpy()
+                   batch_size).reshape(-1, *model.config.image_shape).numpy()
 
 
 def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> go.Figure:

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from aecore.engine import viz
 from aecore.engine.checkpoint import ModelEntry as Entry   # the app's one model-with-its-checkpoint record
-from aecore.engine.data import DataConfig
+from aecore.engine.data import IMAGES, DataConfig
 from aecore.engine.fields import merged, used_by
 from aecore.engine.models import ModelConfig, count_params
 from aecore.engine.scoring import reconstruct
@@ -128,12 +128,14 @@ def overview_rows(entries: list[Entry]) -> list[dict]:
 
 
 def data_text(entry: Entry) -> str:
-    """Which images its figures were measured on: 'mnist', 'mnist, classes 0', or MISSING."""
+    """Which images its figures were measured on: 'mnist', 'mnist, classes 0', 'images: bottles', or MISSING."""
     data = _as_dict(entry.meta.get("data"))
     if not data:
         return MISSING
     classes = tuple(data.get("classes") or ())
-    return data.get("dataset", MISSING) + (", classes " + ", ".join(map(str, classes)) if classes else "")
+    about = entry.meta.get("picture_set") or {}
+    named = f": {about['name']}" if data.get("dataset") == IMAGES and about.get("name") else ""
+    return data.get("dataset", MISSING) + named + (", classes " + ", ".join(map(str, classes)) if classes else "")
 
 
 def median_test_error(entry: Entry) -> float | None:
@@ -238,7 +240,8 @@ def digit_picks(labels, n: int = 8) -> list[int]:
 
 
 def reconstructions(entries: list[Entry], images) -> list[np.ndarray]:
-    """Each entry's reconstructions of the same images (N, 28, 28): a list of float32 (N, 28, 28) in [0, 1]."""
+    """Each entry's reconstructions of the same images ((N, 28, 28) for MNIST; (N, S, S) or (N, 3, S, S)): a list of
+    float32 arrays of that shape in [0, 1]."""
     return [reconstruct(e.model, images) for e in entries]
 
 
@@ -249,8 +252,8 @@ def filter_count(entry: Entry) -> int:
 
 
 def first_layer_filters(entry: Entry, count: int) -> np.ndarray:
-    """The first `count` first-layer filters, each scaled to [0, 1] on its own: MLP weights as 28×28 tiles
-    (count, 28, 28), or conv kernels (count, k, k)."""
+    """The first `count` first-layer filters, each scaled to [0, 1] on its own: MLP weights as picture tiles
+    (count, 28, 28) for MNIST (count, 3, S, S) in colour, or conv kernels (count, k, k) ((count, 3, k, k))."""
     n = max(0, min(count, filter_count(entry)))
     tiles = viz.conv_kernels(entry.model)[:n] if entry.config.convolutional else viz.encoder_filters(entry.model, n)
     return tiles.numpy()

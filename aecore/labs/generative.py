@@ -13,7 +13,8 @@ are seeded, and decode at most `max_decoded` images at once.
 
 The sampling helpers give codes for the Generate page: prior samples and the prior-quantile manifold grid for a
 VAE; a Gaussian fitted to a plain autoencoder's training codes, or a grid over its code range; interpolations.
-Codes are float32 CPU tensors; `decode_images` turns any of them into (n, 28, 28) pictures in [0, 1].
+Codes are float32 CPU tensors; `decode_images` turns any of them into pictures in [0, 1]: (n, 28, 28) for MNIST,
+in general (n, S, S) grey or (n, 3, S, S) colour (`ModelConfig.image_shape`).
 `sample_images`, `interpolation` and `code_box` put these together for the page, and `judge_images` hands any
 pictures to the digit classifier (`aecore.labs.classifier`) for its verdict.
 """
@@ -106,7 +107,8 @@ def prior_samples(model, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def decode_images(model, codes, batch: int = 1000) -> np.ndarray:
-    """Codes (n, ...) -> float32 pictures (n, 28, 28) in [0, 1], without gradients, in eval mode.
+    """Codes (n, ...) -> float32 pictures (n, *image_shape) in [0, 1] ((n, 28, 28) for MNIST), without gradients, in
+    eval mode.
 
     Uses `model.decode(z)` (pixel space) when the model has it, otherwise the sigmoid of `model.decode_raw(z)`
     (a Bernoulli decoder's means). Flat codes (n, D) are reshaped to `model.config.code_shape` when that is not
@@ -117,7 +119,7 @@ def decode_images(model, codes, batch: int = 1000) -> np.ndarray:
     if shape is not None and len(shape) > 1 and z.ndim == 2:
         z = z.reshape(len(z), *shape)
     decode = getattr(model, "decode", None) or (lambda c: torch.sigmoid(model.decode_raw(c)))
-    return batched(model, lambda c: decode(c).float().clamp(0, 1), z, batch).reshape(-1, 28, 28).numpy()
+    return batched(model, lambda c: decode(c).float().clamp(0, 1), z, batch).reshape(-1, *image_shape(model)).numpy()
 
 
 def fit_gaussian(codes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,7 +205,8 @@ def range_grid(low, high, n: int = 15) -> torch.Tensor:
 
 
 def encode_images(model, images, batch: int = MAX_BATCH) -> torch.Tensor:
-    """Codes of images (N, 28, 28) or (N, 1, 28, 28), uint8 or floats in [0, 1], flattened: float32 (N, D) on the
+    """Codes of images (N, 28, 28) or (N, 1, 28, 28) (any side S, or (N, 3, S, S) colour), uint8 or floats in [0, 1],
+    flattened: float32 (N, D) on the
     CPU, in eval mode without gradients (a VAE's codes are its posterior means)."""
     x = _as_input(images, next(model.parameters()).dtype)
     if len(x) == 0:
@@ -217,7 +220,7 @@ def code_gaussian(model, images) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def sample_images(model, n: int, seed: int = 0, gaussian=None) -> np.ndarray:
-    """n pictures (n, 28, 28) in [0, 1] drawn from the model as a generator: decoded draws from N(mean, cov) when
+    """n pictures (n, *image_shape) in [0, 1] drawn from the model as a generator: decoded draws from N(mean, cov) when
     `gaussian` = (mean, cov) is given (`code_gaussian`), else from the prior N(0, I) of a variational model."""
     return decode_images(model, sample_codes(model, n, seed, gaussian))
 
@@ -233,9 +236,10 @@ def sample_codes(model, n: int, seed: int = 0, gaussian=None) -> torch.Tensor:
 
 
 def interpolation(model, image_a, image_b, steps: int = 10, spherical: bool = False):
-    """The codes of two images (28, 28) joined by `steps` codes, straight or along the great circle (`slerp`), and
-    decoded: (codes float32 (steps, D), pictures (steps, 28, 28)). The ends are the two images' reconstructions."""
-    pair = [torch.as_tensor(np.asarray(image)).reshape(28, 28) for image in (image_a, image_b)]
+    """The codes of two images ((28, 28) for MNIST: the model's image_shape) joined by `steps` codes, straight or
+    along the great circle (`slerp`), and decoded: (codes float32 (steps, D), pictures (steps, *image_shape)). The
+    ends are the two images' reconstructions."""
+    pair = [torch.as_tensor(np.asarray(image)).reshape(image_shape(model)) for image in (image_a, image_b)]
     ends = encode_images(model, torch.stack(pair))                            # (2, D)
     path = (slerp if spherical else interpolate)(ends[0], ends[1], steps)
     return path.numpy(), decode_images(model, path)
@@ -259,6 +263,12 @@ def judge_images(images, judge_model=None, confident: float = 0.9) -> dict:
     classifier (its absence raises classifier.ClassifierFileError)."""
     judge_model = judge_model if judge_model is not None else classifier.digit_classifier()[0]
     return classifier.judge(classifier.predict_proba(judge_model, images), confident=confident)
+
+
+def image_shape(model) -> tuple[int, ...]:
+    """One picture of the model: its config's image_shape, MNIST's (28, 28) for a model without a config."""
+    config = getattr(model, "config", None)
+    return tuple(config.image_shape) if config is not None else (28, 28)
 
 
 def _grid(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,11 @@ class ModelConfig:
         return (self.in_channels, self.side, self.side)
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """One picture as the data sets and pages hold it: (S, S) grey, as MNIST's splits; (3, S, S) colour."""
+        return self.picture_shape[1:] if self.in_channels == 1 else self.picture_shape
+
+    @property
     def pixels(self) -> int:
         """Numbers per picture, C·S·S: an MLP's input and output size (784 for MNIST)."""
         return self.in_channels * self.side * self.side
