@@ -11,7 +11,7 @@ from aecore.engine.data import IMAGES
 from aecore.engine.images import ImageSetConfig, ImageSetError
 from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
-from aecore.labs.picturerun import DetectorError
+from aecore.labs.picturerun import DetectConfig, Detection, detection_spec
 from aecore.labs.pictures import DEFAULT_RECIPE, RECIPES
 from aecore.runs import RunSpec
 from ui import form, guide, panels, pictures, server, session
@@ -143,24 +143,48 @@ if not ps.detectable:
     st.info("Anomaly detection needs a **good** class (the MVTec AD layout, or a folder named good) with good "
             "and other pictures among the test pictures; this set has none.")
     st.stop()
-found = st.session_state.setdefault(K + "found", {})       # set key -> Detection, this session's
+registry = server.run_registry()
+detections = mine.detections     # kept with the visitor's sets: a reload or another tab finds the run again
+drun = registry.view(detections[key]) if key in detections else None
+detecting = drun is not None and drun.active
 a1, a2, a3 = st.columns([3, 1, 1], vertical_alignment="bottom")
 recipe = a1.selectbox("Recipe", list(RECIPES), index=list(RECIPES).index(DEFAULT_RECIPE), key=K + "recipe",
                       format_func=lambda r: RECIPES[r].title)
-most = server.run_registry().config.limits.max_epochs or 1000       # the hosted profile's limit, as for runs
+most = registry.config.limits.max_epochs or 1000       # the hosted profile's limit, as for runs
 epochs = a2.number_input("Epochs", 1, most, min(RECIPES[recipe].train.epochs, most), key=f"{K}detect_epochs.{recipe}")
-if a3.button("Find anomalies", icon=":material/troubleshoot:", type="primary", key=K + "btn_detect"):
-    try:
-        with st.spinner(f"Training {recipe} and PCA on the good pictures, then scoring the test pictures…"):
-            found[key] = pictures.detect(ps, recipe, int(epochs))
-    except DetectorError as e:
-        st.error(f"**No detector.** {e}", icon=":material/block:")
-    while len(found) > 4:                                   # a few sets' results per session
-        del found[next(iter(found))]
-st.caption(RECIPES[recipe].note)
-det = found.get(key)
-if det is None:
+if a3.button("Find anomalies", icon=":material/troubleshoot:", type="primary", key=K + "btn_detect",
+             disabled=detecting):
+    spec = detection_spec(DetectConfig(images=str(ps.path), recipe=recipe, epochs=int(epochs),
+                                       good_class=int(good)), im.source_name)
+    new_id = panels.submit(lambda: registry.submit(spec, ps.data(spec.data), session.visitor()))
+    if new_id:
+        detections[key] = new_id
+        st.rerun()          # the button and the polling follow the new run
+st.caption(RECIPES[recipe].note + " The recipe and PCA train on the good pictures through the server's run "
+           "service, as any training does.")
+
+
+@st.fragment(run_every={"running": 0.5, "queued": 2.0}.get(drun.state if drun else None))
+def detection_progress() -> None:
+    r = registry.view(detections[key]) if key in detections else None
+    if r is None:
+        return
+    session.watch(r.id)
+    if r.active or r.state != "finished":
+        panels.run_progress(r, epochs=r.spec.config.epochs)
+    if detecting and not r.active:
+        st.rerun()          # it ended: the whole page draws what it found
+    if r.snapshot.error:
+        st.error(f"**No detector.** {r.snapshot.error}", icon=":material/block:")
+
+
+detection_progress()
+if drun is not None and drun.state == "finished" and drun.snapshot.result \
+        and mine.found.get(key, (None,))[0] != drun.id:
+    mine.found[key] = (drun.id, Detection.from_result(drun.snapshot.result))
+if key not in mine.found:
     st.stop()
+det = mine.found[key][1]
 f, names = det.figures, im.class_names
 st.markdown(f"**{f['recipe']}**, {f['epochs']} epochs, trained on {f['counts']['train']} good pictures "
             f"({f['counts']['held_out']} held out for the threshold) in {f['train_seconds']:.0f} s; "

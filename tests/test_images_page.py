@@ -20,6 +20,7 @@ from aecore.engine.data import IMAGES, DataConfig, cache_dir, load, load_picture
 from aecore.engine.images import LOCAL, ImageSetConfig, ImageSetError, PictureLimits, load_images
 from aecore.engine.models import ModelConfig, build
 from aecore.engine.train import RunSpec, TrainConfig
+from aecore.runs import TaskSpec
 from app_helpers import APP, WAIT, goto, texts
 from ui.pictures import KEY, Shelf
 from ui.visitor import Lockers
@@ -174,6 +175,17 @@ def test_train_through_the_run_service_then_find_the_anomalies(started_jobs):
     at.number_input(key=K + "detect_epochs.conv-code").set_value(2)
     at.button(key=K + "btn_detect").click().run()
     assert not at.exception and not at.error
+    detection = started_jobs[-1]                               # a run of the run service, as any training
+    assert len(started_jobs) == 2 and isinstance(detection.spec, TaskSpec)
+    assert detection.spec.config.recipe == "conv-code" and detection.spec.config.epochs == 2
+    assert at.button(key=K + "btn_detect").disabled           # one detection of a set at a time
+    deadline = time.monotonic() + WAIT
+    while not at.metric:
+        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
+        time.sleep(0.3)
+        at.run()
+        assert not at.exception and not at.error
+    assert detection.snapshot().state == "finished"
     metrics = {m.label: float(m.value) for m in at.metric}
     assert set(metrics) == {"image AUROC, recipe", "image AUROC, PCA", "pixel AUROC, recipe", "pixel AUROC, PCA"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())

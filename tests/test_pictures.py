@@ -250,3 +250,61 @@ def test_detect_galleries_and_held_out_split(small_set):
     assert found.scores[good_index].tolist() == sorted(found.scores[labels == images.good_class])[::-1][:4]
     t = f["threshold"]["good_only"]
     assert t["tp"] + t["fn"] == 16 and t["fp"] + t["tn"] == 10
+
+
+@pytest.mark.parametrize("backend", [pytest.param("processes", marks=pytest.mark.slow), "threads"])
+def test_a_detection_run_through_the_run_service_finds_what_detect_finds(small_set, tmp_path, backend):
+    """The app's detector runs as a run of the service (a TaskSpec: capped, queued, stoppable); what it returns is
+    what `detect` finds on the same set with the same seed, and the page rebuilds the Detection from it."""
+    import time
+
+    from aecore.engine.data import load, save_picture_set
+    from aecore.labs.picturerun import DetectConfig, Detection, detect, detection_spec
+    from aecore.runs import RegistryConfig, RunRegistry, TaskSpec
+    images = load_images(small_set, ImageSetConfig(side=32, color="rgb"))
+    path = save_picture_set(tmp_path / "shoes.npz", images.data, images.describe(), images.masks)
+    cfg = DetectConfig(images=str(path), recipe="conv-code", epochs=1, good_class=images.good_class)
+    spec = detection_spec(cfg, images.source_name)
+    assert isinstance(spec, TaskSpec) and spec.name == "anomalies · conv-code · shoes"
+    reg = RunRegistry(RegistryConfig(max_runs=1, backend=backend), sweep_every=None)
+    try:
+        run_id = reg.submit(spec, load(cfg.data), "v1")
+        deadline = time.monotonic() + 300
+        while (view := reg.view(run_id)).active:
+            assert time.monotonic() < deadline, "the detection run did not end"
+            time.sleep(0.2)
+        assert view.state == "finished", view.snapshot.error
+        records = view.snapshot.records
+        assert records and records[-1].step == records[-1].total_steps and view.snapshot.progress == 1.0
+        found = Detection.from_result(view.snapshot.result)
+    finally:
+        reg.shutdown(wait=60)
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                 # as a run trains: one thread (float sums in the same order)
+    try:
+        oracle = detect(images, "conv-code", epochs=1, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    drop = ("seconds", "train_seconds", "skipped")        # timings; the file does not keep the skipped list
+    ours, theirs = (flat({k: v for k, v in f.items() if k not in drop}) for f in (found.figures, oracle.figures))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k] == (pytest.approx(theirs[k], rel=1e-3) if isinstance(theirs[k], float) else theirs[k]), k
+    np.testing.assert_allclose(found.scores, oracle.scores, rtol=1e-3)
+    assert found.maps.shape == oracle.maps.shape == (26, 32, 32) and found.model is None
+
+
+def test_a_detection_config_refuses_what_it_cannot_run():
+    from aecore.labs.picturerun import DetectConfig
+    for bad, words in ((dict(recipe="nope"), "recipe"), (dict(epochs=0), "epochs"), (dict(good_class=-1), "good")):
+        with pytest.raises(ValueError, match=words):
+            DetectConfig(images="set.npz", **bad)
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """A nested dict's leaves, keyed by their paths."""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out

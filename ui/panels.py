@@ -115,14 +115,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
 
 
-def run_progress(run) -> None:
+def run_progress(run, epochs: int | None = None) -> None:
     """A training run's progress bar in the same words on every page: its place in line, its epoch and loss, or
-    that it is getting ready."""
+    that it is getting ready. `epochs`: the run's epochs, for a lab's task that trains one model (a training
+    run's are in its spec)."""
     m = run.snapshot.last
     if run.state == "queued":
         st.progress(0.0, text=queue_text(run))
     elif m:
         st.progress(run.snapshot.progress, text=f"{run.state} · {run.spec.name} · epoch {m.epoch}/"
-                                                f"{run.spec.train.epochs} · loss {m.train_loss:.4f}")
+                                                f"{epochs or run.spec.train.epochs} · loss {m.train_loss:.4f}")
     else:
         st.progress(0.0, text=f"{run.state} · {run.spec.name} · preparing on {run.snapshot.device}…")

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import threading
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,8 @@ class Shelf:
         self.folder = folder
         self.sets: dict[str, PictureSet] = {}
         self.current: str | None = None          # the set the page shows
+        self.detections: dict[str, str] = {}     # set key -> the id of its last detection run
+        self.found: dict[str, tuple] = {}        # set key -> (run id, Detection): kept after the server forgets it
         self._lock = threading.Lock()
         weakref.finalize(self, shutil.rmtree, str(folder), True)
 
@@ -112,6 +114,7 @@ class Shelf:
                                     f"has {new:,}. Let the runs end, then try again.")
             save_picture_set(path, images.data, images.describe(), images.masks)
             self.sets[key] = PictureSet(key, path, images)
+            self.found.pop(key, None)                 # made anew: earlier results are not its own
             self.current = key
             return self.sets[key]
 
@@ -124,6 +127,8 @@ class Shelf:
             return True
 
     def _drop(self, key: str) -> None:
+        self.detections.pop(key, None)
+        self.found.pop(key, None)
         self.sets.pop(key).path.unlink(missing_ok=True)
         if self.current == key:
             self.current = next(reversed(self.sets), None)
@@ -214,13 +219,6 @@ def reconstructions(ps: PictureSet, model, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- anomalies
-def detect(ps: PictureSet, recipe: str, epochs: int) -> picturerun.Detection:
-    """The picture lab's detector on a set: its recipe and the PCA floor, trained on the good training pictures
-    (a folder named good counts as MVTec's train/good); DetectorError when the set cannot make one."""
-    images = ps.images if ps.images.good_class is not None else replace(ps.images, good_class=ps.good_class)
-    return picturerun.detect(images, recipe, epochs=epochs)
-
-
 def roc_figure(det: picturerun.Detection, good: int) -> go.Figure:
     """Both detectors' ROC curves, the recipe's good-only threshold marked on its curve."""
     is_anomaly = det.labels != good

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from aecore.engine.archive import (FORMATS, HOSTED, LOCAL, FolderSource, ImageSetError, PictureLimits, Skipped,
                                    Source, Unreadable, open_picture, open_source, sizes)
-from aecore.engine.data import Data, Split
+from aecore.engine.data import Data, Split, load_picture_set
 from aecore.engine.fields import COLORS, SIDES   # the sides and colours a model takes: one list
 
 __all__ = ["ImageSetConfig", "ImageSet", "Skipped", "PictureLimits", "HOSTED", "LOCAL", "ImageSetError",
@@ -82,6 +82,17 @@ class ImageSet:
                 "good_class": self.good_class, "counts": {"train": counts(self.data.train),
                                                           "test": counts(self.data.test)},
                 "skipped": len(self.skipped), "fingerprint": self.fingerprint}
+
+
+def saved_set(path, data: Data | None = None) -> ImageSet:
+    """A set `data.save_picture_set` wrote, as the ImageSet it was made from (its splits, or `data` when the caller
+    holds them already; its masks and description; the skipped files are not kept: an empty list). DataError when
+    the file is gone or not a picture set."""
+    train, test, masks, about = load_picture_set(path)
+    cfg = ImageSetConfig(side=about["side"], color=about["color"], fit=about["fit"],
+                         test_fraction=about["test_fraction"], seed=about["seed"])
+    return ImageSet(data or Data(train, None, test), tuple(about["class_names"]), cfg, about["layout"],
+                    about["good_class"], masks, (), about["name"], about["fingerprint"])
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -1,6 +1,11 @@
 """The own-pictures detector run end to end on an MVTec-layout ImageSet: `detect` trains the PCA floor and a
 recipe of `aecore.labs.pictures` on the good training pictures and measures both on the test pictures.
 
+`detection_steps` is the same as a generator of `fit`'s Metrics; `detection_spec(DetectConfig(...), file)` is the
+`TaskSpec` the app submits, so that a detector trains through the run service (cap, queue, stop) as every
+training does: its task `detection` reads the set's description from the set's file and returns the figures and
+the arrays the page draws (`Detection.from_result`).
+
 A share of the good training pictures (HELD_OUT, picked by the seed) is kept out of training: the good-only
 threshold comes from their scores, so it is set without seeing a single defect, as it must be in a factory.
 """
@@ -12,10 +17,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from aecore.engine.data import Data, to_float
-from aecore.engine.images import ImageSet
+from aecore.engine.data import IMAGES, Data, DataConfig, to_float
+from aecore.engine.images import ImageSet, saved_set
 from aecore.engine.models import Autoencoder, build
 from aecore.engine.train import fit
+from aecore.runs.task import TaskSpec
 from aecore.labs.pictures import (DEFAULT_RECIPE, FALSE_ALARM, PCA_COMPONENTS, RECIPES, WORST_PIXELS,
                                   best_f1_threshold, error_maps, fit_gaussian, fit_pca, gallery, good_threshold,
                                   image_figures, model_outputs, pixel_auroc, threshold_report, worst_pixels)
@@ -37,7 +43,17 @@ class Detection:
     labels: np.ndarray          # (N_test,) class indices into the set's class_names
     maps: np.ndarray            # (N_test, S, S) the recipe's reconstruction error per pixel
     pca_maps: np.ndarray        # (N_test, S, S)
-    model: Autoencoder
+    model: Autoencoder | None   # None when it came back from a run (`from_result`): the page needs only the maps
+
+    def result(self) -> dict:
+        """What a detection run returns: the figures and the arrays behind them (not the model)."""
+        return {"figures": self.figures, "scores": self.scores, "pca_scores": self.pca_scores,
+                "labels": self.labels, "maps": self.maps, "pca_maps": self.pca_maps}
+
+    @classmethod
+    def from_result(cls, result: dict) -> Detection:
+        return cls(**{k: result[k] for k in ("figures", "scores", "pca_scores", "labels", "maps", "pca_maps")},
+                   model=None)
 
     def gallery_maps(self, which: str = "most_anomalous") -> tuple[list[int], np.ndarray]:
         """A gallery of `figures["gallery"]` ("most_anomalous" or "least_typical_good"): the test indices and
@@ -51,6 +67,19 @@ def detect(images: ImageSet, recipe: str = DEFAULT_RECIPE, epochs: int | None = 
            gallery_size: int = 8) -> Detection:
     """Train on `images`' good training pictures, score its test pictures, and measure. `log(line)` hears the
     progress. Raises DetectorError for a set without a good class, defects or enough pictures."""
+    steps = detection_steps(images, recipe, epochs, seed, k, false_alarm, device, log, gallery_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def detection_steps(images: ImageSet, recipe: str = DEFAULT_RECIPE, epochs: int | None = None, seed: int = 0,
+                    k: int = WORST_PIXELS, false_alarm: float = FALSE_ALARM, device: str = "auto", log=None,
+                    gallery_size: int = 8):
+    """`detect` as a generator: yields the recipe's training Metrics (step, total_steps, elapsed...) and returns
+    the Detection."""
     t0 = time.perf_counter()
     say = log or (lambda line: None)
     if recipe not in RECIPES:
@@ -84,6 +113,7 @@ def detect(images: ImageSet, recipe: str = DEFAULT_RECIPE, epochs: int | None = 
     model = build(model_cfg, seed=seed)
     t_fit = time.perf_counter()
     for m in fit(model, Data(kept, held, test), train_cfg):
+        yield m
         if m.epoch_end:
             say(f"{recipe}: epoch {m.epoch}/{train_cfg.epochs} loss {m.epoch_loss:.4f} "
                 f"held-out {m.val_loss:.4f} ({m.elapsed:.0f} s)")
@@ -122,3 +152,42 @@ def detect(images: ImageSet, recipe: str = DEFAULT_RECIPE, epochs: int | None = 
         "skipped": [{"file": s.file, "reason": s.reason} for s in images.skipped],
         "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - t0, 1)}
     return Detection(result, scores, pca_scores, labels, maps, pca_maps, model)
+
+
+# ------------------------------------------------------------------------------------------- through the run service
+@dataclass(frozen=True)
+class DetectConfig:
+    """A detection run's settings: the set's file (data.save_picture_set), the recipe, its epochs (None: the
+    recipe's), the class of good pictures, the seed of the held-out split and of the model."""
+    images: str
+    recipe: str = DEFAULT_RECIPE
+    epochs: int | None = None
+    good_class: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"DetectConfig.recipe must be one of {sorted(RECIPES)}, got {self.recipe!r}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ValueError(f"DetectConfig.epochs must be a whole number >= 1 or None, got {self.epochs!r}")
+        if isinstance(self.good_class, bool) or not isinstance(self.good_class, int) or self.good_class < 0:
+            raise ValueError(f"DetectConfig.good_class must be a class index >= 0, got {self.good_class!r}")
+
+    @property
+    def data(self) -> DataConfig:
+        return DataConfig(dataset=IMAGES, images=self.images)
+
+
+def detection_spec(cfg: DetectConfig, set_name: str, estimate_s: float = 60.0) -> TaskSpec:
+    """The run that finds the anomalies of a set: queued, capped and stoppable as a training is."""
+    return TaskSpec(name=f"anomalies · {cfg.recipe} · {set_name}", task="aecore.labs.picturerun:detection",
+                    config=cfg, data=cfg.data, estimate_s=estimate_s)
+
+
+def detection(cfg: DetectConfig, data: Data):
+    """The task a detection run runs: `detection_steps` on the set `cfg` names (its splits as the run service
+    hands them over, its description and masks from its file); returns `Detection.result()`."""
+    images = replace(saved_set(cfg.images, Data(data.train, None, data.test)), good_class=cfg.good_class)
+    found = yield from detection_steps(images, cfg.recipe, cfg.epochs, cfg.seed, device="cpu")
+    return found.result()
