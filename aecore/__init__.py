@@ -31,7 +31,8 @@ labs/ — experiments on the engine, training through the run service
     pretrain      few labels: the command line and results; fewlabels: the experiment
     precomputed   figures of the shipped models computed ahead (`python -m aecore.labs.precomputed`)
     pictures      anomaly detection on one's own pictures: the scores, PCA floor, thresholds, recipes;
-                  picturerun: the detector run on an MVTec-layout set
+                  picturerun: the detector run on an MVTec-layout set (also as a run: `detection_spec`);
+                  pictureviews: what the Your images page draws of a set and a detection
     pictureset    a generated MVTec-layout set from Fashion-MNIST (`python -m aecore.labs.pictureset OUT`)
 
 entry points (top floor) — command lines and benchmarks, nothing imports them

@@ -12,6 +12,7 @@ from aecore.engine.images import ImageSetConfig, ImageSetError
 from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
 from aecore.labs.picturerun import DetectConfig, Detection, detection_spec
+from aecore.labs import pictureviews
 from aecore.labs.pictures import DEFAULT_RECIPE, RECIPES
 from aecore.runs import RunSpec
 from ui import form, guide, panels, pictures, server, session
@@ -197,7 +198,7 @@ if f["pixel_auroc"] is not None:
     m4.metric("pixel AUROC, PCA", f"{f['pca_pixel_auroc']:.3f}")
 st.markdown(panels.markdown_table(["defect class", "recipe's AUROC", "PCA's AUROC"], [
     [name, f"{v:.3f}", f"{f['pca_per_defect_auroc'][name]:.3f}"] for name, v in f["per_defect_auroc"].items()]))
-st.plotly_chart(pictures.roc_figure(det, ps.good_class), key=K + "roc", width="stretch",
+st.plotly_chart(pictureviews.roc_figure(det, ps.good_class), key=K + "roc", width="stretch",
                 config={"displayModeBar": False})
 st.markdown(pictures.threshold_table(det))
 for title, which in (("The most anomalous test pictures", "most_anomalous"),
@@ -205,7 +206,7 @@ for title, which in (("The most anomalous test pictures", "most_anomalous"),
     shown = f["gallery"][which]
     if shown:
         st.markdown(f"**{title}**, their error maps over them")
-        st.image(pictures.overlays(ps, det, shown),
+        st.image(pictureviews.overlays(im.data.test, det, shown),
                  caption=[f"{names[det.labels[i]]} · {viz.number_text(det.scores[i])}" for i in shown],
                  alt=[f"A {names[det.labels[i]]} test picture, its reconstruction error drawn over it in a "
                       f"black-red-yellow-white heat scale" for i in shown])

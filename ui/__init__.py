@@ -11,6 +11,8 @@ modules it needs (`from ui import caches, session`) and calls through them, so a
 - `form`: a configuration's widgets, drawn from the settings table (aecore.engine.fields), keyed by field name.
 - `pictures`: each visitor's own picture sets (kept in their folder, never shown to another visitor) and what the
   Your images page draws of them.
+- `datasets`: the images a model learned, for the pages that show it: MNIST's from `caches`, a picture set from
+  the visitor's own shelf only (`pictures`).
 - `guide`: each page's line and its "What am I looking at?" expander, texts in `guides/<page>.md`.
 
 Arrows point down only: app.py → app_pages → ui → aecore; nothing here imports a page.

@@ -20,15 +20,12 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-import torch
 
-from aecore.engine import scoring, viz
-from aecore.engine.data import IMAGES, Data, DataConfig, cache_dir, save_picture_set, split, to_float
+from aecore.engine import viz
+from aecore.engine.data import IMAGES, Data, DataConfig, cache_dir, save_picture_set, split
 from aecore.engine.images import HOSTED, LOCAL, ImageSet, ImageSetConfig, ImageSetError, PictureLimits, load_images
-from aecore.labs import anomaly, picturerun
+from aecore.labs import picturerun, pictureviews
 from ui import panels, server, visitor as visitors
 
 KEY = "pictures.shelf"      # in the visitor's locker values
@@ -193,8 +190,7 @@ def preview(ps: PictureSet) -> None:
         [name, f"{int((train.labels == i).sum()):,}", f"{int((test.labels == i).sum()):,}"]
         for i, name in enumerate(im.class_names)]))
     zoom = 3 if c.side <= 32 else 2
-    for i, name in enumerate(im.class_names):
-        pics = to_float(torch.cat([s.images[s.labels == i][:10] for s in (train, test)])[:10]).numpy()
+    for name, pics in zip(im.class_names, pictureviews.class_samples(im.data, len(im.class_names))):
         st.image(viz.grid(pics, nrow=10, zoom=zoom), caption=f"{name}: the first {len(pics)} pictures",
                  alt=f"The first {len(pics)} pictures of class {name}.")
     if im.skipped:
@@ -205,35 +201,18 @@ def preview(ps: PictureSet) -> None:
 
 def reconstructions(ps: PictureSet, model, name: str) -> None:
     """A few test pictures of every class (top row) and how `model` rebuilds them (bottom row)."""
-    test, n = ps.images.data.test, len(ps.images.class_names)
-    each = max(1, 10 // n)
-    picks = torch.cat([torch.nonzero(test.labels == c).flatten()[:each] for c in range(n)])[:10]
-    if len(picks) == 0:
+    test, names = ps.images.data.test, ps.images.class_names
+    picks = pictureviews.test_picks(test, len(names))
+    if not picks:
         return
-    x = to_float(test.images[picks]).numpy()                                    # (n, C, S, S)
-    r = scoring.reconstruct(model, test.images[picks]).reshape(x.shape)
-    st.image(viz.grid(np.concatenate([x, r]), nrow=len(picks), zoom=3 if ps.images.config.side <= 32 else 2),
-             caption=f"Test pictures ({', '.join(ps.images.class_names[int(test.labels[i])] for i in picks)}) and "
+    block = pictureviews.originals_and_reconstructions(model, test, picks)
+    st.image(viz.grid(block, nrow=len(picks), zoom=3 if ps.images.config.side <= 32 else 2),
+             caption=f"Test pictures ({', '.join(names[int(test.labels[i])] for i in picks)}) and "
                      f"{name}'s reconstructions below them",
              alt=f"{len(picks)} test pictures in the top row, their reconstructions by the model in the bottom row.")
 
 
 # ------------------------------------------------------------------------------------------- anomalies
-def roc_figure(det: picturerun.Detection, good: int) -> go.Figure:
-    """Both detectors' ROC curves, the recipe's good-only threshold marked on its curve."""
-    is_anomaly = det.labels != good
-    f = det.figures
-    point = f["threshold"]["good_only"]
-    fpr, tpr, _ = anomaly.roc_curve(det.scores, is_anomaly)
-    fig = viz.roc_figure(fpr, tpr, f["image_auroc"], (point["false_alarm_rate"], point["recall"]))
-    fig.data[0].name = f"{f['recipe']} (AUROC {f['image_auroc']:.3f})"
-    fpr, tpr, _ = anomaly.roc_curve(det.pca_scores, is_anomaly)
-    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"PCA (AUROC {f['pca_image_auroc']:.3f})",
-                             line=dict(color=viz.LINES[1])))
-    fig.data[2].name = "good-only threshold"
-    return fig
-
-
 def threshold_table(det: picturerun.Detection) -> str:
     """The two thresholds of both detectors with their confusion counts, as Markdown."""
     f, rows = det.figures, []
@@ -245,18 +224,3 @@ def threshold_table(det: picturerun.Detection) -> str:
                          f"{r['precision']:.0%}", f"{r['recall']:.0%}", f"{r['f1']:.2f}"])
     return panels.markdown_table(["detector", "threshold", "score", "caught", "false alarms", "passed good", "missed",
                            "precision", "recall", "F1"], rows)
-
-
-def overlays(ps: PictureSet, det: picturerun.Detection, indices: list[int], zoom: int = 3) -> list[np.ndarray]:
-    """Test pictures with their error maps over them: RGB uint8 (S*zoom, S*zoom, 3) each, the picture at half
-    strength under the heat scale (viz.colorize). One scale for all, from the test maps' median error (black: as
-    well rebuilt as a typical pixel) to their 99.9th percentile (white)."""
-    low, high = (float(v) for v in np.quantile(det.maps, [0.5, 0.999]))
-    out = []
-    for i in indices:
-        picture = viz.zoom(to_float(ps.images.data.test.images[i : i + 1])[0].numpy(), zoom)   # (H, W[, 3])
-        if picture.ndim == 2:
-            picture = np.repeat(picture[..., None], 3, axis=2)
-        heat = viz.colorize((det.maps[i] - low) / max(high - low, 1e-12), zoom)
-        out.append(np.maximum(picture // 2, heat))
-    return out
