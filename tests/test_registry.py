@@ -175,6 +175,20 @@ def test_one_run_per_visitor(fake, data):
     reg.submit(spec(), data, "alice")                   # the first has ended: a new one is fine
 
 
+def test_a_run_shown_as_finished_no_longer_holds_its_visitor(fake, data):
+    """Between a job's end (its snapshot says "finished", the page says so) and the moment its end frees the slot,
+    the visitor's next run is taken: it queues for that moment, then starts."""
+    reg = make(max_runs=1)
+    first = reg.submit(spec(), data, "alice")
+    job = fake[0]
+    job.state = "finished"                              # ended; its worker has not yet told the registry
+    assert reg.view(first).state == "finished"
+    second = reg.submit(spec(), data, "alice")
+    assert states(reg, [first, second]) == ["finished", "queued"]   # the slot is still the first's
+    job.on_end()
+    assert states(reg, [second]) == ["running"]
+
+
 def test_one_queued_run_per_visitor(fake, data):
     reg = make(max_runs=1)
     reg.submit(spec(), data, "bob")

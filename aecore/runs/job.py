@@ -125,6 +125,13 @@ class TrainingJob:
         return True
 
     @property
+    def state(self) -> str:
+        """"ready", "running", "paused", or how it ended ("finished", "stopped", "failed"): the snapshot's state,
+        without copying its records."""
+        with self._lock:
+            return self._state
+
+    @property
     def active(self) -> bool:
         """True while the worker thread is alive (running, paused or finishing up)."""
         return self._thread is not None and self._thread.is_alive()

@@ -120,7 +120,10 @@ class RunRegistry:
             if problem:
                 raise RunRefused(problem if series is None else f"run {i + 1} ({spec.name}): {problem}")
         with self._lock:
-            mine = [r for r in self._runs.values() if visitor in r.owners and r.ended is None]
+            # A run whose job has ended counts as ended, also in the moment before its end frees the slot: a page
+            # that shows "finished" takes the visitor's next run (it queues for that moment if it must).
+            mine = [r for r in self._runs.values()
+                    if visitor in r.owners and r.ended is None and (r.queued or r.job.state not in ENDED)]
             if mine:
                 raise RunRefused(self._busy_message(mine[0]))
             waiting = sum(r.queued for r in self._runs.values())
