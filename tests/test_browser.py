@@ -99,14 +99,17 @@ def screenshot(page, name: str, folder: Path = SCREENSHOTS) -> Path:
     return path
 
 
-def phone_screenshot(page, url: str, name: str, folder: Path = SCREENSHOTS) -> Path:
-    """`url` in a 390x844 phone viewport (a touch screen), the first screenful, as a visitor's phone shows it."""
+def phone_screenshot(page, url: str, name: str, folder: Path = SCREENSHOTS, ready: str | None = None) -> Path:
+    """`url` in a 390x844 phone viewport (a touch screen), the first screenful, as a visitor's phone shows it
+    (once the element `ready` names, if any, is there)."""
     context = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                                has_touch=True, device_scale_factor=2)
     try:
         phone = context.new_page()
         phone.goto(url, timeout=STARTUP_S * 1000)
         phone.locator('[data-testid="stMain"] h1').first.wait_for(timeout=STARTUP_S * 1000)
+        if ready:
+            phone.locator(ready).first.wait_for(timeout=60_000)
         wait_idle(phone)
         time.sleep(0.5)
         folder.mkdir(parents=True, exist_ok=True)
@@ -233,6 +236,8 @@ def train_switch_pages_and_draw(page, server, measurements):
     measurements["samples_per_s_final"] = samples_per_s(final_progress)
     measurements["final_progress_text"] = final_progress
     screenshot(page, "train")
+    phone_screenshot(page, page.url, "train-phone",    # the run's link on a phone: its bar and chart on one screen
+                     ready='[data-testid="stProgress"]')
 
     # -- Inspect and Latent space: they render for the model just trained
     goto(page, "Inspect", "Look inside the model")
@@ -286,6 +291,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     assert "typical of handwritten digits" in measurements["draw_verdict"]     # a 7 is a digit
     wait_idle(page)
     screenshot(page, "draw")
+    phone_screenshot(page, server + "/draw", "draw-phone")
 
     # -- Anomalies: the tutorial's case beside the recommended detector, the charts, and a threshold that moves
     goto(page, "Anomalies", "Find anomalies")
