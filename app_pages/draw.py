@@ -125,6 +125,12 @@ am = session.page_model()
 detector = caches.digit_detector()        # loaded once per server, like the active model
 st.caption(f"Active model: **{am.name}** (it rebuilds your digit); the digit classifier reads which digit it is, "
            f"the digit detector says whether it is a digit at all.")
+if am.config.image_shape != (28, 28):     # a model of one's own pictures: it cannot read a digit drawn here
+    side = am.config.side
+    st.info(f"**{am.name} reads {side}×{side} {'colour' if am.config.in_channels == 3 else 'grey'} pictures**, "
+            "not 28×28 digits like the ones drawn here. Choose a digit model in the sidebar (a shipped one, or one "
+            "trained on MNIST) to see your drawing rebuilt.", icon=":material/swap_horiz:")
+    st.stop()
 
 # One input at a time, so that the result always says where it comes from. On a phone the two columns stack: the
 # result comes right under the input.

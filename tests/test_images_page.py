@@ -331,6 +331,10 @@ def test_the_other_pages_show_a_picture_set_model_on_its_own_pictures(family, mo
     figures = {r["name"]: r["data"] for r in at.dataframe[2].value.to_dict("records")}
     assert figures == {family: "images: squares", "pytorch-784-200": "mnist"}
 
+    # Draw rebuilds drawn digits: a model of 32×32 colour pictures says it cannot, rather than failing on one
+    goto(at, "app_pages/draw.py")
+    assert any("reads 32×32 colour pictures" in t for t in texts(at.info)) and not at.error
+
     # Another visitor with the same checkpoint: the set is not theirs, and the pages say so (nothing raised).
     other = open_page()
     goto(other, "app_pages/train.py")
