@@ -16,7 +16,7 @@ import streamlit as st
 from aecore.engine import checkpoint, links, presets, viz
 from aecore.engine.data import DATASETS, DataConfig
 from aecore.engine.fields import FIELDS
-from aecore.runs import RunSpec
+from aecore.runs import RunSpec, TaskSpec
 from aecore.engine.models import ModelConfig, build, count_params, summary
 from aecore.engine.train import TrainConfig, available_devices
 from ui import caches, form, guide, panels, server, session
@@ -368,7 +368,7 @@ def show_picked_run() -> None:
     st.session_state[session.RUN_ID] = st.query_params["run"] = st.session_state[K + "show_run"]
 
 
-mine = registry.runs_of(me)
+mine = [r for r in registry.runs_of(me) if not isinstance(r.spec, TaskSpec)]   # trainings; a lab's on its page
 if len(mine) > 1:
     with st.expander(f"Your runs on this server ({len(mine)})"):
         st.caption("Only runs started in this browser session, or opened from their link, are listed. Ended runs "

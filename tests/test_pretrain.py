@@ -20,7 +20,8 @@ from aecore.labs.pretrain import QUICK, ROW_KEYS, Classifier, PretrainConfig, Re
 
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, TITLES, goto, open_app, texts
+from app_helpers import APP, TITLES, custom_form, goto, open_app, texts, wait_for_end
+from ui import server, session, visitor
 from idx_helpers import tiny_data, write_idx_folder
 
 # Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
@@ -333,6 +334,23 @@ def test_the_page_runs_the_comparison_and_shows_its_table_beside_the_stored_one(
     again.session_state["pretrain.run"] = run_id
     again.switch_page(PAGE).run()
     assert not again.exception and any("Your run" in m for m in texts(again.markdown))
+    # the Train page is for trainings: the comparison's link there points to its page instead of showing it as one
+    train = AppTest.from_file(str(APP), default_timeout=60)
+    train.query_params["run"] = run_id
+    train.switch_page("app_pages/train.py").run()
+    assert not train.exception and not train.error
+    assert any("a lab's experiment rather than a training: the Few labels page shows it" in i
+               for i in texts(train.info))
+    assert any("No run yet in this session" in i for i in texts(train.info))
+    assert "run" not in train.query_params and session.RUN_ID not in train.session_state
+    # and its list of the visitor's runs holds their trainings only: with one training beside the comparison,
+    # there is no list of two
+    goto(at, "app_pages/train.py")
+    custom_form(at, hidden=8, epochs=1, batch=60)
+    at.button(key="train.btn_start").click().run()
+    wait_for_end(at)
+    assert len(server.run_registry().runs_of(at.session_state[visitor.KEY])) == 2
+    assert not [e for e in at.get("expander") if "Your runs" in e.proto.label]
 
 
 def test_the_page_stops_a_comparison(tiny_idx, tmp_path, monkeypatch):

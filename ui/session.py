@@ -17,7 +17,7 @@ import streamlit as st
 from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.models import count_params
 from aecore.engine.train import resolve_device
-from aecore.runs import RunRegistry
+from aecore.runs import RunRegistry, TaskSpec
 from ui import caches, server, visitor as visitors
 
 ACTIVATE = "app.activate"   # a model to make active on the next run, set by add_session_model
@@ -75,6 +75,10 @@ def watch(run_id: str) -> None:
     _watcher(watcher()).registry.heartbeat(run_id, watcher())
 
 
+TASK_PAGES = {"aecore.labs.pretrain": ("app_pages/pretrain.py", "Few labels"),      # a lab's task -> its page
+              "aecore.labs.picturerun": ("app_pages/images.py", "Your images")}
+
+
 def linked_run(key: str = RUN_ID):
     """The run a page shows, kept in session_state[key]: the one in the URL (`?run=<id>`: a reload, or a link
     opened in another tab) when there is one, else the session's. The URL is kept pointing at it, and this
@@ -82,10 +86,18 @@ def linked_run(key: str = RUN_ID):
     registry = server.run_registry()
     linked = st.query_params.get("run")
     if linked and linked != st.session_state.get(key):
-        if registry.attach(linked, visitor()) is None:
+        found = registry.attach(linked, visitor())
+        if found is None:
             st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
                        f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).",
                        icon=":material/link_off:")
+            del st.query_params["run"]
+        elif isinstance(found.spec, TaskSpec):      # a lab's work, not a training: its own page shows it
+            page, title = TASK_PAGES.get(found.spec.task.partition(":")[0], (None, None))
+            st.info(f"This link is of **{found.spec.name}**, a lab's experiment rather than a training"
+                    + (f": the {title} page shows it." if page else "."), icon=":material/science:")
+            if page:
+                st.page_link(page, label=title, icon=":material/arrow_forward:")
             del st.query_params["run"]
         else:
             st.session_state[key] = linked
