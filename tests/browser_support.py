@@ -44,7 +44,9 @@ def goto(page, name: str, heading: str) -> None:
 
 
 def progress_text(page) -> str:
-    bar = page.get_by_test_id("stProgress")
+    """The run's progress text. While the progress fragment redraws, the old bar and the new one can both be on
+    the page for a moment: every test reads the last one (the newest)."""
+    bar = page.get_by_test_id("stProgress").last
     return bar.inner_text() if bar.count() else ""
 
 

@@ -272,15 +272,15 @@ def test_start_pause_stop_by_keyboard(browser, server, report):
         expect(page.get_by_role("button", name=START)).to_be_enabled()
         tab_to(page, START)
         page.keyboard.press("Enter")
-        expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         wait_idle(page)
         tab_to(page, PAUSE)
         page.keyboard.press("Space")
-        expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^paused"), timeout=60_000)
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^paused"), timeout=60_000)
         wait_idle(page)
         tab_to(page, STOP)
         page.keyboard.press("Enter")
-        expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
     finally:
         context.close()
 
@@ -307,7 +307,7 @@ def test_every_page_after_a_short_run(browser, server, report):
         open_url(page, server, TRAIN, SMALL_RUN)
         expect(page.get_by_role("button", name=START)).to_be_enabled()
         page.get_by_role("button", name=START).click()
-        expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
         page.get_by_role("button", name=re.compile("Download checkpoint")).wait_for(timeout=60_000)
         wait_idle(page)
         for p in [TRAIN, *(q for q in PAGES if q != TRAIN)]:     # Train first: the finished run shows there

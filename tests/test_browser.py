@@ -168,7 +168,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     # The URL holds the form: the preset's name and only what differs from it.
     page.wait_for_url(re.compile(r"\?preset=pytorch-784-200&epochs=2$"), timeout=30_000)
     start.click()
-    expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"epoch \d+/2\b"), timeout=TRAIN_S * 1000)
+    expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"epoch \d+/2\b"), timeout=TRAIN_S * 1000)
     run_id = run_id_of(page)
 
     # the loss chart appears and gains points while the run goes on
@@ -201,7 +201,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     before = step_of(progress_text(page))
     page.reload()
     page.get_by_role("heading", name="Train an autoencoder").wait_for(timeout=STARTUP_S * 1000)
-    expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^(running|finished)"),
+    expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^(running|finished)"),
                                                                 timeout=60_000)
     assert run_id_of(page) == run_id, "the reload showed another run"
     page.wait_for_function(f"""() => {{
@@ -216,12 +216,12 @@ def train_switch_pages_and_draw(page, server, measurements):
     # -- away to Draw and back: the run goes on (or has finished) and the page shows it
     goto(page, "Draw", "Draw a digit")
     goto(page, "Train", "Train an autoencoder")
-    bar = page.get_by_test_id("stProgress")
+    bar = page.get_by_test_id("stProgress").last
     bar.wait_for()
     text = bar.inner_text()
     assert "running" in text or "finished" in text, f"after switching pages the progress reads {text!r}"
 
-    finished = page.get_by_test_id("stProgress").get_by_text("✅ finished").or_(
+    finished = page.get_by_test_id("stProgress").last.get_by_text("✅ finished").or_(
         page.get_by_role("button", name=re.compile("Download checkpoint")))
     finished.first.wait_for(timeout=TRAIN_S * 1000)
     page.get_by_role("button", name=re.compile("Download checkpoint")).wait_for(timeout=60_000)
@@ -355,9 +355,9 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
         expect(first.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
         wait_idle(first)
         first.get_by_role("button", name=START).click()
-        expect(first.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
+        expect(first.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         second.get_by_role("button", name=START).click()
-        expect(second.get_by_test_id("stProgress")).to_contain_text(
+        expect(second.get_by_test_id("stProgress").last).to_contain_text(
             re.compile(r"^queued · number 1 in line · starts in .* · 1 of 1 training slots busy"), timeout=60_000)
         measurements["queued_text"] = progress_text(second)
         first_id, second_id = run_id_of(first), run_id_of(second)
@@ -365,14 +365,14 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
         assert first_id not in second.content() and second_id not in first.content()
 
         # the first run ends; the queued one starts by itself
-        expect(first.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
-        expect(second.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=60_000)
+        expect(first.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
+        expect(second.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=60_000)
         wait_idle(first)
         mine = own_models(first)
         assert mine and all("pytorch-784-200 · epochs 1 run 1" in o for o in mine), mine
         assert own_models(second) == [], "the second visitor sees the first one's model"
         second.get_by_role("button", name=STOP).click()
-        expect(second.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
+        expect(second.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
     finally:
         first_ctx.close()
         second_ctx.close()
@@ -399,7 +399,7 @@ def test_closing_the_browser_stops_its_run(page, server, measurements):
     pid = SERVER_PID[0]
     context, visitor = new_visitor(page, server)
     visitor.get_by_role("button", name=START).click()   # the default preset: 10 epochs, far longer than we wait
-    expect(visitor.get_by_test_id("stProgress")).to_contain_text("running", timeout=TRAIN_S * 1000)
+    expect(visitor.get_by_test_id("stProgress").last).to_contain_text("running", timeout=TRAIN_S * 1000)
     link = visitor.url
     training = cpu_rate(pid)
     context.close()
@@ -409,7 +409,7 @@ def test_closing_the_browser_stops_its_run(page, server, measurements):
     context, again = new_visitor(page, server)
     try:
         again.goto(link)
-        expect(again.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
+        expect(again.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
         expect(again.get_by_text(f"Stopped by the server: nobody watched it for {GRACE_S} s")).to_be_visible()
     finally:
         context.close()

@@ -73,12 +73,12 @@ def test_a_run_started_on_one_server_is_driven_from_another(browser, servers):
     second_ctx = None
     try:
         run_id = start_run(first, epochs=20)
-        progress = first.get_by_test_id("stProgress")
+        progress = first.get_by_test_id("stProgress").last
         expect(progress).to_contain_text(re.compile(r"^running · epoch \d+/20 · step"), timeout=TRAIN_S * 1000)
 
         # the second server finds the run by its link, and shows it training
         second_ctx, second = open_page(browser, f"{b_url}/?run={run_id}")
-        other = second.get_by_test_id("stProgress")
+        other = second.get_by_test_id("stProgress").last
         expect(other).to_contain_text(re.compile(r"^running · epoch \d+/20 · step"), timeout=60_000)
         before = step_of(progress_text(second))
         second.wait_for_function(f"""() => {{
@@ -128,18 +128,18 @@ def test_a_run_waits_for_the_clusters_cpus_on_the_page(browser, servers):
             pages.append(page)
         for page in pages[:2]:
             start_run(page, epochs=20)
-            expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"),
+            expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"),
                                                                        timeout=TRAIN_S * 1000)
         third = pages[2]
-        start_run(third, epochs=1)
-        expect(third.get_by_test_id("stProgress")).to_contain_text(
+        start_run(third, epochs=20)        # long enough to be stopped below, not to finish first
+        expect(third.get_by_test_id("stProgress").last).to_contain_text(
             re.compile(r"^queued · waits for the Ray cluster's resources \(1 CPU\) · 0 of 2 CPUs free on 1 node"),
             timeout=60_000)
         button(pages[0], STOP).click()
-        expect(third.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
+        expect(third.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         for page in (pages[1], third):
             button(page, STOP).click()
-            expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
+            expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
     finally:
         for ctx in contexts:
             ctx.close()
@@ -157,7 +157,7 @@ def test_a_server_with_its_own_local_ray_trains_and_reattaches(browser, chromium
         context, page = open_page(browser, url + "/train")
         try:
             run_id = start_run(page, epochs=3)
-            progress = page.get_by_test_id("stProgress")
+            progress = page.get_by_test_id("stProgress").last
             expect(progress).to_contain_text(re.compile(r"^running · epoch \d+/3 · step"), timeout=TRAIN_S * 1000)
             page.reload()
             page.get_by_role("heading", name="Train an autoencoder").wait_for(timeout=STARTUP_S * 1000)

@@ -65,7 +65,7 @@ def test_a_reload_on_another_page_keeps_the_run_and_the_active_model(browser, se
         page.get_by_role("button", name=START).wait_for(timeout=STARTUP_S * 1000)
         wait_idle(page)
         page.get_by_role("button", name=START).click()
-        expect(page.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^finished"), timeout=TRAIN_S * 1000)
         wait_idle(page)
         mine = own(page)
         assert len(mine) == 1 and "keras-784-32" in mine[0], mine
@@ -86,7 +86,7 @@ def test_a_reload_on_another_page_keeps_the_run_and_the_active_model(browser, se
         tab.get_by_role("button", name=START).wait_for(timeout=STARTUP_S * 1000)
         wait_idle(tab)
         assert own(tab) == mine
-        expect(tab.get_by_test_id("stProgress")).to_contain_text(re.compile(r"^finished"), timeout=60_000)
+        expect(tab.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^finished"), timeout=60_000)
 
         stranger = other.new_page()                                       # another browser: nothing of it
         stranger.goto(server + "/compare", timeout=STARTUP_S * 1000)
