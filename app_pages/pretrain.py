@@ -51,7 +51,8 @@ if results is not None:
                 f"**{first['pretrained_mean']:.1%}** against **{first['random_mean']:.1%}** from random weights "
                 f"({100 * (first['pretrained_mean'] - first['random_mean']):+.1f} points); with {last['labels']:,} "
                 f"labels the difference is {100 * (last['pretrained_mean'] - last['random_mean']):+.1f} points.")
-    st.plotly_chart(pretrain.accuracy_figure(rows), key=K + "chart", width="stretch")
+    st.plotly_chart(pretrain.accuracy_figure(rows), key=K + "chart", width="stretch",
+                    config={"displayModeBar": False})   # its buttons would cover the title on a phone
     when = str(results.get("date", "?")).replace("T", " ")
     st.caption(
         f"Mean ± standard deviation over {rows[0].get('seeds', '?')} draws of the labelled images (N/10 per digit; "

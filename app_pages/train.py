@@ -269,10 +269,11 @@ def live_view():
     label = "tutorial" + (f" ({pre.train.epochs} epochs)" if pre and pre.train.epochs != spec.train.epochs else "")
     fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None, reference_label=label)
     chart, recon = st.columns([3, 2])
-    chart.plotly_chart(fig, key=K + "chart", width="stretch")
+    # Plotly's buttons would sit over the legend on a phone; dragging still zooms, a double click zooms back out
+    chart.plotly_chart(fig, key=K + "chart", width="stretch", config={"displayModeBar": False})
     if m and m.terms:      # a VAE's reconstruction and KL, a sparse model's code penalty: each on its own scale
         chart.plotly_chart(viz.terms_figure([(r.step, r.terms) for r in snap.records], per_epoch),
-                           key=K + "terms", width="stretch")
+                           key=K + "terms", width="stretch", config={"displayModeBar": False})
     with recon:
         if snap.timeline:
             epoch, frame = snap.timeline[-1]
