@@ -74,10 +74,10 @@ def holds(spec: RunSpec) -> bool:
     return form.query(st.session_state, K) == links.query(*links.of_run(spec))
 
 
-def link_url(preset_name: str, vals: dict) -> str:
+def link_url(preset_name: str, vals: dict, hidden=(), locked=()) -> str:
     """The full link to a configuration; the app's address is unknown outside a browser, then only the query."""
     base = st.context.url or ""
-    return f"{base}?{links.query_string(preset_name, vals)}"
+    return f"{base}?{links.query_string(preset_name, vals, hidden, locked)}"
 
 
 def read_form() -> tuple[ModelConfig, DataConfig, TrainConfig]:
@@ -122,6 +122,7 @@ if K + "preset" not in st.session_state:
         link = links.parse(params, ignore=("run",))
         st.session_state[K + "preset"] = link.preset
         st.session_state.update(form_values(link.values))
+        form.fix(link, K)                                  # a teacher's link: what it hides and locks
         if link.problems:
             st.session_state[K + "link_problems"] = (link.problems, form_values(link.values))
     st.session_state[FORM_RUN] = run.id if run else None
@@ -164,6 +165,7 @@ if st.session_state.get(K + "device") not in devices:
     st.session_state[K + "device"] = "auto"
 
 config_error = None
+form.hold_fixed(K)
 try:
     model_cfg, data_cfg, train_cfg = read_form()
 except ValueError as e:
@@ -171,7 +173,7 @@ except ValueError as e:
 else:
     # The URL holds the form: the preset's name and only what differs from it (a reload or a shared link keeps it).
     form_values_now = links.values(model_cfg, data_cfg, train_cfg)
-    form_link = links.query(preset_name, form_values_now)
+    form_link = links.query(preset_name, form_values_now, *form.fixed_names(K))
     for key in [k for k in st.query_params if k not in form_link and k != "run"]:
         del st.query_params[key]
     st.query_params.update({k: v for k, v in form_link.items() if st.query_params.get(k) != v})
@@ -190,9 +192,11 @@ else:
 
 with copy_link.popover("Copy link", icon=":material/link:", disabled=config_error is not None):
     if not config_error:
-        st.code(link_url(preset_name, form_values_now), language=None, wrap_lines=True)
+        hide, lock = form.teacher_choice(K, st.session_state[K + "family"])
+        st.code(link_url(preset_name, form_values_now, hide, lock), language=None, wrap_lines=True)
     st.caption("The copy icon on the right copies this form as a link: the preset plus what differs from it. "
-               "Opening it fills the form the same way; it starts nothing.")
+               "Opening it fills the form the same way; it starts nothing. For a class, hide or lock settings: "
+               "the link's form leaves them out, or shows them fixed, at these values.")
 
 if st.session_state[K + "dataset"] not in caches.available_datasets():
     panels.data_missing(st.session_state[K + "dataset"])
@@ -325,6 +329,8 @@ with st.expander("Settings: data, model and training", key=SETTINGS, on_change="
                    "now.")
     if selected:
         st.caption(f"**The tutorial.** {selected.tutorial}")
+    if form.fixed_note(K):
+        st.caption(form.fixed_note(K))
     left, right = st.columns([3, 2], gap="large")
     with left:
         family = st.session_state[K + "family"]

@@ -25,7 +25,7 @@ CLASSES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 K = "train."
 # The Train page's widgets that are not settings: the preset picker, the run's controls, the uploader.
 CONTROLS = {"preset", "btn_reset", "btn_start", "btn_pause", "btn_resume", "btn_stop", "upload", "download",
-            "show_run"}
+            "show_run", "link_hide", "link_lock"}   # the last two: the Copy link popover's choice for a class
 WIDGETS = ("selectbox", "number_input", "slider", "text_input", "checkbox", "multiselect", "radio", "button",
            "toggle", "text_area", "select_slider", "date_input", "time_input", "color_picker", "file_uploader",
            "download_button")

@@ -249,3 +249,39 @@ def test_picking_another_of_ones_runs_shows_its_settings(tiny_idx, started_jobs)
     assert at.query_params["run"] == first
     assert at.number_input(key="train.epochs").value == 1                   # the form follows the run shown
     assert not at.button(key="train.btn_start").disabled
+
+
+# ---------------------------------------------------------------------------------------------- a teacher's link
+def test_a_link_reads_and_writes_what_it_hides_and_locks():
+    link = links.parse({"preset": "pytorch-784-200", "epochs": "2", "hide": "lr, batch_size", "lock": "epochs,lr"})
+    assert link.hidden == ("lr", "batch_size") and link.locked == ("epochs",)   # hidden wins over locked
+    assert link.values["epochs"] == 2 and not link.problems
+    q = links.query(link.preset, link.values, link.hidden, link.locked)
+    assert q == {"preset": "pytorch-784-200", "epochs": "2", "hide": "lr,batch_size", "lock": "epochs"}
+    assert links.parse(q).hidden == link.hidden and links.parse(q).locked == link.locked      # round trip
+    bad = links.parse({"hide": "lr,<b>x</b>", "lock": "nope"})
+    assert bad.hidden == ("lr",) and bad.locked == ()
+    assert [p.split(":")[0] for p in bad.problems] == ["`hide=`", "`lock=`"] and "`<b>x</b>`" in bad.problems[0]
+    assert "hide" not in links.query("pytorch-784-200", link.values)        # a plain link says nothing of it
+
+
+def test_a_teachers_link_hides_and_locks_settings_at_its_values(tiny_idx, started_jobs):
+    at = open_link({"preset": "pytorch-784-200", "epochs": "1", "batch_size": "60", "lock": "epochs",
+                    "hide": "lr,batch_size"})
+    assert not at.exception and not at.warning
+    keys = {w.key for w in at.number_input} | {w.key for w in at.slider} | {w.key for w in at.selectbox}
+    assert "train.lr" not in keys and "train.batch_size" not in keys       # hidden
+    assert at.number_input(key="train.epochs").disabled and at.number_input(key="train.epochs").value == 1
+    assert any("This link sets and hides Learning rate, Batch size and fixes Epochs" in c for c in texts(at.caption))
+    assert at.query_params["hide"] == "lr,batch_size" and at.query_params["lock"] == "epochs"   # a reload keeps them
+    # another preset moves nothing the link fixed
+    at.selectbox(key="train.preset").set_value("keras-784-32").run()
+    assert not at.exception and at.number_input(key="train.epochs").value == 1
+    at.button(key="train.btn_start").click().run()
+    (job,) = started_jobs
+    assert job.spec.train.epochs == 1 and job.spec.train.batch_size == 60 and job.spec.train.lr == 1e-3
+    assert job.spec.model.hidden == (32,)                                  # what the link left free did change
+    # the Copy link popover: the teacher's choice goes into the link it shows
+    at.multiselect(key="train.link_hide").set_value(["lr"]).run()
+    at.multiselect(key="train.link_lock").set_value(["epochs", "lr"]).run()
+    assert any(c.value.endswith("&hide=lr&lock=epochs") for c in at.code)

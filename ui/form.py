@@ -16,6 +16,7 @@ from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
 
 CONFIGS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+FIXED = "fixed"           # session key (after the prefix): {setting: ("hide" or "lock", the link's config value)}
 SLIDERS = ("noise_level", "deform", "dropout")            # numbers drawn as sliders; the rest as number inputs
 FORMATS = {"lr": "%.6f", "sparsity": "%.5f", "adam_eps": "%.1e"}
 
@@ -100,8 +101,13 @@ def draw(name: str, prefix: str, family: str, where=None, **kwargs):
     where = where or st
     f = FIELDS[name].for_family(family)
     label = f.label_for(family)
+    mode = st.session_state.get(prefix + FIXED, {}).get(name, (None,))[0]
+    if mode == "hide":                          # a teacher's link left it out: its value stays the link's
+        return st.session_state.get(prefix + name)
     kwargs = {"key": prefix + name, "help": f.help,
               "disabled": f.needs is not None and not is_on(st.session_state.get(prefix + f.needs)), **kwargs}
+    if mode == "lock":
+        kwargs.update(disabled=True, help=f"{f.help} Fixed by this link.".strip())
     if f.kind == "choice":
         return where.selectbox(label, kwargs.pop("options", f.choices),
                                format_func=kwargs.pop("format_func", f.choice_label), **kwargs)
@@ -116,3 +122,51 @@ def draw(name: str, prefix: str, family: str, where=None, **kwargs):
     if name in SLIDERS:
         return where.slider(label, low, high, step=step, **kwargs)
     return where.number_input(label, low, high, step=step, format=FORMATS.get(name), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- a teacher's link
+def fix(link: links.Link, prefix: str) -> None:
+    """Remember the settings a link hides and locks, with the values it gives them (`hold_fixed` keeps them)."""
+    v = link.values
+    st.session_state[prefix + FIXED] = {**{n: ("hide", v[n]) for n in link.hidden},
+                                        **{n: ("lock", v[n]) for n in link.locked}}
+
+
+def hold_fixed(prefix: str) -> None:
+    """Put the link's values back in its hidden and locked settings, before the form is read (a preset chosen
+    since, or a family change, may have moved them), each as the form's current family shows it."""
+    fixed = st.session_state.get(prefix + FIXED, {})
+    if "family" in fixed:
+        st.session_state[prefix + "family"] = fixed["family"][1]
+    family = st.session_state[prefix + "family"]
+    for name, (_, value) in fixed.items():
+        st.session_state[prefix + name] = widget_value(name, value, family)
+
+
+def fixed_names(prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(hidden, locked) setting names of the link this session opened."""
+    fixed = st.session_state.get(prefix + FIXED, {})
+    return (tuple(n for n, (m, _) in fixed.items() if m == "hide"), tuple(n for n, (m, _) in fixed.items() if m == "lock"))
+
+
+def fixed_note(prefix: str) -> str | None:
+    """What the link fixes, in words, for the visitor (None when it fixes nothing)."""
+    hidden, locked = fixed_names(prefix)
+    if not hidden and not locked:
+        return None
+    parts = ([f"sets and hides {', '.join(FIELDS[n].label for n in hidden)}"] if hidden else []) + \
+        ([f"fixes {', '.join(FIELDS[n].label for n in locked)}"] if locked else [])
+    return f":material/lock: **This link {' and '.join(parts)}**: the rest is yours to change."
+
+
+def teacher_choice(prefix: str, family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Copy link popover's choice of settings to hide and to lock in the link (a teacher tailoring a form for
+    a class), starting from what this session's link fixed. Returns (hidden, locked); hidden wins."""
+    names = [n for n in FIELDS if family in FIELDS[n].families]
+    hidden, locked = fixed_names(prefix)
+    label = {n: FIELDS[n].label_for(family) for n in names}.get
+    hide = st.multiselect("Hide in the link", names, default=[n for n in hidden if n in names], format_func=label,
+                          key=prefix + "link_hide", placeholder="settings the class does not see")
+    lock = st.multiselect("Lock in the link", names, default=[n for n in locked if n in names], format_func=label,
+                          key=prefix + "link_lock", placeholder="settings the class sees but cannot change")
+    return tuple(hide), tuple(n for n in lock if n not in hide)

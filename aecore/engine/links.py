@@ -6,6 +6,11 @@ ranges a link is read against. `parse` reads a query back: each parameter is che
 named and the rest of the link still applies; whether the values go together is the configs' own check, as for
 anything typed into the form. A run is named the same way, shorter: `run_name` gives 'keras-784-32 · epochs 5, lr
 0.01' (the preset stays the run's preset; aecore.engine.presets says when its figure still applies).
+
+A teacher's link may also carry `hide=` and `lock=`, each a comma-separated list of setting names: the form leaves
+hidden settings out and shows locked ones fixed, both at the link's values (`?preset=pytorch-784-200&epochs=2&
+lock=epochs&hide=lr,batch_size`). They tailor what a class sees; they are not a security boundary (the link can be
+edited), and the server's limits still apply to every run.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from aecore.engine.models import ModelConfig
 from aecore.engine.train import RunSpec, TrainConfig
 
 PRESET = "preset"            # the query parameter naming the preset
+HIDE, LOCK = "hide", "lock"  # the query parameters listing the settings a teacher's link hides and locks
 CUSTOM = "custom"            # a configuration built by hand: its differences are counted from DEFAULT_PRESET
 DEFAULT_PRESET = "pytorch-784-200"
 NAME_SETTINGS = 3            # a run's name lists at most this many differences, then "+2 more"
@@ -34,6 +40,8 @@ class Link:
     preset: str
     values: dict
     problems: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()      # settings the form leaves out (at the link's values)
+    locked: tuple[str, ...] = ()      # settings the form shows fixed
 
 
 def values(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict:
@@ -47,18 +55,22 @@ def preset_values(name: str) -> dict:
     return values(p.model, p.data, p.train)
 
 
-def query(preset: str, vals: Mapping) -> dict[str, str]:
-    """The query parameters of a configuration: the preset's name, then only the values that differ from it."""
+def query(preset: str, vals: Mapping, hidden=(), locked=()) -> dict[str, str]:
+    """The query parameters of a configuration: the preset's name, then only the values that differ from it, then
+    the settings a teacher's link hides and locks (in the settings table's order)."""
     base = preset_values(preset)
     out = {PRESET: preset}
     for name in FIELDS:
         if name in vals and not _same(vals[name], base[name]):
             out[name] = format_value(vals[name])
+    for param, names in ((HIDE, hidden), (LOCK, locked)):
+        if names:
+            out[param] = ",".join(n for n in FIELDS if n in names)
     return out
 
 
-def query_string(preset: str, vals: Mapping) -> str:
-    return urlencode(query(preset, vals), safe=",")
+def query_string(preset: str, vals: Mapping, hidden=(), locked=()) -> str:
+    return urlencode(query(preset, vals, hidden, locked), safe=",")
 
 
 def differences(preset: str, vals: Mapping) -> dict[str, tuple]:
@@ -107,7 +119,7 @@ def parse(params: Mapping[str, str], ignore: tuple[str, ...] = ()) -> Link:
         problems.append(f"`{PRESET}={preset}`: no such preset (choose one of {', '.join(presets.PRESETS)})")
         preset = CUSTOM
     vals = preset_values(preset)
-    unknown = sorted(set(params) - set(FIELDS) - {PRESET, *ignore})
+    unknown = sorted(set(params) - set(FIELDS) - {PRESET, HIDE, LOCK, *ignore})
     if unknown:
         problems.append("unknown parameter" + ("s " if len(unknown) > 1 else " ") +
                         ", ".join(f"`{n}`" for n in unknown) + f" (known: {', '.join(FIELDS)})")
@@ -123,7 +135,20 @@ def parse(params: Mapping[str, str], ignore: tuple[str, ...] = ()) -> Link:
         if family in field.families and not rule.accepts(vals[name]):
             problems.append(f"`{name}={format_value(vals[name])}`: the {family} family takes {rule.allowed()}")
             vals[name] = DEFAULTS[name]
-    return Link(preset, vals, tuple(problems))
+    hidden, locked = (_names(params, param, problems) for param in (HIDE, LOCK))
+    locked = tuple(n for n in locked if n not in hidden)          # hidden wins: a setting is hidden or shown
+    return Link(preset, vals, tuple(problems), hidden, locked)
+
+
+def _names(params: Mapping[str, str], param: str, problems: list) -> tuple[str, ...]:
+    """The setting names a `hide=` or `lock=` parameter lists, in the table's order; unknown ones are named in
+    `problems` and left out."""
+    given = [n.strip() for n in str(params.get(param) or "").split(",") if n.strip()]
+    bad = [n for n in given if n not in FIELDS]
+    if bad:
+        problems.append(f"`{param}=`: no setting named {', '.join(f'`{_clip(n)}`' for n in bad[:5])} (known: "
+                        f"{', '.join(FIELDS)})")
+    return tuple(n for n in FIELDS if n in given)
 
 
 def parse_value(field: Field, text: str):
