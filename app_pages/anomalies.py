@@ -6,7 +6,7 @@ import streamlit as st
 from aecore.labs import anomaly
 from aecore.engine import viz
 from aecore.engine.data import CLASS_NAMES, DATASETS, DataError, to_float
-from ui import caches, guide, panels, server, session
+from ui import caches, guide, panels, pictures, server, session
 
 panels.readable_sliders()
 K = "anomalies."
@@ -21,6 +21,14 @@ test, problem = caches.test_split("mnist")
 if test is None:
     panels.data_error_box(problem)
     panels.data_missing("mnist")
+
+yours = pictures.summary_rows()
+if yours:       # this visitor's own pictures: their anomalies are found on the Your images page
+    with st.container(border=True):
+        st.markdown("**Your pictures.** This page studies one-class detectors on MNIST; the anomalies of your own "
+                    "sets are found on the Your images page (trained on the good pictures, scored against PCA).")
+        st.markdown(panels.markdown_table(["set", "pictures", "image AUROC", "PCA's"], yours))
+        st.page_link("app_pages/images.py", label="Your images", icon=":material/photo_library:")
 
 # ------------------------------------------------------------------------------------------------ the tutorial's case
 st.header("The tutorial's case: trained on 0s, is a 6 abnormal?")

@@ -198,6 +198,10 @@ def test_train_through_the_run_service_then_find_the_anomalies(started_jobs):
     assert len(at.get("plotly_chart")) == 1
     galleries = [img.proto.imgs for img in at.get("image")][-2:]
     assert [len(g) for g in galleries] == [8, 8] and all(c.caption.startswith("good") for c in galleries[1])
+    # the Anomalies page lists the set with the figures just found, and points to this page
+    goto(at, "app_pages/anomalies.py")
+    row = next(line for line in page_text(at).splitlines() if line.startswith("| squares"))
+    assert f"| {metrics['image AUROC, recipe']:.3f} (conv-code) | {metrics['image AUROC, PCA']:.3f} |" in row
 
 
 def test_a_folder_on_this_server_is_read_and_the_hosted_demo_offers_none(tmp_path, monkeypatch):

@@ -145,6 +145,19 @@ def shelf() -> Shelf:
     return found
 
 
+def summary_rows() -> list[list[str]]:
+    """This visitor's sets with their last anomaly figures (a table's rows), without making a shelf for a visitor
+    who has none: [set, pictures, recipe's image AUROC, PCA's]."""
+    mine = visitors.locker().values.get(KEY)
+    rows = []
+    for key, ps in (mine.sets.items() if mine is not None else ()):
+        found = mine.found.get(key)
+        f = found[1].figures if found else None
+        rows.append([ps.name, f"{ps.size:,}", f"{f['image_auroc']:.3f} ({f['recipe']})" if f else "not measured yet",
+                     f"{f['pca_image_auroc']:.3f}" if f else "–"])
+    return rows
+
+
 def limits() -> PictureLimits:
     """The hosted demo's limits on the hosted profile; a lab on one's own machine is roomier."""
     return HOSTED if server.hosted() else LOCAL
