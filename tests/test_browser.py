@@ -205,7 +205,8 @@ def train_switch_pages_and_draw(page, server, measurements):
                                                                 timeout=60_000)
     assert run_id_of(page) == run_id, "the reload showed another run"
     page.wait_for_function(f"""() => {{
-        const bar = document.querySelector('[data-testid="stProgress"]');
+        const bars = document.querySelectorAll('[data-testid="stProgress"]');   // the newest: as progress_text
+        const bar = bars[bars.length - 1];
         const m = bar && bar.innerText.match(/step ([\\d,]+)\\//);
         return m && Number(m[1].replace(/,/g, '')) > {before};
     }}""", timeout=TRAIN_S * 1000, polling=200)

@@ -82,7 +82,8 @@ def test_a_run_started_on_one_server_is_driven_from_another(browser, servers):
         expect(other).to_contain_text(re.compile(r"^running · epoch \d+/20 · step"), timeout=60_000)
         before = step_of(progress_text(second))
         second.wait_for_function(f"""() => {{
-            const bar = document.querySelector('[data-testid=stProgress]');
+            const bars = document.querySelectorAll('[data-testid="stProgress"]');   // the newest: as progress_text
+            const bar = bars[bars.length - 1];
             const m = bar && bar.innerText.match(/step ([\\d,]+)\\//);
             return m && Number(m[1].replace(/,/g, '')) > {before};
         }}""", timeout=60_000)
