@@ -329,8 +329,8 @@ with st.expander("Settings: data, model and training", key=SETTINGS, on_change="
                    "now.")
     if selected:
         st.caption(f"**The tutorial.** {selected.tutorial}")
-    if form.fixed_note(K):
-        st.caption(form.fixed_note(K))
+    if note := form.fixed_note(K):
+        st.caption(note)
     left, right = st.columns([3, 2], gap="large")
     with left:
         family = st.session_state[K + "family"]
