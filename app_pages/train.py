@@ -206,9 +206,12 @@ with st.container(horizontal=True, vertical_alignment="center"):
     start = st.button("Start", icon=":material/play_arrow:", type="primary",
                       disabled=busy or config_error is not None, key=K + "btn_start")
     state = run.state if run else None
-    pause = resume = False    # one place for Pause and Resume, so the bar stays one row on a phone
+    pause = resume = carry_on = False    # one place for Pause and Resume, so the bar stays one row on a phone
     if state == "paused":
         resume = st.button("Resume", icon=":material/resume:", key=K + "btn_resume")
+    elif state == "interrupted":         # the server stopped or died mid-run: go on from its last whole epoch
+        carry_on = st.button("Resume", icon=":material/resume:", key=K + "btn_continue",
+                             help="Go on from the last whole epoch, with the optimiser as it was there")
     else:
         pause = st.button("Pause", icon=":material/pause:", disabled=state != "running", key=K + "btn_pause")
     stop = st.button("Stop", icon=":material/stop:", disabled=not busy, key=K + "btn_stop")
@@ -229,6 +232,10 @@ if pause:
 if resume:
     registry.resume(run.id)
     st.rerun()
+if registry.keeper.problem:      # the run store cannot be written: runs train, but a restart would lose them
+    st.warning(f"Runs are not kept across restarts now: {registry.keeper.problem}.", icon=":material/database:")
+if carry_on and panels.submit(lambda: registry.continue_run(run.id, caches.data_for(run.spec.data), me)):
+    st.rerun()
 if stop:
     registry.stop(run.id)
     st.rerun()
@@ -236,7 +243,7 @@ if stop:
 
 # ------------------------------------------------------------------------------------------------ live view
 STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finished": "finished",
-          "stopped": "stopped", "failed": "failed", "ready": "starting"}
+          "stopped": "stopped", "failed": "failed", "ready": "starting", "interrupted": "interrupted"}
 
 
 # A running run redraws its chart three times a second; a queued one only its place in line, every 2 s.
@@ -259,7 +266,12 @@ def live_view():
         st.caption(f"{where}. Keep this tab open (any page): a run nobody watches is stopped after "
                    f"{registry.config.grace_s:g} s. **Stop** takes it out of the queue.")
         return            # nothing trained yet: no chart to draw
-    if m:
+    if run.state == "interrupted":
+        done = max((r.epoch for r in snap.records if r.epoch_end), default=0)
+        st.progress(snap.progress, text=f"interrupted at epoch {done} of {spec.train.epochs} · {snap.device}")
+        st.caption("The server stopped while this run trained. **Resume** goes on from the end of epoch "
+                   f"{done}, with the optimiser and the random generators as they were there.")
+    elif m:
         eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
         st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
                                         f"{m.total_steps:,} · {m.samples / max(m.elapsed, 1e-9):,.0f} samples/s · ETA {eta} · {snap.device}")

@@ -477,7 +477,7 @@ def test_releasing_the_session_unwatches_its_runs(tiny_idx, started_jobs, monkey
 
 
 def test_failed_run_is_explained_and_its_model_kept(tiny_idx, started_jobs, monkeypatch):
-    def diverging_fit(model, data, cfg, control):
+    def diverging_fit(model, data, cfg, control, **_):
         raise TrainingDiverged("the loss became nan at step 3 (epoch 1); try a lower learning rate")
         yield
 

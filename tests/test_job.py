@@ -286,7 +286,7 @@ def test_nan_loss_fails_with_message_and_keeps_last_good_weights(data, jobs, mon
     (RuntimeError("out of memory somewhere"), "RuntimeError: out of memory somewhere"),
 ])
 def test_failing_fit_ends_failed_with_its_message(data, jobs, monkeypatch, error, shown):
-    def failing_fit(model, data, cfg, control):
+    def failing_fit(model, data, cfg, control, **_):
         raise error
         yield   # a generator, like the real fit
 

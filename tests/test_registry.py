@@ -46,7 +46,7 @@ class FakeJob:
     instances: list["FakeJob"] = []
     guards_itself, stop_reason = False, None
 
-    def __init__(self, spec, data, threads=1, on_end=None):
+    def __init__(self, spec, data, threads=1, on_end=None, keep=None, resume=None):
         self.spec, self.on_end = spec, on_end
         self.device = "cuda:0" if spec.train.device == "cuda" else "cpu"
         self.state, self.model, self.meta, self.checkpoint_bytes = "ready", None, None, None

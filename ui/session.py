@@ -88,9 +88,11 @@ def linked_run(key: str = RUN_ID):
     if linked and linked != st.session_state.get(key):
         found = registry.attach(linked, visitor())
         if found is None:
-            st.warning("The run in this link is not on the server: the link is wrong, or the run ended more than "
-                       f"{registry.config.retention_s / 60:g} minutes ago (or the server restarted).",
-                       icon=":material/link_off:")
+            kept = (f"runs are kept for {registry.config.store_retention.max_age_s / 86400:g} days"
+                    if registry.keeper.store else
+                    f"runs are kept for {registry.config.retention_s / 60:g} minutes, and not across restarts")
+            st.warning(f"The run in this link is not on the server: the link is wrong, or the run was removed "
+                       f"({kept}).", icon=":material/link_off:")
             del st.query_params["run"]
         elif isinstance(found.spec, TaskSpec):      # a lab's work, not a training: its own page shows it
             page, title = TASK_PAGES.get(found.spec.task.partition(":")[0], (None, None))
@@ -148,8 +150,8 @@ def collect_finished_run(activate: bool = True) -> bool:
     before it draws the model selector, so a run that ends while another page shows is picked up."""
     run = current_run()
     collected = st.session_state.setdefault(COLLECTED, set())
-    if run is None or run.active or run.model is None or run.id in collected:
-        return False
+    if run is None or run.active or run.model is None or run.id in collected or run.state == "interrupted":
+        return False     # (an interrupted run is offered once it has been resumed and has ended)
     collected.add(run.id)
     runs = st.session_state[RUNS] = st.session_state.get(RUNS, 0) + 1
     epochs = f"{run.snapshot.progress * run.spec.train.epochs:.1f} of {run.spec.train.epochs} epochs"

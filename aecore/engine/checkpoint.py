@@ -133,6 +133,11 @@ def fill(model: torch.nn.Module, blob: bytes, name: str, what: str, error: type[
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own SafetensorError for malformed bodies
         raise error(f"{name}: corrupt tensor data ({e})") from None
+    fill_tensors(model, tensors, name, what, error)
+
+
+def fill_tensors(model: torch.nn.Module, tensors: dict, name: str, what: str, error: type[Exception]) -> None:
+    """As `fill`, for tensors already read (name -> tensor)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

@@ -90,6 +90,20 @@ class Metrics:
     epoch_terms: tuple[tuple[str, float], ...] = ()   # the same over the whole epoch, on epoch-end records only
 
 
+@dataclass(frozen=True)
+class TrainState:
+    """Where `fit` stands after `epoch` whole epochs: what it needs to go on exactly there (aecore.engine.trainstate
+    writes it to a file with the weights)."""
+    epoch: int
+    step: int
+    samples: int
+    busy: float                                  # seconds of training so far, pauses excluded
+    optimizer: dict                              # the optimiser's state_dict
+    generator: torch.Tensor                      # the loop's torch.Generator state (shuffling, noise, binarisation)
+    rng: torch.Tensor                            # torch's global CPU generator state (dropout on the CPU)
+    cuda_rng: torch.Tensor | None = None         # the CUDA device's generator state, on a GPU run
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model holds the last weights that gave a finite loss."""
 
@@ -186,11 +200,15 @@ def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
     return add_noise(deform(x, cfg.deform, generator), cfg.noise, cfg.noise_level, generator)
 
 
-def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None) -> Iterator[Metrics]:
+def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None,
+        resume: TrainState | None = None, at_epoch_end=None) -> Iterator[Metrics]:
     """Train `model` in place, yielding a `Metrics` record every `cfg.log_every` steps and at each epoch end.
 
     The held-out loss is measured on `data.val` when the data config has a validation split, else on
     `data.test`. Raises TrainingDiverged on a NaN/inf loss after restoring the last good weights.
+    `at_epoch_end(TrainState)` is called after each epoch, before its last record is yielded; given one as
+    `resume` (and the model with that epoch's weights), `fit` goes on from the epoch after it, and its steps are
+    those the run would have taken without the break.
     """
     control = control or Control()
     device = resolve_device(cfg.device)
@@ -213,7 +231,14 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     good = _snapshot(model)
     step = samples = 0
     busy = 0.0                      # seconds spent training, pauses and evaluation excluded
-    for epoch in range(1, cfg.epochs + 1):
+    if resume is not None:
+        step, samples, busy = resume.step, resume.samples, resume.busy
+        opt.load_state_dict(resume.optimizer)
+        gen.set_state(resume.generator)
+        torch.set_rng_state(resume.rng)
+        if resume.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+    for epoch in range(1 + (resume.epoch if resume else 0), cfg.epochs + 1):
         perm = torch.randperm(n, device=device, generator=gen)
         epoch_sum = torch.zeros((), device=device)
         window_sum, window_n, window_samples, window_busy = torch.zeros((), device=device), 0, 0, 0.0
@@ -262,6 +287,10 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
                             for g in opt.param_groups:
                                 g["lr"] *= cfg.lr_gamma
                     val = evaluate(model, held_out, binarize=cfg.binarize) if len(held_out) else None
+                    if at_epoch_end is not None:
+                        at_epoch_end(TrainState(
+                            epoch, step, samples, busy, opt.state_dict(), gen.get_state(), torch.get_rng_state(),
+                            torch.cuda.get_rng_state(device) if device.type == "cuda" else None))
                     t = time.perf_counter()   # evaluation does not count as training time
                 yield Metrics(step=step, epoch=epoch, samples=samples, train_loss=mean,
                               val_loss=val if last else None,
@@ -292,10 +321,16 @@ def results(model: Autoencoder, data: Data, history: list[Metrics], binarize: bo
     }
     return {
         "figures": figures,
-        "history": [epoch_record(m, prev) for m, prev in zip(epochs, [None] + epochs[:-1])],
+        "history": epoch_history(history),
         "steps": [[m.step, m.train_loss] for m in history[:: max(1, len(history) // 500)]],
         "test_error_quantiles": error_quantiles(errors) if len(errors) else [],
     }
+
+
+def epoch_history(history: list[Metrics]) -> list[dict]:
+    """Each epoch of a run's records as `epoch_record` gives it."""
+    epochs = [m for m in history if m.epoch_end]
+    return [epoch_record(m, prev) for m, prev in zip(epochs, [None] + epochs[:-1])]
 
 
 def epoch_record(m: Metrics, previous: Metrics | None) -> dict:

@@ -20,10 +20,13 @@ class Backend:
 
     queues_itself = False    # True: its own scheduler is the cap (the registry starts every run at once)
 
+    resumes = False          # True: its jobs can go on from a training state (`resume`) and report theirs (`keep`)
+
     def job(self, run_id: str, spec: RunSpec, data: Data, series: str | None,
-            on_end: Callable[[], None]) -> TrainingJob:
-        """A new run's job, not started; `on_end` is called once the run has ended. ValueError for a device the
-        backend lacks."""
+            on_end: Callable[[], None], keep: Callable | None = None, resume: bytes | None = None) -> TrainingJob:
+        """A new run's job, not started; `on_end` is called once the run has ended, `keep(epoch, state bytes,
+        history)` after each epoch where the backend reports them; `resume` is a training state to go on from.
+        ValueError for a device the backend lacks."""
         raise NotImplementedError
 
     def find(self, run_id: str, on_end: Callable[[], None]) -> TrainingJob | None:
@@ -42,8 +45,10 @@ class Backend:
 class LocalBackend(Backend):
     """Runs on this machine: `job_class` (TrainingJob: a thread; ProcessJob: a process) with `threads` each."""
 
+    resumes = True
+
     def __init__(self, job_class: type[TrainingJob], threads: int):
         self.job_class, self.threads = job_class, threads
 
-    def job(self, run_id, spec, data, series, on_end) -> TrainingJob:
-        return self.job_class(spec, data, threads=self.threads, on_end=on_end)
+    def job(self, run_id, spec, data, series, on_end, keep=None, resume=None) -> TrainingJob:
+        return self.job_class(spec, data, threads=self.threads, on_end=on_end, keep=keep, resume=resume)

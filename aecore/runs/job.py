@@ -15,14 +15,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from aecore.engine import checkpoint
+from aecore.engine import checkpoint, trainstate
 from aecore.engine.data import Data, to_float
 from aecore.engine.models import Autoencoder, build
 from aecore.engine.scoring import reconstruct
-from aecore.engine.train import Control, Metrics, RunSpec, TrainingDiverged, fit, resolve_device, results
+from aecore.engine.train import (Control, Metrics, RunSpec, TrainingDiverged, epoch_history, fit, resolve_device,
+                                 results)
 from aecore.runs.task import TaskSpec, task_run
 
-STATES = ("ready", "running", "paused", "finished", "stopped", "failed")
+STATES = ("ready", "running", "paused", "finished", "stopped", "failed", "interrupted")
 N_TIMELINE = 8   # fixed test digits reconstructed at every epoch end
 
 
@@ -59,12 +60,15 @@ class TrainingJob:
     guards_itself = False    # True for a backend whose runs apply the grace time themselves (Ray's)
 
     def __init__(self, spec: RunSpec | TaskSpec, data: Data | None, threads: int = 1,
-                 on_end: Callable[[], None] | None = None):
+                 on_end: Callable[[], None] | None = None, keep: Callable | None = None, resume: bytes | None = None,
+                 device: str | None = None):
         self.spec = spec
         self.threads = threads   # intra-op threads for this run (see _work)
         self.data: Data | None = data   # released when the run ends: only the model and figures are kept
         self.on_end = on_end     # called by the worker thread once the run has ended (the registry's scheduler)
-        self.device = self._resolve(spec)   # fails here, before any thread, if invalid
+        self.keep = keep         # keep(epoch, training state bytes, history) after every epoch (the run store)
+        self.resume_from = resume   # a training state (aecore.engine.trainstate) to go on from, or None
+        self.device = device or self._resolve(spec)   # fails here, before any thread, if invalid
         self.model: Autoencoder | None = None    # set when the run ends (finished, stopped or diverged)
         self.meta: dict | None = None             # what the checkpoint stores beside the weights
         self.checkpoint_bytes: bytes | None = None
@@ -82,6 +86,22 @@ class TrainingJob:
         self._probe = _fixed_digits(data, N_TIMELINE) if data is not None else None
         self._originals = to_float(self._probe, torch.float64, channel=False).numpy() if data is not None \
             else np.zeros((0, 28, 28))
+        if resume is not None:   # the chart and the reconstructions go on from where the run stopped
+            saved = trainstate.load_timeline(resume)
+            self._records, self._timeline = trainstate.metrics_of(saved[0]), list(saved[2])
+
+    @staticmethod
+    def ended_as(spec: RunSpec, state: str, records: list[Metrics], timeline: list, originals: np.ndarray,
+                 model: Autoencoder | None = None, meta: dict | None = None, checkpoint_bytes: bytes | None = None,
+                 result: dict | None = None, error: str | None = None, stop_reason: str | None = None,
+                 device: str = "cpu") -> "TrainingJob":
+        """A job for a run that ended before this server started (the run store has it): never started, it shows
+        what the run left."""
+        job = TrainingJob(spec, None, device=device)
+        job._state, job._records, job._timeline, job._originals = state, list(records), list(timeline), originals
+        job.model, job.meta, job.checkpoint_bytes, job._result, job._error = model, meta, checkpoint_bytes, result, error
+        job.stop_reason = stop_reason
+        return job
 
     def _resolve(self, spec: RunSpec | TaskSpec) -> str:
         """The device the run trains on; ValueError for one this machine lacks."""
@@ -145,12 +165,16 @@ class TrainingJob:
     # ---------------------------------------------------------------- the worker thread
     def _work(self) -> None:
         try:
-            train_run(self.spec, self.data, self._probe, self._control, self.threads, self._receive)
+            train_run(self.spec, self.data, self._probe, self._control, self.threads, self._receive, self.resume_from)
         finally:
             self._ended()
 
     def _receive(self, kind: str, *payload) -> None:
-        """One event of `train_run`: a metrics record, an epoch's reconstructions, or the run's end."""
+        """One event of `train_run`: a metrics record, an epoch's reconstructions or training state, the end."""
+        if kind == "state":
+            if self.keep is not None:
+                self.keep(*payload)
+            return
         with self._lock:
             if kind == "record":
                 self._records.append(payload[0])
@@ -169,16 +193,18 @@ class TrainingJob:
                     self.model, self.meta = (model.eval(), meta) if model is not None else checkpoint.load(blob)
 
     def _ended(self) -> None:
-        self.data = None
+        self.data = self.resume_from = None
         if self.on_end is not None:
             self.on_end()
 
 
 def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control: Control, threads: int,
-              emit) -> None:
+              emit, resume: bytes | None = None) -> None:
     """Train one run, telling `emit(kind, *payload)` what happens: "record" (a Metrics), "frame" (epoch,
-    reconstructions of `probe`), then "done" or "failed". Runs in the job's thread or in a training process.
-    A TaskSpec runs its task instead (aecore.runs.task), with the same events but no frames and no model."""
+    reconstructions of `probe`), "state" (epoch, the training state's bytes, the per-epoch history) after each
+    epoch, then "done" or "failed". With `resume` (a training state), it goes on from that state's epoch. Runs
+    in the job's thread or in a training process. A TaskSpec runs its task instead (aecore.runs.task), with the
+    same events but no frames, states or model."""
     if isinstance(spec, TaskSpec):
         return task_run(spec, data, control, threads, emit)
     # A server shares its cores between runs, sessions and itself; OpenMP teams of several threads then
@@ -186,14 +212,23 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
     # one thread, ~320 with two). The setting applies to this thread's own parallel regions.
     torch.set_num_threads(threads)
     device = str(resolve_device(spec.train.device))
-    model, records = None, []
+    model, records, frames, states = None, [], [], []
+    originals = to_float(probe, channel=False).numpy()
     try:
-        model = build(spec.model, seed=spec.train.seed)
-        for m in fit(model, data, spec.train, control):
+        saved = trainstate.load(resume) if resume is not None else None
+        if saved is not None:
+            model, records, frames = saved.model, trainstate.metrics_of(saved.records), list(saved.frames)
+        else:
+            model = build(spec.model, seed=spec.train.seed)
+        for m in fit(model, data, spec.train, control, resume=saved.state if saved else None,
+                     at_epoch_end=states.append):
             records.append(m)
             emit("record", m)
             if m.epoch_end:
-                emit("frame", m.epoch, reconstruct(model, probe))
+                frames.append((m.epoch, reconstruct(model, probe)))
+                emit("frame", *frames[-1])
+                emit("state", m.epoch, trainstate.to_bytes(model, states.pop(), trainstate.records_of(records),
+                                                           originals, frames), epoch_history(records))
         model.cpu()
         result = results(model, data, records, binarize=spec.train.binarize)
         meta = spec.meta(device, **result)

@@ -37,7 +37,7 @@ class ProcessJob(TrainingJob):
         receive, send = _CTX.Pipe(duplex=False)
         self._process = _CTX.Process(target=_child, name=f"{NAME}{self.spec.name}", daemon=True,
                                      args=(self.spec, _arrays(self.data), self._probe.numpy(), self._control,
-                                           self.threads, send))
+                                           self.threads, send, self.resume_from))
         try:
             self._process.start()
             send.close()               # the child holds the only sending end now: EOF means it has gone
@@ -93,8 +93,9 @@ def _arrays(data: Data) -> tuple:
     return tuple(None if s is None else (s.images.numpy(), s.labels.numpy()) for s in (data.train, data.val, data.test))
 
 
-def _child(spec, arrays, probe, control, threads, send) -> None:
-    """The training process: rebuild the data, train, send every event (the model goes as checkpoint bytes)."""
+def _child(spec, arrays, probe, control, threads, send, resume=None) -> None:
+    """The training process: rebuild the data, train (from a training state, to resume), send every event (the
+    model goes as checkpoint bytes, each epoch's training state as bytes)."""
     train, val, test = (None if a is None else Split(torch.from_numpy(a[0]), torch.from_numpy(a[1])) for a in arrays)
 
     def emit(kind, *payload):
@@ -103,6 +104,6 @@ def _child(spec, arrays, probe, control, threads, send) -> None:
         send.send((kind, *payload))
 
     try:
-        train_run(spec, Data(train, val, test), torch.from_numpy(probe), control, threads, emit)
+        train_run(spec, Data(train, val, test), torch.from_numpy(probe), control, threads, emit, resume)
     finally:
         send.close()

@@ -13,10 +13,40 @@ import heapq
 from dataclasses import dataclass, field
 
 from aecore.engine.train import RunSpec
-from aecore.runs.job import TrainingJob
+from aecore.runs.job import Snapshot, TrainingJob
 from aecore.runs.task import TaskSpec
 
 DEFAULT_SAMPLES_PER_S = 5_000.0    # a guess for start-time estimates until this server has measured a run
+
+ENDED = ("finished", "stopped", "failed", "interrupted")
+
+
+class RunRefused(ValueError):
+    """A run the registry will not take (a limit, the visitor's one run, a full queue); the message says why."""
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a page shows of one run: its state (the job's, or "queued"), its snapshot and, once it has ended,
+    its model. `position` (1 = next) and `starts_in_s` are set while it is queued; a run of a series that waits
+    for the runs before it (`series_ahead` of them, not yet ended) has no position yet, only `starts_in_s`."""
+    id: str
+    spec: RunSpec | TaskSpec
+    state: str
+    snapshot: Snapshot
+    position: int | None = None
+    starts_in_s: float | None = None
+    stop_reason: str | None = None
+    model: object | None = None            # aecore.engine.models.Autoencoder once the run has ended with weights
+    meta: dict | None = None
+    checkpoint_bytes: bytes | None = None
+    series: str | None = None              # the id of the series it belongs to
+    series_ahead: int | None = None        # runs of its series before it that have not ended, while it waits
+
+    @property
+    def active(self) -> bool:
+        """Queued, running or paused: the run still holds (or waits for) a slot."""
+        return self.state not in ENDED
 
 
 @dataclass(eq=False)

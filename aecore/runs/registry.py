@@ -13,6 +13,10 @@ A series (`submit_series`: a study's runs) trains its runs one after another: ea
 when the one before it ends, so a study holds at most one slot and shares the slots fairly with single runs, and
 no thread of its own drives it. Its runs are watched, stopped and kept as one: watching one watches them all,
 stopping one stops the rest, and none is dropped while the series is active or before the whole series is due.
+
+With a run store (`RegistryConfig.store`, aecore.runs.store, written through `keeping.Keeper`), every training is
+also kept on disk or in a database: a run dropped from memory, or one from before a restart, is found there by
+its id; one whose server stopped or died is "interrupted" and `continue_run` resumes it from its last epoch.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from aecore.engine.data import Data
@@ -29,43 +32,13 @@ from aecore.engine.models import build, count_params
 from aecore.engine.train import RunSpec
 from aecore.runs import queue
 from aecore.runs.backend import Backend, LocalBackend
-from aecore.runs.job import Snapshot, TrainingJob
+from aecore.runs.job import TrainingJob
+from aecore.runs.keeping import Keeper, restored
 from aecore.runs.process import ProcessJob
-from aecore.runs.queue import Run
+from aecore.runs.queue import ENDED, Run, RunRefused, RunView   # noqa: F401 (RunRefused, RunView: public here)
 from aecore.runs.relay import RayBackend
 from aecore.runs.settings import RegistryConfig
 from aecore.runs.task import TaskSpec
-
-ENDED = ("finished", "stopped", "failed")
-
-
-class RunRefused(ValueError):
-    """A run the registry will not take (a limit, the visitor's one run, a full queue); the message says why."""
-
-
-@dataclass(frozen=True)
-class RunView:
-    """What a page shows of one run: its state (the job's, or "queued"), its snapshot and, once it has ended,
-    its model. `position` (1 = next) and `starts_in_s` are set while it is queued; a run of a series that waits
-    for the runs before it (`series_ahead` of them, not yet ended) has no position yet, only `starts_in_s`."""
-    id: str
-    spec: RunSpec | TaskSpec
-    state: str
-    snapshot: Snapshot
-    position: int | None = None
-    starts_in_s: float | None = None
-    stop_reason: str | None = None
-    model: object | None = None            # aecore.engine.models.Autoencoder once the run has ended with weights
-    meta: dict | None = None
-    checkpoint_bytes: bytes | None = None
-    series: str | None = None              # the id of the series it belongs to
-    series_ahead: int | None = None        # runs of its series before it that have not ended, while it waits
-
-    @property
-    def active(self) -> bool:
-        """Queued, running or paused: the run still holds (or waits for) a slot."""
-        return self.state not in ENDED
-
 
 class RunRegistry:
     """Thread-safe; one per server. `clock` is injectable so tests can move time."""
@@ -82,6 +55,8 @@ class RunRegistry:
         self._caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}   # slots per kind (GPU?)
         self._closed = threading.Event()
         self._backend = self._backend_for(self.config)
+        self.keeper = Keeper(self.config.store, self.config.store_retention)   # runs kept across restarts
+        self._store_swept = -float("inf")
         self._sweeper = None
         if sweep_every:
             self._sweeper = threading.Thread(target=self._sweep_loop, args=(sweep_every,), name="runs-sweeper",
@@ -120,12 +95,7 @@ class RunRegistry:
             if problem:
                 raise RunRefused(problem if series is None else f"run {i + 1} ({spec.name}): {problem}")
         with self._lock:
-            # A run whose job has ended counts as ended, also in the moment before its end frees the slot: a page
-            # that shows "finished" takes the visitor's next run (it queues for that moment if it must).
-            mine = [r for r in self._runs.values()
-                    if visitor in r.owners and r.ended is None and (r.queued or r.job.state not in ENDED)]
-            if mine:
-                raise RunRefused(self._busy_message(mine[0]))
+            self._refuse_if_busy(visitor)
             waiting = sum(r.queued for r in self._runs.values())
             if waiting + len(specs) > self.config.max_queued:
                 raise RunRefused(f"the queue is full ({waiting} runs waiting, at most {self.config.max_queued}); "
@@ -140,12 +110,17 @@ class RunRegistry:
             runs[0].ticket = next(self._tickets)        # the others take theirs when the run before them ends
             for run in runs:
                 self._runs[run.id] = run
+                if isinstance(run.spec, RunSpec):
+                    self.keeper.write("create", run.id, run.spec, visitor, series)
             self._schedule()
             self._trim()
             return ids
 
-    def _job_for(self, run_id: str, spec: RunSpec, data: Data, series: str | None) -> TrainingJob:
-        return self._backend.job(run_id, spec, data, series, on_end=lambda: self._ended(run_id))
+    def _job_for(self, run_id: str, spec: RunSpec, data: Data, series: str | None,
+                 resume: bytes | None = None) -> TrainingJob:
+        keep = self.keeper.epoch_keeper(run_id) if self.keeper.store and isinstance(spec, RunSpec) else None
+        return self._backend.job(run_id, spec, data, series, on_end=lambda: self._ended(run_id), keep=keep,
+                                 resume=resume)
 
     @staticmethod
     def _backend_for(cfg: RegistryConfig) -> Backend:
@@ -154,6 +129,15 @@ class RunRegistry:
         if cfg.backend == "ray":
             return RayBackend(cfg)
         return LocalBackend(ProcessJob if cfg.backend == "processes" else TrainingJob, cfg.threads_per_run)
+
+    def _refuse_if_busy(self, visitor: str) -> None:
+        """RunRefused when the visitor has a run queued or running. A run whose job has ended counts as ended,
+        also in the moment before its end frees the slot: a page that shows "finished" takes the visitor's next
+        run (it queues for that moment if it must). Holds the lock."""
+        mine = [r for r in self._runs.values()
+                if visitor in r.owners and r.ended is None and (r.queued or r.job.state not in ENDED)]
+        if mine:
+            raise RunRefused(self._busy_message(mine[0]))
 
     def _busy_message(self, run: Run) -> str:
         if run.series is None:
@@ -166,9 +150,10 @@ class RunRegistry:
 
     # ------------------------------------------------------------------------------------------ watching
     def view(self, run_id: str) -> RunView | None:
-        """The run as it is now, or None when no run has that id (never had, or dropped)."""
+        """The run as it is now, or None when no run has that id (never had, or dropped from memory and the
+        store)."""
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.get(run_id) or self._from_store(run_id)
             if run is None:
                 return None
             snap = run.job.snapshot()
@@ -185,12 +170,26 @@ class RunRegistry:
     def attach(self, run_id: str, visitor: str) -> RunView | None:
         """A visitor opened the run's link: it becomes one of the run's visitors (its list shows it)."""
         with self._lock:
-            run = self._runs.get(run_id) or self._from_cluster(run_id)
+            run = self._runs.get(run_id) or self._from_cluster(run_id) or self._from_store(run_id)
             if run is None:
                 return None
+            if visitor not in run.owners and isinstance(run.spec, RunSpec):
+                self.keeper.write("add_owner", run_id, visitor)
             run.owners.add(visitor)
             run.seen = self._clock()
         return self.view(run_id)
+
+    def _from_store(self, run_id: str) -> Run | None:
+        """A run the store has but not this server's memory, as it ended (or interrupted). Holds the lock."""
+        stored = self.keeper.read("get", run_id) if run_id else None
+        if stored is None:
+            return None
+        now = self._clock()
+        run = Run(run_id, stored.spec, restored(self.keeper.store, stored), gpu=False, owners=set(), submitted=now,
+                  seen=now, started=now, ended=now, series=stored.series)
+        self._runs[run_id] = run
+        self._trim()
+        return run
 
     def _from_cluster(self, run_id: str) -> Run | None:
         """With the ray backend, a run another server started: mirrored here from its actor. Holds the lock."""
@@ -246,11 +245,17 @@ class RunRegistry:
                     run.watchers.discard(watcher)
                     run.seen = now
 
-    def runs_of(self, visitor: str) -> list[RunView]:
-        """The runs this visitor started or reattached to, oldest first; never anyone else's."""
+    def runs_of(self, visitor: str, stored: int = 12) -> list[RunView]:
+        """The runs this visitor started or reattached to, never anyone else's: the `stored` newest the store has
+        and this server does not hold, then this server's, oldest first."""
         with self._lock:
             ids = [r.id for r in self._runs.values() if visitor in r.owners]
-        return [v for v in map(self.view, ids) if v is not None]
+        kept = [s for s in self.keeper.read("runs_of", visitor) or [] if s.id not in ids][-stored:]
+        with self._lock:
+            for s in kept:
+                if s.id not in self._runs and self._from_store(s.id) is not None:
+                    self._runs[s.id].owners.add(visitor)
+        return [v for v in map(self.view, [s.id for s in kept] + ids) if v is not None]
 
     def cluster_resources(self) -> dict | None:
         """With the ray backend, the cluster's CPUs and GPUs (in all, free now) and nodes; else None."""
@@ -268,6 +273,25 @@ class RunRegistry:
 
     def resume(self, run_id: str) -> None:
         self._job(run_id).resume()
+
+    def continue_run(self, run_id: str, data: Data, visitor: str) -> str:
+        """Resume an interrupted run (its server stopped or died) from its last whole epoch, with the optimiser
+        and random generators as they were there; the run keeps its id. Queued and capped as a new run is.
+        Raises RunRefused when the run cannot be resumed (the message says why) or the visitor is busy."""
+        stored, state = self.keeper.resumable(run_id, self._backend.resumes)
+        with self._lock:
+            self._refuse_if_busy(visitor)
+            if not self.keeper.write("claim", stored):
+                raise RunRefused("another server has just resumed this run; reload the page to follow it there")
+            now = self._clock()
+            job = self._job_for(run_id, stored.spec, data, None, resume=state)
+            old = self._runs.pop(run_id, None)
+            self._runs[run_id] = Run(run_id, stored.spec, job, gpu=job.device.startswith("cuda"),
+                                     owners={visitor} | (old.owners if old else set()), submitted=now, seen=now,
+                                     estimate_s=queue.estimate(stored.spec, len(data.train), self._rate),
+                                     ticket=next(self._tickets))
+            self._schedule()
+        return run_id
 
     def stop(self, run_id: str, reason: str | None = None) -> None:
         """Stop a running or paused run before its next step; a queued one leaves the queue at once. Given any
@@ -307,6 +331,8 @@ class RunRegistry:
             for r in queue.to_start(self._runs, caps):
                 r.started = self._clock()
                 r.job.start()
+                if isinstance(r.spec, RunSpec):
+                    self.keeper.write("started", r.id)
 
     def _ended(self, run_id: str) -> None:
         """Called by a job's worker thread when its run has ended: free the slot, start the next."""
@@ -322,6 +348,8 @@ class RunRegistry:
             if following is not None:          # the next run of its series joins the queue now
                 following.ticket = next(self._tickets)
             self._schedule()
+            reason = run.stop_reason or run.job.stop_reason
+        self.keeper.ended(run_id, run.job, reason, interrupted=self._closed.is_set())
 
     # ------------------------------------------------------------------------------------------ housekeeping
     def sweep(self) -> None:
@@ -329,6 +357,10 @@ class RunRegistry:
         this every second, tests call it after moving the clock."""
         now = self._clock()
         cfg = self.config
+        self.keeper.write("beat")
+        if now - self._store_swept > 60.0:     # the store's retention: age, count, disk size
+            self._store_swept = now
+            self.keeper.write("sweep")
         with self._lock:
             for r in self._runs.values():
                 if r.job.guards_itself:        # it stops itself; every server tells it whether it is watched
@@ -365,3 +397,4 @@ class RunRegistry:
         if wait:
             for r in runs:
                 r.job.join(wait)
+        self.keeper.close()

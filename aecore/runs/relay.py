@@ -210,7 +210,8 @@ class RayBackend(Backend):
         self.cluster = connect(config.ray_address)
 
     def job(self, run_id: str, spec: RunSpec, data: Data, series: str | None,
-            on_end: Callable[[], None]) -> RayJob:
+            on_end: Callable[[], None], keep=None, resume=None) -> RayJob:
+        """As Backend.job; a run on the cluster reports no epoch states (`keep` unused) and starts afresh."""
         if isinstance(spec, TaskSpec):
             raise TaskError(f"{spec.name}: the Ray backend trains single `fit` runs only, not experiments such as "
                             f"this one; run it on a server with AELAB_RUN_BACKEND=processes (or threads)")

@@ -15,6 +15,12 @@ secrets, or both merged by the caller); a bad value raises ValueError naming the
 | AELAB_RAY_ADDRESS     | unset                         | train on Ray (aecore.runs.cluster): local, auto, or  |
 |                       |                               | a cluster's head host:port; the cluster's resources  |
 |                       |                               | are then the cap and the queue                       |
+| AELAB_STORE           | <cache folder>/store          | where runs are kept across restarts (aecore.runs.    |
+|                       |                               | store): a folder (SQLite), a postgresql:// URL, or   |
+|                       |                               | none (memory only)                                   |
+| AELAB_STORE_MAX_AGE_DAYS | 30                         | an ended run older than this leaves the store        |
+| AELAB_STORE_MAX_RUNS  | 1000                          | runs in the store; the oldest ended go first         |
+| AELAB_STORE_MAX_MB    | 2048                          | disk the store's models and states may take          |
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
+
+from aecore.engine.data import cache_dir
+from aecore.runs.store import Retention
 
 PROFILES = ("local", "hosted")
 BACKENDS = ("processes", "threads", "ray")
@@ -84,6 +93,8 @@ class RegistryConfig:
     switch_interval_s: float = 0.0002
     profile: str = "local"
     limits: Limits = Limits()
+    store: str = ""                 # a folder or a postgresql:// URL where runs are kept (aecore.runs.store); "": none
+    store_retention: Retention = Retention()
 
     def __post_init__(self):
         rules = [("max_runs", self.max_runs >= 1), ("max_gpu_runs", self.max_gpu_runs >= 0),
@@ -130,4 +141,10 @@ class RegistryConfig:
                   "max_kept": number("AELAB_MAX_KEPT_RUNS", int, 1)}
         values = {k: v for k, v in values.items() if v is not None}
         limits = HOSTED_LIMITS if profile == "hosted" else Limits()
-        return cls(profile=profile, limits=limits, backend=backend, ray_address=address or "local", **values)
+        store = str(settings.get("AELAB_STORE") or "").strip()
+        store = "" if store.lower() in ("none", "off", "memory") else store or str(cache_dir() / "store")
+        keep = {"max_age_s": (number("AELAB_STORE_MAX_AGE_DAYS", float, 0.001) or 30) * 86400.0,
+                "max_runs": number("AELAB_STORE_MAX_RUNS", int, 1) or 1000,
+                "max_bytes": int((number("AELAB_STORE_MAX_MB", float, 1) or 2048) * 1024 ** 2)}
+        return cls(profile=profile, limits=limits, backend=backend, ray_address=address or "local", store=store,
+                   store_retention=Retention(**keep), **values)
