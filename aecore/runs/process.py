@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
+import os
+import threading
+import time
 from multiprocessing import spawn
 
 import torch
@@ -93,10 +96,19 @@ def _arrays(data: Data) -> tuple:
     return tuple(None if s is None else (s.images.numpy(), s.labels.numpy()) for s in (data.train, data.val, data.test))
 
 
+def _end_with(parent: int) -> None:
+    """End this training process when its server has gone (killed with SIGKILL, say): a paused run would wait
+    for a resume that never comes, a running one would train for no one."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _child(spec, arrays, probe, control, threads, send, resume=None) -> None:
     """The training process: rebuild the data, train (from a training state, to resume), send every event (the
     model goes as checkpoint bytes, each epoch's training state as bytes)."""
     train, val, test = (None if a is None else Split(torch.from_numpy(a[0]), torch.from_numpy(a[1])) for a in arrays)
+    threading.Thread(target=_end_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
 
     def emit(kind, *payload):
         if kind in ("done", "failed"):

@@ -387,14 +387,14 @@ class RunRegistry:
             self.sweep()
 
     def shutdown(self, wait: float = 0.0) -> None:
-        """Stop every run and the sweeper (server shutdown, tests); with `wait`, join the workers. Runs on a
-        Ray cluster are left to go on: other servers may show them, and unwatched they stop themselves."""
+        """Stop every run and the sweeper (server shutdown, tests); with `wait`, join the workers (with a store, a
+        few seconds at least: each run writes that it was interrupted). Runs on a Ray cluster are left to go on:
+        other servers may show them, and unwatched they stop themselves."""
         self._closed.set()
         with self._lock:
             runs = [r for r in self._runs.values() if not r.job.guards_itself]
         for r in runs:
             self.stop(r.id, reason="the server shut down")
-        if wait:
-            for r in runs:
-                r.job.join(wait)
+        for r in runs:
+            r.job.join(max(wait, 5.0 if self.keeper.store else 0.0))
         self.keeper.close()

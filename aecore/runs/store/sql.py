@@ -73,6 +73,8 @@ class Database:
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run one statement (`?` placeholders) and return the rows it gives (none for most); raises StoreError."""
         with self._lock, self._errors("use"):
+            if self._conn is None:
+                raise StoreError(f"the store {self.where} is closed")
             cursor = self._conn.execute(sql.replace("?", "%s") if self.postgres else sql, params)
             return cursor.fetchall() if cursor.description else []
 

@@ -31,6 +31,7 @@ from aecore.runs.store.sql import Database, StoreError
 LIVE = ("queued", "running", "paused")
 LEASE_S = 30.0          # a server that has not beaten for this long is gone
 BEAT_S = 5.0            # how often a server beats
+_PROCESS_STARTED = time.time()   # a server of this host with this process's pid, registered before: its past life
 COLUMNS = ("id, name, spec, series, state, epochs, epochs_done, created, updated, ended, server, error, stop_reason, "
            "history, result, state_blob, model_blob, timeline_blob, bytes")
 
@@ -108,7 +109,7 @@ class Store:
         self.server_id = secrets.token_urlsafe(12)
         now = self._clock()
         self.db.execute("INSERT INTO servers (id, host, pid, started, beat) VALUES (?, ?, ?, ?, ?)",
-                        (self.server_id, socket.gethostname(), os.getpid(), now, now))
+                        (self.server_id, socket.gethostname(), os.getpid(), time.time(), now))   # started: real time
         self._beaten = now
         return self.server_id
 
@@ -128,10 +129,10 @@ class Store:
     def _gone(self) -> set[str]:
         """The ids of listed servers that are gone (a server no longer listed has left: gone too)."""
         now, host, gone = self._clock(), socket.gethostname(), set()
-        for sid, shost, pid, _, beat in self.db.execute("SELECT id, host, pid, started, beat FROM servers"):
+        for sid, shost, pid, started, beat in self.db.execute("SELECT id, host, pid, started, beat FROM servers"):
             if sid == self.server_id:
                 continue
-            if shost == host and (pid == os.getpid() or not _process_exists(pid)):
+            if shost == host and (not _process_exists(pid) or (pid == os.getpid() and started < _PROCESS_STARTED)):
                 gone.add(sid)          # its process has ended (or this process has its pid now: it restarted)
             elif now - beat > LEASE_S:
                 gone.add(sid)
