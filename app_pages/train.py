@@ -390,8 +390,10 @@ def show_picked_run() -> None:
 mine = [r for r in registry.runs_of(me) if not isinstance(r.spec, TaskSpec)]   # trainings; a lab's on its page
 if len(mine) > 1:
     with st.expander(f"Your runs on this server ({len(mine)})"):
-        st.caption("Only runs started in this browser session, or opened from their link, are listed. Ended runs "
-                   f"are kept {registry.config.retention_s / 60:g} minutes.")
+        kept = (f"{registry.config.store_retention.max_age_s / 86400:g} days, across restarts of the server"
+                if registry.keeper.store else f"{registry.config.retention_s / 60:g} minutes")
+        st.caption(f"Only runs started in this browser, or opened from their link, are listed. Ended runs are kept "
+                   f"{kept}.")
         labels = {r.id: f"{r.spec.name} · {STATUS[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
         st.session_state[K + "show_run"] = run.id if run else mine[-1].id
         st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run", on_change=show_picked_run)
