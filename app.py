@@ -24,6 +24,7 @@ def pages() -> list:
         st.Page("app_pages/compare.py", title="Compare", icon=":material/compare:"),
         st.Page("app_pages/studies.py", title="Studies", icon=":material/science:"),
         st.Page("app_pages/pretrain.py", title="Few labels", icon=":material/label:"),
+        st.Page("app_pages/classroom.py", title="Class", icon=":material/school:"),
     ]
 
 

@@ -19,7 +19,7 @@ from aecore.engine.fields import FIELDS
 from aecore.runs import RunSpec, TaskSpec
 from aecore.engine.models import ModelConfig, build, count_params, summary
 from aecore.engine.train import TrainConfig, available_devices
-from ui import caches, form, guide, panels, server, session
+from ui import caches, classroom as classes, form, guide, panels, server, session
 
 panels.readable_sliders()
 panels.table_toolbar_room()   # the model summary's, on a touch screen
@@ -103,6 +103,7 @@ guide.intro("train")
 registry = server.run_registry()
 me = session.visitor()
 run = session.linked_run()   # from the URL (a reload, another tab) or this session
+classes.banner()             # training for a class: which, its challenge, the way out
 busy = run is not None and run.active
 if not busy and session.collect_finished_run():
     st.rerun()   # the run ended after app.py looked: rerun so the sidebar shows its model as the active one
@@ -119,7 +120,7 @@ if K + "preset" not in st.session_state:
     if run is not None and not set(params) - {"run"}:
         show_run_settings(run.spec)
     else:
-        link = links.parse(params, ignore=("run",))
+        link = links.parse(params, ignore=("run", "class"))
         st.session_state[K + "preset"] = link.preset
         st.session_state.update(form_values(link.values))
         form.fix(link, K)                                  # a teacher's link: what it hides and locks
@@ -220,7 +221,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
 if start:
     spec = RunSpec(name=links.run_name(preset_name, form_values_now), model=model_cfg, data=data_cfg,
                    train=train_cfg, preset=selected.name if selected else None)
-    run_id = panels.submit(lambda: registry.submit(spec, caches.data_for(data_cfg), me))
+    run_id = panels.submit(lambda: classes.submit(spec, caches.data_for(data_cfg), me))   # a class's run: its board
     if run_id:
         st.session_state[session.RUN_ID] = st.session_state[FORM_RUN] = run_id
         st.session_state[SETTINGS] = False    # fold the settings away: the controls and the chart share the screen
@@ -382,18 +383,4 @@ with st.expander("Load a checkpoint (.safetensors)"):
             st.rerun()   # the sidebar now shows the uploaded model as the active one
 
 
-def show_picked_run() -> None:
-    """The run picked in the list: the session and the URL show it (session.linked_run follows the URL)."""
-    st.session_state[session.RUN_ID] = st.query_params["run"] = st.session_state[K + "show_run"]
-
-
-mine = [r for r in registry.runs_of(me) if not isinstance(r.spec, TaskSpec)]   # trainings; a lab's on its page
-if len(mine) > 1:
-    with st.expander(f"Your runs on this server ({len(mine)})"):
-        kept = (f"{registry.config.store_retention.max_age_s / 86400:g} days, across restarts of the server"
-                if registry.keeper.store else f"{registry.config.retention_s / 60:g} minutes")
-        st.caption(f"Only runs started in this browser, or opened from their link, are listed. Ended runs are kept "
-                   f"{kept}.")
-        labels = {r.id: f"{r.spec.name} · {STATUS[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
-        st.session_state[K + "show_run"] = run.id if run else mine[-1].id
-        st.radio("Show", list(labels), format_func=labels.get, key=K + "show_run", on_change=show_picked_run)
+panels.runs_list([r for r in registry.runs_of(me) if not isinstance(r.spec, TaskSpec)], run, STATUS, K + "show_run")

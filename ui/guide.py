@@ -227,7 +227,7 @@ class Guide:
 GUIDES = {page: Guide(page, figures) for page, figures in (
     ("start", _none), ("train", _train), ("inspect", _none), ("latent", _none), ("generate", _generate),
     ("draw", _draw), ("anomalies", _anomalies), ("compare", _compare), ("studies", _studies),
-    ("pretrain", _pretrain), ("images", _none))}
+    ("pretrain", _pretrain), ("images", _none), ("classroom", _none))}
 
 
 def intro(page: str) -> None:

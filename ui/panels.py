@@ -1,6 +1,6 @@
 """Pieces of page the pages share, in the same words everywhere: the download panel for a missing data set, the
-result of submitting a run (or why it did not start), a queued run's place in line, readable sliders, and room for
-the tables' toolbars on a touch screen."""
+result of submitting a run (or why it did not start), a queued run's place in line, the list of the visitor's runs,
+readable sliders, and room for the tables' toolbars on a touch screen."""
 from __future__ import annotations
 
 import streamlit as st
@@ -8,7 +8,7 @@ import streamlit as st
 from aecore.engine import fetch
 from aecore.engine.data import DataError
 from aecore.runs import RunRefused
-from ui import caches, server
+from ui import caches, server, session
 
 # Streamlit writes a slider's value in the primary colour, which cannot both carry white text on buttons and read
 # as text on the dark background (axe's contrast rule); the value takes the text colour instead.
@@ -127,3 +127,24 @@ def run_progress(run, epochs: int | None = None) -> None:
                                                 f"{epochs or run.spec.train.epochs} · loss {m.train_loss:.4f}")
     else:
         st.progress(0.0, text=f"{run.state} · {run.spec.name} · preparing on {run.snapshot.device}…")
+
+
+# ------------------------------------------------------------------------------------------- the visitor's runs
+def runs_list(mine: list, run, status: dict, key: str) -> None:
+    """The Train page's list of this visitor's trainings (RunViews, `mine`), when there are several: picking one
+    shows it (the session and the URL follow). `status` names each state; `key` is the radio's session key."""
+    if len(mine) < 2:
+        return
+    registry = server.run_registry()
+
+    def show_picked() -> None:
+        st.session_state[session.RUN_ID] = st.query_params["run"] = st.session_state[key]
+
+    with st.expander(f"Your runs on this server ({len(mine)})"):
+        kept = (f"{registry.config.store_retention.max_age_s / 86400:g} days, across restarts of the server"
+                if registry.keeper.store else f"{registry.config.retention_s / 60:g} minutes")
+        st.caption(f"Only runs started in this browser, or opened from their link, are listed. Ended runs are kept "
+                   f"{kept}.")
+        labels = {r.id: f"{r.spec.name} · {status[r.state]} · {r.snapshot.progress:.0%}" for r in mine}
+        st.session_state[key] = run.id if run else mine[-1].id
+        st.radio("Show", list(labels), format_func=labels.get, key=key, on_change=show_picked)

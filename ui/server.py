@@ -2,10 +2,12 @@
 configured by the AELAB_* / AECORE_* settings, and shut down when Streamlit releases it."""
 from __future__ import annotations
 
+import functools
 import os
 
 import streamlit as st
 
+from aecore.labs import classroom
 from aecore.runs import RegistryConfig, RunRegistry
 
 
@@ -24,8 +26,12 @@ def _shutdown(registry: RunRegistry) -> None:
 
 @st.cache_resource(show_spinner=False, on_release=_shutdown)
 def run_registry() -> RunRegistry:
-    """The server's one run service: every visitor's trainings, the cap and the queue (aecore.runs)."""
-    return RunRegistry(RegistryConfig.from_settings(settings()))
+    """The server's one run service: every visitor's trainings, the cap and the queue (aecore.runs); with a run
+    store, a class run is scored onto its board as it ends (aecore.labs.classroom)."""
+    registry = RunRegistry(RegistryConfig.from_settings(settings()))
+    if registry.keeper.store is not None:
+        registry.keeper.hooks.append(functools.partial(classroom.record, registry.keeper.store))
+    return registry
 
 
 def hosted() -> bool:

@@ -26,7 +26,8 @@ RUN_ID = "app.run_id"     # the run this session shows on the Train page (also i
 NEW_MODEL = "app.new_model"   # a run of this visitor's that ended while another page showed: offered, not forced
 COLLECTED, RUNS = "app.collected", "train.runs"   # runs already added to the visitor's models; how many so far
 # Session values a reload or a new tab of the same browser finds again (kept in the visitor's locker).
-REMEMBERED = (RUN_ID, "app.active", COLLECTED, RUNS, NEW_MODEL, "studies.series", "pretrain.run")
+REMEMBERED = (RUN_ID, "app.active", COLLECTED, RUNS, NEW_MODEL, "studies.series", "pretrain.run", "class.member",
+              "class.teacher")
 
 
 # ------------------------------------------------------------------------------------------- the run a page shows

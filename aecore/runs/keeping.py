@@ -28,6 +28,7 @@ class Keeper:
     def __init__(self, location: str, retention, clock=None):
         self.store: Store | None = None
         self.problem: str | None = None
+        self.hooks: list = []        # hook(run_id, job) after each training's end is written (a class board's)
         self._lock = threading.Lock()
         if location:
             try:
@@ -86,6 +87,7 @@ class Keeper:
         snap = job.snapshot()
         if interrupted and snap.state == "stopped":
             self.write("finish", run_id, "interrupted", stop_reason=stop_reason)
+            self._after(run_id, job)
             return
         blob = job.checkpoint_bytes
         if blob is None and job.model is not None and job.meta is not None:    # a diverged run's last good weights
@@ -95,6 +97,14 @@ class Keeper:
         self.write("finish", run_id, snap.state, error=snap.error, stop_reason=stop_reason, result=snap.result,
                    model=blob, timeline=timeline, history=(snap.result or {}).get("history"),
                    epochs_done=max(epochs, default=0))
+        self._after(run_id, job)
+
+    def _after(self, run_id: str, job: TrainingJob) -> None:
+        for hook in self.hooks:
+            try:
+                hook(run_id, job)
+            except Exception:            # a hook's failure is logged; it never reaches the training
+                log.exception("after the end of run %s", run_id)
 
     def close(self) -> None:
         if self.store is not None:

@@ -26,6 +26,7 @@ from aecore.engine.data import DataConfig
 from aecore.engine.models import ModelConfig, from_dict
 from aecore.engine.train import RunSpec, TrainConfig
 from aecore.runs.store.blobs import FileBlobs, TableBlobs
+from aecore.runs.store.classes import ClassStore
 from aecore.runs.store.sql import Database, StoreError
 
 LIVE = ("queued", "running", "paused")
@@ -100,6 +101,7 @@ class Store:
             self.db = Database(str(folder / "runs.sqlite"))
             self.blobs = FileBlobs(folder / "runs")
         self.where = self.db.where
+        self.classes = ClassStore(self.db, self._clock)      # classes, their students and boards
         self.server_id: str | None = None
         self._beaten = 0.0
 
