@@ -14,6 +14,7 @@ no_data); the real browser (chromium, server, browser).
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -112,6 +113,27 @@ def ray_address():
     finally:
         cluster.disconnect()
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- the run store
+POSTGRES = os.environ.get("AELAB_TEST_POSTGRES")   # a PostgreSQL server's URL (.ci/run starts one and sets it)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """A fresh, empty store: a folder (SQLite), or a throwaway database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store")
+        return
+    if not POSTGRES:
+        pytest.skip("AELAB_TEST_POSTGRES is not set: no PostgreSQL server for the store's tests (.ci/run starts one)")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"aelab_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 # ---------------------------------------------------------------------------------------------- the dashboard (AppTest)

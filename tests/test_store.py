@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -29,25 +28,8 @@ from aecore.runs.store.blobs import FileBlobs
 from idx_helpers import tiny_data
 
 REPO = Path(__file__).resolve().parent.parent
-POSTGRES = os.environ.get("AELAB_TEST_POSTGRES")
 WAIT = 90.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request, tmp_path):
-    """A fresh, empty store: a folder (SQLite), or a throwaway database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "store")
-        return
-    if not POSTGRES:
-        pytest.skip("AELAB_TEST_POSTGRES is not set: no PostgreSQL server for the store's tests (.ci/run starts one)")
-    psycopg = pytest.importorskip("psycopg")
-    name = f"aelab_test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+# location (a fresh store: a SQLite folder, or a throwaway PostgreSQL database): tests/conftest.py
 
 
 @pytest.fixture(scope="module")

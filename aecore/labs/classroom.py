@@ -238,9 +238,13 @@ def board_csv(entries: list[dict], challenge: Challenge) -> str:
 
 
 def _cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run as a formula."""
+    """A CSV cell a spreadsheet will not run as a formula (a number stays a number)."""
     text = str(text)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    try:
+        float(text)
+        return text
+    except ValueError:
+        return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def scatter_figure(entries: list[dict], challenge: Challenge, setting: str) -> go.Figure:
