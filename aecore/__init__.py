@@ -7,6 +7,7 @@ engine/ — data, models, the training loop, and what reads or writes a model (i
                   plain families), `vae` (variational)
     train         TrainConfig, RunSpec, the `fit` generator, evaluation
     checkpoint    safetensors checkpoints with JSON metadata (never unpickled); `ModelEntry`, a model and its record
+    trainstate    a training caught at an epoch's end (weights, optimiser, generators, timeline), to resume it
     scoring       reconstruction errors, quantiles, code sparsity
     preprocess    drawings and uploads to MNIST form
     images        a folder or zip of one's own pictures as a data set; the refusals (archive: a zip's checks)
@@ -17,6 +18,7 @@ engine/ — data, models, the training loop, and what reads or writes a model (i
 
 runs/ — the run service: the only thing that starts a training (see runs/__init__)
     registry, queue, backend, job (threads), process (processes), task (a lab's work as a run: TaskSpec),
+    store/ (runs, classes kept across restarts: SQLite or PostgreSQL; `python -m aecore.runs list`), keeping,
     cluster + relay + directory (Ray), settings,
     bench (`python -m aecore.runs.bench`)
 
@@ -34,11 +36,13 @@ labs/ — experiments on the engine, training through the run service
                   picturerun: the detector run on an MVTec-layout set (also as a run: `detection_spec`);
                   pictureviews: what the Your images page draws of a set and a detection
     pictureset    a generated MVTec-layout set from Fashion-MNIST (`python -m aecore.labs.pictureset OUT`)
+    classroom     a class: its challenge, codes and secrets, nicknames, scoring, the board
 
 entry points (top floor) — command lines and benchmarks, nothing imports them
     train         `python -m aecore.train`: train a preset or a custom model
     bench         `python -m aecore.bench`: fit against the tutorial pipeline and the GEMM floor
     loadtest      `python -m aecore.loadtest`: many browser sessions against one server
+    classload     `python -m aecore.classload`: a class of student sessions training while its board renders
     pagetimes     `python -m aecore.pagetimes`: each page's time to show, on a fresh server and warm
     browse        the server and browser driver the last two share
     anomaly       `python -m aecore.anomaly --folder PATH`: a detector on one's own MVTec-layout pictures

@@ -28,7 +28,7 @@ TITLES = {"app_pages/train.py": "Train an autoencoder", "app_pages/inspect.py": 
           "app_pages/draw.py": "Draw a digit",
           "app_pages/anomalies.py": "Find anomalies", "app_pages/compare.py": "Compare runs",
           "app_pages/studies.py": "Studies", "app_pages/pretrain.py": "Pretraining with few labels",
-          "app_pages/images.py": "Your images"}
+          "app_pages/images.py": "Your images", "app_pages/classroom.py": "Class"}
 DEFAULT_MODEL = "shipped:pytorch-784-200"
 WAIT = 120.0
 

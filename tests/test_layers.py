@@ -8,7 +8,7 @@ Floors, lowest first; an import a -> b needs floor(b) <= floor(a):
     1  aecore.engine.*        the engine
     2  aecore.runs.*          the run service
     3  aecore.labs.*          the labs
-    4  aecore.train, aecore.bench, aecore.loadtest, aecore.pagetimes, aecore.anomaly   entry points (aecore.browse: their browser)
+    4  aecore.train, aecore.bench, aecore.loadtest, aecore.classload, aecore.pagetimes, aecore.anomaly   entry points (aecore.browse: their browser)
     5  ui.*                   what the pages share
     6  app_pages.*  (pages.* until the move)
     7  app                    the frame
@@ -33,7 +33,7 @@ FLOORS = {
     "aecore.engine": 1,
     "aecore.runs": 2,
     "aecore.labs": 3,
-    "aecore.train": 4, "aecore.bench": 4, "aecore.loadtest": 4, "aecore.browse": 4, "aecore.pagetimes": 4, "aecore.anomaly": 4,
+    "aecore.train": 4, "aecore.bench": 4, "aecore.loadtest": 4, "aecore.classload": 4, "aecore.browse": 4, "aecore.pagetimes": 4, "aecore.anomaly": 4,
     "ui": 5,
     "app_pages": 6, "pages": 6,
     "app": 7,
