@@ -41,8 +41,9 @@ def test_one_teacher_and_three_students(chromium, browser, tmp_path):
             epochs.press("Tab")
             teacher.get_by_role("button", name=re.compile(r"Create the class$")).click()
             teacher.get_by_role("heading", name="Autoencoders, week 3").wait_for()
-            link = teacher.get_by_text(re.compile(r"^\?class=[A-Z2-9]{8}$")).first.inner_text()
+            link = teacher.get_by_text(re.compile(r"/classroom\?class=[A-Z2-9]{8}$")).first.inner_text()
             code = link.split("=")[1]
+            assert link.startswith(url)                             # the whole address, ready to share
             assert "teacher=" not in teacher.url                   # the secret stays out of the address bar
 
             # -- three students join and start a run each, for the class

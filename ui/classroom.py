@@ -113,11 +113,13 @@ def challenge_form(key: str, current: Challenge | None = None) -> Challenge | No
 
 def links_panel(code: str, secret: str) -> None:
     """The two links of a class: the students' and the teacher's (which carries the secret)."""
+    base = (st.context.url or "").split("?")[0]      # this page's address; unknown outside a browser
     st.markdown("**Student link**: share it with the class.")
-    st.code(f"?class={code}", language=None)
+    st.code(f"{base}?class={code}", language=None)
     st.markdown("**Your teacher link**: keep it to yourself; it lets whoever has it run the class.")
-    st.code(f"?class={code}&teacher={secret}", language=None)
-    st.caption("Put either after this app's address (the Class page: …/classroom?class=…).")
+    st.code(f"{base}?class={code}&teacher={secret}", language=None)
+    st.caption("A student who opens the student link joins with a nickname. The teacher link opens this class as "
+               "its teacher from any browser.")
 
 
 def model_of(run_id: str):

@@ -109,10 +109,10 @@ class Challenge:
         """Why a run does not count for this challenge, or None."""
         broken = []
         if self.max_epochs is not None and spec.train.epochs > self.max_epochs:
-            broken.append(f"at most {self.max_epochs} epochs (this run has {spec.train.epochs})")
+            broken.append(f"at most {_count(self.max_epochs, 'epoch')} (this run has {spec.train.epochs})")
         size = math.prod(spec.model.code_shape)
         if self.max_code is not None and size > self.max_code:
-            broken.append(f"a code of at most {self.max_code} numbers (this model's has {size})")
+            broken.append(f"a code of at most {_count(self.max_code, 'number')} (this model's has {size})")
         _, vals = links.of_run(spec)
         fixed = self.values()
         changed = [n for n in self.locked() if n in vals and n in fixed and vals[n] != fixed[n]]
@@ -121,13 +121,17 @@ class Challenge:
         return ("this class's challenge asks for " + "; ".join(broken)) if broken else None
 
     def describe(self) -> str:
-        limits = [f"at most {self.max_epochs} epochs"] if self.max_epochs else []
-        limits += [f"a code of at most {self.max_code} numbers"] if self.max_code else []
+        limits = [f"at most {_count(self.max_epochs, 'epoch')}"] if self.max_epochs else []
+        limits += [f"a code of at most {_count(self.max_code, 'number')}"] if self.max_code else []
         digit = f" Every run learns the digit {self.digit} only." if self.metric == "one_class_auc" else ""
         return (f"**Best {self.about.label}** ({'higher' if self.about.higher_is_better else 'lower'} is better): "
                 f"{self.about.about}.{digit} Starting from the {self.preset} preset; you may change "
                 f"{', '.join(FIELDS[n].label.lower() for n in self.editable) or 'nothing'}"
                 + (f"; {' and '.join(limits)}." if limits else "."))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # ---------------------------------------------------------------------------------------------- codes, secrets, names
