@@ -69,7 +69,8 @@ def spec(epochs=2, hidden=(32,), classes=(), lr=1e-3, family="shallow") -> RunSp
 
 
 def test_a_challenge_holds_runs_to_its_limits_and_locked_settings():
-    c = Challenge(max_epochs=3, max_code=16, editable=("hidden", "epochs", "lr"))
+    c = Challenge(max_epochs=3, max_code=16, editable=("hidden", "epochs", "lr"), hide=("seed", "lr"))
+    assert c.hide == ("seed",)                                           # an editable setting is never hidden
     assert c.values()["epochs"] == 3 and "hidden" not in c.locked() and "batch_size" in c.locked()
     assert c.problem(spec(epochs=3, hidden=(16,))) is None
     assert "at most 3 epochs (this run has 5)" in c.problem(spec(epochs=5, hidden=(16,)))
@@ -169,10 +170,11 @@ def page(params: dict | None = None) -> AppTest:
     return at
 
 
-def create_class(title="Digits 101", max_epochs=1) -> tuple[AppTest, str, str]:
+def create_class(title="Digits 101", max_epochs=1, hide=()) -> tuple[AppTest, str, str]:
     teacher = page()
     teacher.text_input(key="class.title").input(title)
     teacher.number_input(key="class.new.max_epochs").set_value(max_epochs)
+    teacher.multiselect(key="class.new.hide").set_value(list(hide))
     teacher.button(key="FormSubmitter:class.create-Create the class").click().run()
     code = teacher.query_params["class"]
     secret = [c.value for c in teacher.code if "teacher=" in c.value][0].split("teacher=")[1]
@@ -204,7 +206,7 @@ def wait_board(teacher: AppTest, runs: int, timeout: float = 90.0) -> None:
 
 
 def test_a_class_from_creation_to_the_board(class_app):
-    teacher, code, secret = create_class()
+    teacher, code, secret = create_class(hide=("init", "seed", "lr"))      # lr is the students': it stays shown
     assert "teacher" not in teacher.query_params                  # the secret leaves the address bar
     assert any(c.value.endswith(f"?class={code}") for c in teacher.code)
     assert any("No finished run yet" in i for i in texts(teacher.info))
@@ -214,8 +216,10 @@ def test_a_class_from_creation_to_the_board(class_app):
     assert not any(secret in c.value for c in ann.code) and not any(secret in m for m in texts(ann.markdown))
     ann = train_for_the_class(ann)
     assert any("**Class: Digits 101**" in m and "you are **Ann**" in m for m in texts(ann.markdown))
-    assert ann.number_input(key="train.seed").disabled                     # locked at the class's value
+    assert ann.number_input(key="train.val_fraction").disabled             # locked at the class's value
     assert not ann.number_input(key="train.lr").disabled                    # the students' to change
+    shown = [w.key for w in ann.main.number_input] + [w.key for w in ann.main.selectbox]
+    assert "train.seed" not in shown and "train.init" not in shown          # hidden: not even shown
     ann.number_input(key="train.epochs").set_value(3).run()
     ann.button(key="train.btn_start").click().run()                         # over the class's limit
     assert any("at most 1 epoch (this run has 3)" in e for e in texts(ann.error)), texts(ann.error)
@@ -232,6 +236,11 @@ def test_a_class_from_creation_to_the_board(class_app):
     assert table["test loss"].is_monotonic_increasing
     assert teacher.get("plotly_chart")                                      # the scatter
     assert [b.proto.label for b in teacher.get("download_button")] == ["Download the board (CSV)"]
+    store = server.run_registry().keeper.store
+    rows = list(csv.DictReader(io.StringIO(classroom.board_csv(store.classes.entries(code), Challenge.from_dict(
+        store.classes.get(code)["challenge"])))))                           # what the button holds
+    assert [(r["student"], round(float(r["test_loss"]), 5)) for r in rows] == \
+        list(zip(table["student"], table["test loss"]))
 
     # the teacher hides Bo's entry: the students' board leaves it out, the teacher's marks it
     bo_id = [e["run_id"] for e in server.run_registry().keeper.store.classes.entries(code) if e["nickname"] == "Bo"][0]

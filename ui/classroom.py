@@ -28,8 +28,10 @@ def store():
 
 
 def train_query(code: str, challenge: Challenge) -> dict:
-    """The Train page's link for a class: its form, every setting the students may not change locked."""
-    return {**links.query(challenge.preset, challenge.values(), locked=challenge.locked()), "class": code}
+    """The Train page's link for a class: its form, every setting the students may not change locked (or hidden,
+    those the teacher chose to hide)."""
+    locked = tuple(n for n in challenge.locked() if n not in challenge.hide)
+    return {**links.query(challenge.preset, challenge.values(), hidden=challenge.hide, locked=locked), "class": code}
 
 
 def go_train(code: str, nickname: str, challenge: Challenge) -> None:
@@ -103,9 +105,11 @@ def challenge_form(key: str, current: Challenge | None = None) -> Challenge | No
     editable = st.multiselect("Settings students may change (the others are locked)", list(FIELDS),
                               default=list(current.editable), format_func=lambda n: FIELDS[n].label,
                               key=key + "editable")
+    hide = st.multiselect("Locked settings to hide from the students", list(FIELDS), default=list(current.hide),
+                          format_func=lambda n: FIELDS[n].label, key=key + "hide")
     try:
         return Challenge(metric=metric, preset=preset, digit=int(digit), max_epochs=int(epochs) or None,
-                         max_code=int(code) or None, editable=tuple(editable))
+                         max_code=int(code) or None, editable=tuple(editable), hide=tuple(hide))
     except ValueError as e:
         st.error(f"**Not a challenge.** {e}", icon=":material/error:")
         return None

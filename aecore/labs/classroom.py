@@ -63,14 +63,16 @@ class Challenge:
     max_epochs: int | None = 5
     max_code: int | None = None             # numbers in the code (its size)
     editable: tuple[str, ...] = ("hidden", "lr", "batch_size", "epochs")
+    hide: tuple[str, ...] = ()             # locked settings the students do not even see
 
     def __post_init__(self):
         object.__setattr__(self, "editable", tuple(self.editable))
+        object.__setattr__(self, "hide", tuple(n for n in self.hide if n not in self.editable))
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; one of {', '.join(METRICS)}")
         if self.preset not in presets.PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}")
-        unknown = [n for n in self.editable if n not in FIELDS]
+        unknown = [n for n in self.editable + self.hide if n not in FIELDS]
         if unknown:
             raise ValueError(f"unknown settings {unknown}")
         if not 0 <= self.digit <= 9:
@@ -102,7 +104,7 @@ class Challenge:
         return vals
 
     def locked(self) -> tuple[str, ...]:
-        """The settings students may not change: every one of the form's but the editable ones."""
+        """The settings students may not change: every one of the form's but the editable ones (hidden or not)."""
         return tuple(n for n in self.values() if n not in self.editable)
 
     def problem(self, spec: RunSpec) -> str | None:
