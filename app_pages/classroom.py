@@ -38,7 +38,7 @@ asked = st.query_params.get("class")
 if not asked:
     left, right = st.columns(2, gap="large")
     with left.form(K + "create"):
-        st.subheader("Create a class")
+        st.header("Create a class")
         title = st.text_input("Title (the students see it)", max_chars=80, key=K + "title")
         challenge = ui.challenge_form(K + "new.")
         made = st.form_submit_button("Create the class", icon=":material/add:", type="primary")
@@ -52,7 +52,7 @@ if not asked:
             st.query_params.update({"class": new.code, "teacher": new.secret})
             st.rerun()
     with right.form(K + "join"):
-        st.subheader("Join a class")
+        st.header("Join a class")
         typed = st.text_input("Class code (from your teacher's link)", max_chars=40, key=K + "code")
         if st.form_submit_button("Open the class", icon=":material/login:"):
             try:
