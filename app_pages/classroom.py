@@ -132,54 +132,67 @@ else:
             ui.go_train(code, nickname, challenge)
 
 # ------------------------------------------------------------------------------------------------ the board
-st.header("The board")
-entries = kept.classes.entries(code)
-rows = classroom.board_rows(entries, challenge, hidden=teacher)
-training = [e for e in entries if e["state"] == "training"]
-counts = registry.counts()
-st.caption(f"{plural(kept.classes.students(code), 'student')} · {plural(len(rows), 'run')} on the board · "
-           f"{len(training)} training now · the server trains {plural(counts['running'], 'run')}, {counts['queued']} "
-           f"waiting")
-if rows:
-    st.dataframe(rows, hide_index=True, key=K + "table")
-    scatter = st.selectbox("Setting against the metric", list(challenge.editable) or ["lr"],
-                           format_func=lambda n: FIELDS[n].label, key=K + "scatter")
-    st.plotly_chart(classroom.scatter_figure(entries, challenge, scatter), key=K + "chart",
-                    config={"displayModeBar": False}, width="stretch")
-else:
-    st.info("No finished run yet. Each student's runs land here by themselves when they end.",
-            icon=":material/hourglass_empty:")
-if training:
-    now = []
-    for e in training:
-        view = registry.view(e["run_id"])
-        m = view.snapshot.last if view is not None else None
-        now.append(f"**{e['nickname']}**: {view.state if view else 'gone'}"
-                   + (f", epoch {m.epoch}/{view.spec.train.epochs}" if m else ""))
-    st.markdown("Training now: " + " · ".join(now))
-not_counted = [e for e in entries if e["state"] in ("not counted", "failed", "stopped", "interrupted")]
-if not_counted:
-    with st.expander(f"Runs not on the board ({len(not_counted)})"):
-        for e in not_counted:
-            st.markdown(f"- **{e['nickname']}**: {e['state']}" + (f" ({e['note']})" if e["note"] else ""))
+# The board follows the class by itself: every 2 s while someone trains (their runs land as they end), every 10 s
+# otherwise (new students, the teacher's changes); only this part of the page reruns.
+busy = any(e["state"] == "training" for e in kept.classes.entries(code))
 
-ranked = classroom.ranking(entries, challenge, hidden=teacher)
-if ranked:
-    labels = {e["run_id"]: f"{e['rank']}. {e['nickname']} · {e['metric']:.4f}" + (" (hidden)" if e["hidden"] else "")
-              for e in ranked}
-    pick = st.selectbox("A run of the board", list(labels), format_func=labels.get, key=K + "pick")
-    a, b = st.columns(2)
-    if a.button("Open its model", icon=":material/open_in_new:", key=K + "open",
-                help="Adds the run's model to your models, for Inspect or Compare; the run itself stays its owner's"):
-        entry = next(e for e in ranked if e["run_id"] == pick)
-        if ui.open_run(entry, cls["title"]):
+
+@st.fragment(run_every=2.0 if busy else 10.0)
+def board():
+    st.header("The board")
+    entries = kept.classes.entries(code)
+    rows = classroom.board_rows(entries, challenge, hidden=teacher)
+    training = [e for e in entries if e["state"] == "training"]
+    counts = registry.counts()
+    st.caption(f"{plural(kept.classes.students(code), 'student')} · {plural(len(rows), 'run')} on the board · "
+               f"{len(training)} training now · the server trains {plural(counts['running'], 'run')}, "
+               f"{counts['queued']} waiting")
+    if rows:
+        st.dataframe(rows, hide_index=True, key=K + "table")
+        scatter = st.selectbox("Setting against the metric", list(challenge.editable) or ["lr"],
+                               format_func=lambda n: FIELDS[n].label, key=K + "scatter")
+        st.plotly_chart(classroom.scatter_figure(entries, challenge, scatter), key=K + "chart",
+                        config={"displayModeBar": False}, width="stretch")
+    else:
+        st.info("No finished run yet. Each student's runs land here by themselves when they end.",
+                icon=":material/hourglass_empty:")
+    if training:
+        now = []
+        for e in training:
+            view = registry.view(e["run_id"])
+            m = view.snapshot.last if view is not None else None
+            now.append(f"**{e['nickname']}**: {view.state if view else 'gone'}"
+                       + (f", epoch {m.epoch}/{view.spec.train.epochs}" if m else ""))
+        st.markdown("Training now: " + " · ".join(now))
+    not_counted = [e for e in entries if e["state"] in ("not counted", "failed", "stopped", "interrupted")]
+    if not_counted:
+        with st.expander(f"Runs not on the board ({len(not_counted)})"):
+            for e in not_counted:
+                st.markdown(f"- **{e['nickname']}**: {e['state']}" + (f" ({e['note']})" if e["note"] else ""))
+
+    ranked = classroom.ranking(entries, challenge, hidden=teacher)
+    if ranked:
+        labels = {e["run_id"]: f"{e['rank']}. {e['nickname']} · {e['metric']:.4f}"
+                               + (" (hidden)" if e["hidden"] else "") for e in ranked}
+        pick = st.selectbox("A run of the board", list(labels), format_func=labels.get, key=K + "pick")
+        a, b = st.columns(2)
+        opened = st.session_state.setdefault(K + "opened", {})     # run id → added (True) or gone (False)
+        if a.button("Open its model", icon=":material/open_in_new:", key=K + "open",
+                    help="Adds the run's model to your models, for Inspect or Compare; the run stays its owner's"):
+            opened[pick] = ui.open_run(next(e for e in ranked if e["run_id"] == pick), cls["title"])
+        if opened.get(pick):         # kept across the board's refreshes
             st.success("Added to your models: Inspect and Compare show it now.", icon=":material/check:")
             st.page_link("app_pages/inspect.py", label="Inspect", icon=":material/biotech:")
-        else:
+        elif pick in opened:
             st.warning("This run is no longer kept on the server.", icon=":material/delete:")
-    if teacher:
-        hidden = next(e for e in ranked if e["run_id"] == pick)["hidden"]
-        if b.button("Show it again" if hidden else "Hide it from the board", key=K + "hide",
-                    icon=":material/visibility:" if hidden else ":material/visibility_off:"):
-            kept.classes.hide(code, pick, not hidden)
-            st.rerun()
+        if teacher:
+            hidden = next(e for e in ranked if e["run_id"] == pick)["hidden"]
+            if b.button("Show it again" if hidden else "Hide it from the board", key=K + "hide",
+                        icon=":material/visibility:" if hidden else ":material/visibility_off:"):
+                kept.classes.hide(code, pick, not hidden)
+                st.rerun()
+    if busy != bool(training):
+        st.rerun()        # the class started or stopped training: the whole page, so the poll rate follows
+
+
+board()
