@@ -622,8 +622,8 @@ def test_the_registry_shortens_the_interpreter_switch_interval():
 
 def test_a_failing_training_process_is_reported(data, monkeypatch):
     """A training process that dies without a word (killed, out of memory) fails the run with its exit code."""
-    import aecore.runs.process as process_module
-    monkeypatch.setattr(process_module, "_child", _die)
+    import aecore.runs.pool as pool_module
+    monkeypatch.setattr(pool_module, "_serve", _die)
     reg = RunRegistry(RegistryConfig(max_runs=1), sweep_every=None)
     try:
         a = reg.submit(spec("a"), data, "v1")

@@ -3,14 +3,14 @@
 That warning is what a st.* call outside a script run logs. A run of the processes backend (the default) trains in
 a spawned process, and spawn runs the parent's main script again in the child: under Streamlit (and AppTest, which
 runs the app the same way) that script is app.py, so each run's process used to execute the whole app outside
-Streamlit and log some 70 of these lines (aecore.runs.process._without_main). The child's output goes to the
+Streamlit and log some 70 of these lines (aecore.runs.pool._without_main). The child's output goes to the
 server's own stdout and stderr, which `capfd` reads here.
 """
 from __future__ import annotations
 
 import pytest
 
-from aecore.runs import process
+from aecore.runs import pool
 from app_helpers import custom_form, open_app, wait_for_end
 
 # Fixtures (conftest.py): app_environment for every test here, as every AppTest needs it.
@@ -40,7 +40,7 @@ def test_the_check_sees_the_warning_when_the_child_runs_a_page_script(tiny_idx, 
     would see them."""
     script = tmp_path / "page.py"
     script.write_text("import streamlit as st\nst.markdown('a page')\n")
-    stdlib = getattr(process.spawn.get_preparation_data, "__wrapped__", process.spawn.get_preparation_data)
+    stdlib = getattr(pool.spawn.get_preparation_data, "__wrapped__", pool.spawn.get_preparation_data)
 
     def with_script(name):
         data = stdlib(name)
@@ -48,6 +48,6 @@ def test_the_check_sees_the_warning_when_the_child_runs_a_page_script(tiny_idx, 
         data["init_main_from_path"] = str(script)
         return data
 
-    monkeypatch.setattr(process.spawn, "get_preparation_data", with_script)
-    monkeypatch.setattr(process, "_without_main", lambda: None)
+    monkeypatch.setattr(pool.spawn, "get_preparation_data", with_script)
+    monkeypatch.setattr(pool, "_without_main", lambda: None)
     assert WARNING in start_a_run(monkeypatch, capfd)

@@ -2,9 +2,10 @@
 
 The registry asks a backend for each run's job and, for runs it does not hold, whether the backend knows them;
 everything else (ids, visitors, the queue, grace and retention) stays the registry's. `LocalBackend` trains on
-this machine, a thread (`aecore.runs.job`) or a process (`aecore.runs.process`) per run, and knows only the runs
-this server started. The Ray backend (`aecore.runs.relay.RayBackend`) trains each run in an actor on a cluster,
-finds runs other servers started there, and lets the cluster's scheduler be the cap and the queue.
+this machine, a thread per run (`aecore.runs.job`), and knows only the runs this server started;
+`ProcessBackend` (`aecore.runs.process`) trains each in a warm process of its own, one kept ready per slot. The
+Ray backend (`aecore.runs.relay.RayBackend`) trains each run in an actor on a cluster, finds runs other servers
+started there, and lets the cluster's scheduler be the cap and the queue.
 """
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ class Backend:
     def resources(self) -> dict | None:
         """The CPUs and GPUs (in all, free now) and nodes that the runs share, where the backend knows them."""
         return None
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the backend could start a run at once (its warm processes are ready); True when it can."""
+        return True
+
+    def close(self) -> None:
+        """Let go of what the backend holds (its warm processes) once the registry has stopped its runs."""
 
 
 class LocalBackend(Backend):

@@ -1,7 +1,8 @@
 """Benchmark: the run backends (threads, processes, ray) measured side by side in one process.
 
     python -m aecore.runs.bench [--backends threads,processes,ray] [--repeats 3] [--epochs 1] [--data-dir DIR]
-                                [--ray-address local|auto|host:port] [--device cpu|cuda] [--out FILE.json]
+                                [--ray-address local|auto|host:port] [--device cpu|cuda] [--concurrent N]
+                                [--out FILE.json]
 
 Each backend gets a `RunRegistry` of its own and trains pytorch-784-200 on MNIST on --device (the CPU by default), one run at a time,
 driven as a page drives it: `submit`, then `view(run_id)` every 10 ms. For each backend:
@@ -14,6 +15,10 @@ driven as a page drives it: `submit`, then `view(run_id)` every 10 ms. For each 
   and seconds of training; the registry's relay polls the actor every `cluster.POLL_S`).
 - the last run to its end: fit's own samples/s (samples / elapsed of its last record), and the wall time from
   submit until the view says "finished".
+With --concurrent N, each backend instead trains one run alone, then N runs submitted at once on the default cap
+(one per core), and reports `single_samples_per_s`, `aggregate_samples_per_s` and `aggregate_vs_single` (samples
+over wall time from submit to finished, on both sides). Each backend is measured once it is ready (the processes
+backend's warm processes have imported torch), as a server is a few seconds after it started.
 With --ray-address local (the default) a Ray instance of 2 CPUs is started here and shut down afterwards; any
 other address is joined with `cluster.connect`. Without Ray installed the ray backend is reported as skipped.
 Prints one JSON object per backend (progress on stderr); --out writes them all with the machine's facts.
@@ -47,6 +52,7 @@ PRESET = "pytorch-784-200"
 EVERY_S = 0.01          # the poll interval: a page could not ask more often than this
 LOCAL_CPUS = 2          # the local Ray instance, as tests/test_ray.py starts it
 GRACE_S = 600.0         # nobody heartbeats here: the grace time must outlast any run of the benchmark
+WARM_S = 120.0          # how long a backend may take to be ready (the processes backend warms one process per slot)
 
 
 def say(message: str) -> None:
@@ -201,6 +207,41 @@ def measure(registry: RunRegistry, spec: RunSpec, data: Data, repeats: int = 3, 
     return out
 
 
+def concurrent(registry: RunRegistry, spec: RunSpec, data: Data, n: int, timeout_s: float = 1800.0,
+               visitor: str = "bench") -> dict:
+    """Fair sharing: one run alone, then `n` runs submitted at once (n visitors; the registry's cap admits some,
+    queues the rest). Both sides are samples over wall time, from submit to the view saying "finished": the
+    starts, the queue's hand-overs and each run's final figures count against them. The run alone is the second
+    of two: the first pays what only a server's first run pays (writing the shared data, torch's first use)."""
+    for attempt in ("warm-up", "alone"):
+        started = time.perf_counter()
+        alone = registry.submit(spec, data, f"{visitor}-{attempt}")
+        view = wait_view(registry, alone, lambda v: v.state in ENDED, timeout_s, f"the run {attempt}")
+        single_s = time.perf_counter() - started
+        if view.state != "finished":
+            raise RuntimeError(f"the run {attempt} ended {view.state}: {view.snapshot.error or view.stop_reason}")
+        settle(registry, alone, timeout_s)
+    say(f"one run alone: {view.snapshot.last.samples / single_s:,.0f} samples/s, {single_s:.1f} s")
+    started = time.perf_counter()
+    ids = [registry.submit(spec, data, f"{visitor}-{i}") for i in range(n)]
+    views = [wait_view(registry, i, lambda v: v.state in ENDED, timeout_s, f"run {k + 1} of {n}")
+             for k, i in enumerate(ids)]
+    wall = time.perf_counter() - started
+    bad = [v for v in views if v.state != "finished"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of the {n} runs did not finish: {bad[0].snapshot.error or bad[0].stop_reason}")
+    samples = sum(v.snapshot.last.samples for v in views)
+    single = view.snapshot.last.samples / single_s
+    out = {"backend": registry.config.backend, "device": spec.train.device, "concurrent": n,
+           "max_runs": registry.config.max_runs, "epochs": spec.train.epochs, "single_samples_per_s": single,
+           "aggregate_samples_per_s": samples / wall, "aggregate_vs_single": samples / wall / single,
+           "wall_s": wall, "single_wall_s": single_s,
+           "per_run_fit_samples_per_s": [v.snapshot.last.samples / v.snapshot.last.elapsed for v in views]}
+    say(f"{n} runs at once: {out['aggregate_samples_per_s']:,.0f} samples/s in all, "
+        f"{out['aggregate_vs_single']:.2f} of one alone")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- backends
 @contextlib.contextmanager
 def ray_connection(address: str):
@@ -222,13 +263,19 @@ def ray_connection(address: str):
 
 
 def run_backend(backend: str, spec: RunSpec, data: Data, repeats: int = 3, ray_address: str = "local",
-                **measure_options) -> dict:
-    """`measure` for one backend in a registry of its own; {"backend", "skipped"} when Ray is missing or
-    unreachable, {"backend", "error"} when the benchmark itself fails (the other backends still run)."""
+                n_concurrent: int = 0, **measure_options) -> dict:
+    """`measure` (or, with `n_concurrent`, `concurrent`) for one backend in a registry of its own, once the
+    backend is ready (its warm processes, as a server that has been up a few seconds has them); {"backend",
+    "skipped"} when Ray is missing or unreachable, {"backend", "error"} when the benchmark itself fails (the other
+    backends still run)."""
     try:
         with ray_connection(ray_address) if backend == "ray" else contextlib.nullcontext():
             registry = RunRegistry(RegistryConfig(backend=backend, ray_address=ray_address, grace_s=GRACE_S))
             try:
+                if not registry.backend.wait_ready(WARM_S):
+                    raise TimeoutError(f"the {backend} backend was not ready after {WARM_S:g} s")
+                if n_concurrent:
+                    return concurrent(registry, spec, data, n_concurrent)
                 return measure(registry, spec, data, repeats, **measure_options)
             finally:
                 registry.shutdown(wait=30)
@@ -279,6 +326,8 @@ def parser() -> argparse.ArgumentParser:
                    help="local (a Ray instance of 2 CPUs started here), auto, or a cluster head's host:port")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where each run trains (cuda: the workers hold the GPU, this process never does)")
+    p.add_argument("--concurrent", type=positive_int, default=0, metavar="N",
+                   help="instead: one run alone, then N runs started at once on the default cap (fair sharing)")
     p.add_argument("--out", help="also write every backend's figures and the machine's facts to this JSON file")
     return p
 
@@ -295,13 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for backend in args.backends:
         say(f"{backend}: {args.repeats} runs of {PRESET}, {args.epochs} epoch(s) for the last")
-        result = rounded(run_backend(backend, spec, data, args.repeats, args.ray_address))
+        result = rounded(run_backend(backend, spec, data, args.repeats, args.ray_address, args.concurrent))
         print(json.dumps(result), flush=True)
         results.append(result)
     facts["loadavg_after"] = os.getloadavg()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        settings = {"preset": PRESET, "device": args.device, "epochs": args.epochs, "repeats": args.repeats, "poll_every_s": EVERY_S,
+        settings = {"preset": PRESET, "device": args.device, "epochs": args.epochs, "repeats": args.repeats,
+                    "concurrent": args.concurrent, "poll_every_s": EVERY_S,
                     "ray_address": args.ray_address, "train_samples": len(data.train)}
         Path(args.out).write_text(json.dumps({"machine": rounded(facts), "settings": settings, "backends": results},
                                              indent=2) + "\n")

@@ -2,120 +2,75 @@
 
 A thread backend's runs and every session's page scripts take turns on one interpreter lock: measured with 20
 browser sessions and two runs on 2 cores, the server used 0.6 of its 2 cores and the runs together trained at
-a third of one run's speed alone. Here `ProcessJob` is a `TrainingJob` whose worker thread only relays: it
-starts a spawned process that runs the same `train_run`, and applies the events it sends back (records,
-reconstructions, the checkpoint bytes at the end). Pause and stop are process-shared events read by `fit`
-between two steps, as in the thread backend. The images go to the process as numpy arrays (one copy, no
-shared-memory files).
+a third of one run's speed alone. Here `ProcessJob` is a `TrainingJob` whose worker thread only relays: it takes
+a warm training process from the backend's `Pool` (`aecore.runs.pool`: torch imported, one per slot), sends it
+the run with its data as shared files (`aecore.runs.shared`), and applies the events it sends back (records,
+reconstructions, the checkpoint bytes at the end). Pause and stop are the process's shared events, read by `fit`
+between two steps, as in the thread backend.
 """
 from __future__ import annotations
 
-import functools
-import multiprocessing as mp
-import os
-import threading
-import time
-from multiprocessing import spawn
-
-import torch
-
-from aecore.engine.data import Data, Split
-from aecore.runs.job import TrainingJob, train_run
-from aecore.engine.train import Control
-
-_CTX = mp.get_context("spawn")   # fork would copy a threaded server's locks mid-use; CUDA needs spawn too
-NAME = "aelab-train-"            # every training process's name starts with this (see _without_main)
+from aecore.runs import shared
+from aecore.runs.backend import LocalBackend
+from aecore.runs.job import TrainingJob
+from aecore.runs.pool import Pool
 
 
 class ProcessJob(TrainingJob):
-    """A TrainingJob that trains in a child process; same interface, same snapshots."""
+    """A TrainingJob that trains in a warm process of `pool`; same interface, same snapshots."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, pool: Pool, **kwargs):
         super().__init__(*args, **kwargs)
-        self._control = Control(stop=_CTX.Event(), running=_CTX.Event())
-        self._process = None
+        self.pool = pool
+
+    def stop(self, reason: str | None = None) -> None:
+        with self._lock:             # never between `_work` reading the control and handing it to the process
+            self._control.stop()
+        super().stop(reason)
 
     def _work(self) -> None:
-        _without_main()
-        receive, send = _CTX.Pipe(duplex=False)
-        self._process = _CTX.Process(target=_child, name=f"{NAME}{self.spec.name}", daemon=True,
-                                     args=(self.spec, _arrays(self.data), self._probe.numpy(), self._control,
-                                           self.threads, send, self.resume_from))
+        worker, healthy = None, False
         try:
-            self._process.start()
-            send.close()               # the child holds the only sending end now: EOF means it has gone
+            files = shared.publish(self.data)
+            worker = self.pool.take()
+            with self._lock:         # from here pause and stop reach the process's events
+                worker.arm(self._control.stopped, self._control.paused)
+                self._control = worker.control
+            worker.conn.send(("run", self.spec, files, self._probe.numpy(), self.threads, self.resume_from))
             while True:
                 try:
-                    kind, *payload = receive.recv()
-                except EOFError:            # the pipe closes a moment before the process is reaped
-                    self._process.join(5)
+                    kind, *payload = worker.conn.recv()
+                except (EOFError, OSError):      # the pipe closes a moment before the process is reaped
+                    worker.process.join(5)
                     self._receive("failed", f"the training process ended unexpectedly (exit code "
-                                            f"{self._process.exitcode})", None, None, None)
+                                            f"{worker.process.exitcode})", None, None, None)
                     break
+                if kind == "ready":          # the process has finished warming up (see pool.Worker.ready)
+                    continue
                 self._receive(kind, *payload)
                 if kind in ("done", "failed"):
+                    healthy = True
                     break
-        except Exception as e:          # the process could not start, or a message could not be read
+        except Exception as e:          # no process could be had, or a message could not be sent or read
             self._receive("failed", f"{type(e).__name__}: {e}", None, None, None)
         finally:
-            receive.close()
-            if self._process.pid is not None:      # it started
-                self._process.join(10)
-                if self._process.is_alive():
-                    self._process.kill()
+            if worker is not None:
+                self.pool.give(worker, healthy)
             self._ended()
 
 
-def _without_main() -> None:
-    """Spawn training processes without the parent's main script (once per process; later calls do nothing).
+class ProcessBackend(LocalBackend):
+    """Runs in warm training processes on this machine, `size` of them kept ready (one per slot)."""
 
-    A spawned child first runs the parent's `__main__` again (as `__mp_main__`) so that objects defined there can
-    be unpickled. Under Streamlit that is the app: Streamlit installs a module whose `__file__` is app.py as
-    `__main__`, so every run's process executed the whole app outside Streamlit, its models loaded, and each st.*
-    call logged "missing ScriptRunContext" (some 70 lines a run). The child needs nothing from `__main__`: its
-    target and arguments come from aecore. So the preparation data of processes named NAME... leave the main
-    script out; every other process spawns as before."""
-    prepare = spawn.get_preparation_data
-    if getattr(prepare, "aelab_without_main", False):
-        return
+    def __init__(self, size: int, threads: int):
+        super().__init__(ProcessJob, threads)
+        self.pool = Pool(size)
 
-    @functools.wraps(prepare)
-    def preparation_data(name):
-        data = prepare(name)
-        if name.startswith(NAME):
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-        return data
+    def job(self, run_id, spec, data, series, on_end, keep=None, resume=None) -> TrainingJob:
+        return ProcessJob(spec, data, threads=self.threads, on_end=on_end, keep=keep, resume=resume, pool=self.pool)
 
-    preparation_data.aelab_without_main = True
-    spawn.get_preparation_data = preparation_data
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.pool.wait_ready(timeout_s)
 
-
-def _arrays(data: Data) -> tuple:
-    """The splits as numpy arrays: pickled by value into the child (torch would move tensors to shared memory)."""
-    return tuple(None if s is None else (s.images.numpy(), s.labels.numpy()) for s in (data.train, data.val, data.test))
-
-
-def _end_with(parent: int) -> None:
-    """End this training process when its server has gone (killed with SIGKILL, say): a paused run would wait
-    for a resume that never comes, a running one would train for no one."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _child(spec, arrays, probe, control, threads, send, resume=None) -> None:
-    """The training process: rebuild the data, train (from a training state, to resume), send every event (the
-    model goes as checkpoint bytes, each epoch's training state as bytes)."""
-    train, val, test = (None if a is None else Split(torch.from_numpy(a[0]), torch.from_numpy(a[1])) for a in arrays)
-    threading.Thread(target=_end_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
-
-    def emit(kind, *payload):
-        if kind in ("done", "failed"):
-            payload = (*payload[:-2], None, None)    # no model objects across the pipe: the bytes carry it
-        send.send((kind, *payload))
-
-    try:
-        train_run(spec, Data(train, val, test), torch.from_numpy(probe), control, threads, emit, resume)
-    finally:
-        send.close()
+    def close(self) -> None:
+        self.pool.close()

@@ -34,7 +34,7 @@ from aecore.runs import queue
 from aecore.runs.backend import Backend, LocalBackend
 from aecore.runs.job import TrainingJob
 from aecore.runs.keeping import Keeper, restored
-from aecore.runs.process import ProcessJob
+from aecore.runs.process import ProcessBackend
 from aecore.runs.queue import ENDED, Run, RunRefused, RunView   # noqa: F401 (RunRefused, RunView: public here)
 from aecore.runs.relay import RayBackend
 from aecore.runs.settings import RegistryConfig
@@ -54,13 +54,12 @@ class RunRegistry:
         self._tickets = itertools.count()    # queue order: a series run joins the queue when its turn comes
         self._caps = {False: self.config.max_runs, True: self.config.max_gpu_runs}   # slots per kind (GPU?)
         self._closed = threading.Event()
-        self._backend = self._backend_for(self.config)
+        self.backend = self._backend_for(self.config)
         self.keeper = Keeper(self.config.store, self.config.store_retention)   # runs kept across restarts
         self._store_swept = -float("inf")
-        self._sweeper = None
-        if sweep_every:
-            self._sweeper = threading.Thread(target=self._sweep_loop, args=(sweep_every,), name="runs-sweeper",
-                                             daemon=True)
+        self._sweeper = threading.Thread(target=self._sweep_loop, args=(sweep_every,), name="runs-sweeper",
+                                         daemon=True) if sweep_every else None
+        if self._sweeper is not None:
             self._sweeper.start()
 
     # ------------------------------------------------------------------------------------------ submitting
@@ -68,9 +67,8 @@ class RunRegistry:
         """Queue a run for `visitor` and start it at once if a slot is free; returns its id. A TaskSpec (a lab's
         experiment, aecore.runs.task) is a run like any other: it takes a slot, waits its turn, can be stopped.
 
-        Raises RunRefused when the spec breaks the profile's limits, the visitor already has a run (or a
-        series) queued or running, or the queue is full; ValueError (from the job) for a device this machine
-        lacks."""
+        Raises RunRefused when the spec breaks the profile's limits, the visitor already has a run (or a series)
+        queued or running, or the queue is full; ValueError (from the job) for a device this machine lacks."""
         return self._submit([spec], data, visitor, series=None)[0]
 
     def submit_series(self, specs, data: Data, visitor: str) -> str:
@@ -119,16 +117,17 @@ class RunRegistry:
     def _job_for(self, run_id: str, spec: RunSpec, data: Data, series: str | None,
                  resume: bytes | None = None) -> TrainingJob:
         keep = self.keeper.epoch_keeper(run_id) if self.keeper.store and isinstance(spec, RunSpec) else None
-        return self._backend.job(run_id, spec, data, series, on_end=lambda: self._ended(run_id), keep=keep,
+        return self.backend.job(run_id, spec, data, series, on_end=lambda: self._ended(run_id), keep=keep,
                                  resume=resume)
 
     @staticmethod
     def _backend_for(cfg: RegistryConfig) -> Backend:
-        """With the ray backend, runs train on a Ray cluster whose resources are the cap and the queue; a run
-        another server started is found there by its id (attach). Raises RayUnavailable when Ray is missing."""
+        """Ray: runs on a cluster whose resources are the cap and the queue (RayUnavailable without Ray);
+        processes: a warm process per slot; threads: in this process."""
         if cfg.backend == "ray":
             return RayBackend(cfg)
-        return LocalBackend(ProcessJob if cfg.backend == "processes" else TrainingJob, cfg.threads_per_run)
+        return ProcessBackend(cfg.max_runs + cfg.max_gpu_runs, cfg.threads_per_run) if cfg.backend == "processes" \
+            else LocalBackend(TrainingJob, cfg.threads_per_run)
 
     def _refuse_if_busy(self, visitor: str) -> None:
         """RunRefused when the visitor has a run queued or running. A run whose job has ended counts as ended,
@@ -195,7 +194,7 @@ class RunRegistry:
         """With the ray backend, a run another server started: mirrored here from its actor. Holds the lock."""
         if not run_id:
             return None
-        job = self._backend.find(run_id, on_end=lambda: self._ended(run_id))
+        job = self.backend.find(run_id, on_end=lambda: self._ended(run_id))
         if job is None:
             return None
         now = self._clock()
@@ -218,7 +217,7 @@ class RunRegistry:
         with self._lock:
             runs = queue.series_of(self._runs, series_id)
             if not runs:                                       # started by another server of the cluster
-                runs = [r for r in map(self._from_cluster, self._backend.series(series_id)) if r is not None]
+                runs = [r for r in map(self._from_cluster, self.backend.series(series_id)) if r is not None]
             for run in runs:
                 run.owners.add(visitor)
                 run.seen = self._clock()
@@ -259,7 +258,7 @@ class RunRegistry:
 
     def cluster_resources(self) -> dict | None:
         """With the ray backend, the cluster's CPUs and GPUs (in all, free now) and nodes; else None."""
-        return self._backend.resources()
+        return self.backend.resources()
 
     def counts(self) -> dict:
         with self._lock:
@@ -278,7 +277,7 @@ class RunRegistry:
         """Resume an interrupted run (its server stopped or died) from its last whole epoch, with the optimiser
         and random generators as they were there; the run keeps its id. Queued and capped as a new run is.
         Raises RunRefused when the run cannot be resumed (the message says why) or the visitor is busy."""
-        stored, state = self.keeper.resumable(run_id, self._backend.resumes)
+        stored, state = self.keeper.resumable(run_id, self.backend.resumes)
         with self._lock:
             self._refuse_if_busy(visitor)
             if not self.keeper.write("claim", stored):
@@ -326,7 +325,7 @@ class RunRegistry:
         """Start queued runs, oldest first, while their kind (CPU or GPU) has a free slot. Holds the lock."""
         with self._lock:
             caps = self._caps
-            if self._backend.queues_itself:   # the cluster's scheduler is the cap: its actors wait for resources
+            if self.backend.queues_itself:   # the cluster's scheduler is the cap: its actors wait for resources
                 caps = {False: sys.maxsize, True: sys.maxsize}
             for r in queue.to_start(self._runs, caps):
                 r.started = self._clock()
@@ -398,3 +397,4 @@ class RunRegistry:
         for r in runs:
             r.job.join(max(wait, 5.0 if self.keeper.store else 0.0))
         self.keeper.close()
+        self.backend.close()
