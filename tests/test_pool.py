@@ -117,7 +117,11 @@ def test_a_run_after_a_crashed_worker(registry, data):
     view = ended(registry, run_id)
     assert view.state == "failed"
     assert "the training process ended unexpectedly (exit code -9)" in view.snapshot.error
-    assert registry.backend.wait_ready(WAIT) and len(workers(registry)) == 1     # a new one took its place
+    deadline = time.monotonic() + WAIT
+    while len(workers(registry)) < 1:                          # a new one takes its place, off the run's thread
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert registry.backend.wait_ready(WAIT) and len(workers(registry)) == 1
     assert ended(registry, registry.submit(spec(), data, "c")).state == "finished"
 
 

@@ -629,6 +629,9 @@ def test_a_failing_training_process_is_reported(data, monkeypatch):
         a = reg.submit(spec("a"), data, "v1")
         view = wait_state(reg, a, ("failed",))
         assert "the training process ended unexpectedly (exit code 3)" in view.snapshot.error
+        deadline = time.monotonic() + 10
+        while reg.counts()["running"] and time.monotonic() < deadline:   # its slot frees a moment after "failed"
+            time.sleep(0.02)
         assert reg.counts()["running"] == 0                         # its slot is free again
     finally:
         reg.shutdown(wait=WAIT)

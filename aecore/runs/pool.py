@@ -121,12 +121,19 @@ class Pool:
         """A worker back after a run: kept when healthy and there is room, replaced by a new one when not."""
         with self._lock:
             keep = healthy and worker.alive and not self._closed and len(self._idle) < self.size
-            if not keep and not self._closed and len(self._idle) < self.size:
-                self._idle.append(self._new())      # the slot stays warm
             if keep:
                 self._idle.append(worker)
-        if not keep:
-            worker.close()
+                return
+            refill = not self._closed and len(self._idle) < self.size
+        # Off the caller's thread: the run's slot frees at once, and the next run finds a process in the pool
+        threading.Thread(target=self._replace, args=(worker, refill), name="pool-replace", daemon=True).start()
+
+    def _replace(self, worker: Worker, refill: bool) -> None:
+        worker.close()
+        if refill:
+            with self._lock:
+                if not self._closed and len(self._idle) < self.size:
+                    self._idle.append(self._new())      # the slot stays warm
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until every idle worker has warmed up (benchmarks, tests); True when all have in `timeout_s`."""
