@@ -158,17 +158,17 @@ def train_switch_pages_and_draw(page, server, measurements):
     start.wait_for(timeout=STARTUP_S * 1000)
     wait_idle(page)
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
-    epochs.fill("2")
+    epochs.fill("4")   # long enough (~8 s on a free machine) that the reload below comes while it runs
     epochs.press("Enter")
     # The form now differs from the preset: the run keeps the preset's name plus what differs, and its figure.
-    expect(page.get_by_text("the run will be pytorch-784-200 · epochs 2; the figure still applies")).to_be_visible(
+    expect(page.get_by_text("the run will be pytorch-784-200 · epochs 4; the figure still applies")).to_be_visible(
         timeout=60_000)
     wait_idle(page)
-    assert epochs.input_value() == "2"
+    assert epochs.input_value() == "4"
     # The URL holds the form: the preset's name and only what differs from it.
-    page.wait_for_url(re.compile(r"\?preset=pytorch-784-200&epochs=2$"), timeout=30_000)
+    page.wait_for_url(re.compile(r"\?preset=pytorch-784-200&epochs=4$"), timeout=30_000)
     start.click()
-    expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"epoch \d+/2\b"), timeout=TRAIN_S * 1000)
+    expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"epoch \d+/4\b"), timeout=TRAIN_S * 1000)
     run_id = run_id_of(page)
 
     # the loss chart appears and gains points while the run goes on
@@ -207,8 +207,10 @@ def train_switch_pages_and_draw(page, server, measurements):
     page.wait_for_function(f"""() => {{
         const bars = document.querySelectorAll('[data-testid="stProgress"]');   // the newest: as progress_text
         const bar = bars[bars.length - 1];
-        const m = bar && bar.innerText.match(/step ([\\d,]+)\\//);
-        return m && Number(m[1].replace(/,/g, '')) > {before};
+        const m = bar && bar.innerText.match(/step ([\\d,]+)\\/([\\d,]+)/);
+        if (!m) return false;
+        const step = Number(m[1].replace(/,/g, '')), total = Number(m[2].replace(/,/g, ''));
+        return step > {before} || ({before} === total && bar.innerText.startsWith('finished'));
     }}""", timeout=TRAIN_S * 1000, polling=200)
     after = step_of(progress_text(page))
     measurements["reload"] = {"step_before": before, "step_after": after, "same_run": True}
@@ -317,7 +319,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     expect(page.locator(".js-plotly-plot")).to_have_count(1, timeout=30_000)
     legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     measurements["compare_legend"] = legend
-    assert any(t.startswith("pytorch-784-200 · epochs 2") for t in legend), legend
+    assert any(t.startswith("pytorch-784-200 · epochs 4") for t in legend), legend
     wait_idle(page)
     screenshot(page, "compare")
 
@@ -351,7 +353,7 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
     second_ctx, second = new_visitor(page, server)
     try:
         epochs = first.get_by_role("spinbutton", name="Epochs", exact=True)
-        epochs.fill("1")
+        epochs.fill("5")   # ~10 s on a free machine: still running when the second visitor clicks Start
         epochs.press("Enter")
         expect(first.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
         wait_idle(first)
@@ -370,7 +372,7 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
         expect(second.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=60_000)
         wait_idle(first)
         mine = own_models(first)
-        assert mine and all("pytorch-784-200 · epochs 1 run 1" in o for o in mine), mine
+        assert mine and all("pytorch-784-200 · epochs 5 run 1" in o for o in mine), mine
         assert own_models(second) == [], "the second visitor sees the first one's model"
         second.get_by_role("button", name=STOP).click()
         expect(second.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
