@@ -90,6 +90,7 @@ def start_together(starters: list[Session], single: float | None, pid: int,
     for s in starters:
         s.page.evaluate(CLICK_START_AT, at)
     time.sleep(max(0.0, at / 1000 - time.time()))
+    first = first_metrics(starters, olds, at / 1000, deadline)
     for s, old in zip(starters, olds):
         s.own.append(wait_state(s.page, ("queued", "running", "finished"), deadline, not_run=old)["run"])
     clicked = [s.page.evaluate("() => window.clickedAt") for s in starters]
@@ -108,6 +109,7 @@ def start_together(starters: list[Session], single: float | None, pid: int,
     totals = [sum(medians.get(i, 0) for i in ids) for ids in running if ids]
     aggregate = statistics.median(totals) if totals else None
     return {"start_click_spread_s": round((max(clicked) - min(clicked)) / 1000, 3),
+            "first_metric_after_start_s": summary(first),
             "running_seen": sum(t["state"] == "running" for t in ticks[0]),
             "queued_seen": sum(t["state"] == "queued" for t in ticks[0]), "ran_at_once": at_once,
             "aggregate_samples_per_s": aggregate and round(aggregate),
@@ -115,6 +117,28 @@ def start_together(starters: list[Session], single: float | None, pid: int,
             "cores_busy_together": busy,
             "queued_positions_seen": sorted({t["position"] for tick in ticks for t in tick if t["position"]}),
             }, sorted({i for tick in ticks for i, t in enumerate(tick) if t["state"] == "queued"})
+
+
+def first_metrics(starters: list[Session], olds: list[str | None], at: float, deadline: Deadline,
+                  window_s: float = 30.0) -> list[float]:
+    """Seconds from the Start click to the first training record on the page (a step count in the progress
+    text, drawn with the chart's first point) for each run that got a slot, by sweeps over the tabs: an upper
+    bound, by up to one sweep. Sessions whose runs wait in the queue within the window are not counted."""
+    seen: dict[int, float] = {}
+    end = time.monotonic() + min(window_s, deadline.ms(window_s) / 1000)
+    while time.monotonic() < end:
+        waiting = 0
+        for i, (s, old) in enumerate(zip(starters, olds)):
+            if i in seen:
+                continue
+            r = read_run(s.page)
+            if r["run"] != old and r["state"] in ("running", "finished") and r["step"]:
+                seen[i] = time.time() - at
+            waiting += r["run"] != old and r["state"] == "queued"
+        if len(seen) + waiting == len(starters):
+            break   # every run shows metrics or waits for a slot
+        time.sleep(0.05)
+    return list(seen.values())
 
 
 def queued_starts(starters: list[Session], queued: list[int], deadline: Deadline) -> bool:
