@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +52,54 @@ def test_samples_limits_the_training_pictures(mnist_dir, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["samples_per_epoch"] == 40
     assert 0 < out["fit_steady_s_per_epoch"] <= out["fit_s_per_epoch"]   # the only epoch, its set-up not counted
+
+
+# The speed work must not change a number: the same seed trains to the same losses with the loop as it was (every
+# subnormal float kept) as with subnormals flushed to zeros. Each side runs in its own process, since a thread's
+# compute threads take the setting when they start. pytorch-784-200 trains 1,020 steps on real MNIST, long enough for
+# Adam's moments to reach the subnormal floats; every other family a few steps on 512 pictures.
+_LOSSES = r"""
+import json, sys
+import torch
+if sys.argv[1] == "kept":
+    torch.set_flush_denormal = lambda on: False       # the loop as it was before the speed work
+from dataclasses import replace
+from aecore.bench import FAMILY_PRESETS
+from aecore.engine import presets
+from aecore.engine.data import Data, Split, load
+from aecore.engine.models import build
+from aecore.engine.train import fit
+torch.set_num_threads(2)
+full = load(presets.get("pytorch-784-200").data)
+out, subnormal = {}, []
+for family, name in FAMILY_PRESETS.items():
+    pre = presets.get(name)
+    n, epochs = (6_200, 20) if family == "shallow" else (512, 2)
+    train = Split(full.train.images[:n], full.train.labels[:n])
+    cfg = replace(pre.train, epochs=epochs, device="cpu", seed=0, log_every=10_000)
+    states = []
+    ends = [m for m in fit(build(pre.model, seed=0), Data(train, None, Split(train.images[:0], train.labels[:0])),
+                           cfg, at_epoch_end=states.append) if m.epoch_end]
+    out[family] = [m.epoch_loss for m in ends]
+    if family == "shallow":
+        moments = [s["exp_avg"] for s in states[-1].optimizer["state"].values()]
+        subnormal = sum(int(((m != 0) & (m.abs() < torch.finfo(torch.float32).tiny)).sum()) for m in moments)
+print(json.dumps({"losses": out, "subnormal": subnormal,
+                  "flushed": (torch.tensor([1e-39]) * 1.0).item() == 0.0}))
+"""
+
+
+@pytest.mark.mnist
+def test_flushing_subnormals_changes_no_loss():
+    runs = {}
+    for mode in ("kept", "flushed"):
+        done = subprocess.run([sys.executable, "-c", _LOSSES, mode], capture_output=True, text=True, timeout=600,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    kept, flushed = runs["kept"], runs["flushed"]
+    assert (kept["flushed"], flushed["flushed"]) == (False, True)      # each side ran as it says
+    assert kept["subnormal"] > 0 and flushed["subnormal"] == 0         # the test reaches what the setting changes
+    assert kept["losses"].keys() == flushed["losses"].keys() == set(bench.FAMILY_PRESETS)
+    for family, losses in kept["losses"].items():
+        assert flushed["losses"][family] == pytest.approx(losses, rel=1e-6, abs=1e-6), family
