@@ -34,6 +34,7 @@ from aecore.runs.job import train_run
 
 _CTX = mp.get_context("spawn")   # fork would copy a threaded server's locks mid-use; CUDA needs spawn too
 NAME = "aelab-train-"            # every training process's name starts with this (see _without_main)
+NICENESS = 10                    # training yields the cores to the server's page scripts; alone, it takes them all
 
 
 def fresh_state(threads: int) -> None:
@@ -201,6 +202,7 @@ def _serve(conn, control: Control) -> None:
     """The worker: train each run its parent sends, sending every event back (the model goes as checkpoint
     bytes, each epoch's training state as bytes), until the pipe closes."""
     threading.Thread(target=_end_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    os.nice(NICENESS)
     torch.set_num_threads(1)
     warm_up()
     conn.send(("ready",))
