@@ -53,7 +53,7 @@ def time_families(train: Split, device: str, n: int = 12_000) -> dict:
     n, out = len(part), {}
     for family, preset in FAMILY_PRESETS.items():
         _, steady, _ = time_fit(part, 2, device, preset=preset)
-        out[family] = {"preset": preset, "samples_per_s": round(n / steady)}
+        out[family] = {"preset": preset, "samples": n, "samples_per_s": round(n / steady)}
     return out
 
 
@@ -127,8 +127,14 @@ def main(argv=None) -> int:
     p.add_argument("--skip-tutorial", action="store_true", help="time fit only (e.g. 10 epochs on a GPU)")
     p.add_argument("--samples", type=int, help="train on the first N training pictures only (default: all 60,000)")
     p.add_argument("--families", action="store_true",
-                   help="also each family's steady samples/s (one preset each, up to 12,000 pictures, 2 epochs)")
+                   help="also each family's steady samples/s (one preset each, 2 epochs, the second timed)")
+    p.add_argument("--family-samples", type=int, default=12_000,
+                   help="training pictures for each family (default: 12,000; 60,000 shows what builds up in a long "
+                        "run)")
     args = p.parse_args(argv)
+    for name in ("samples", "family_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
     out["matmul_s_per_epoch"] = min(floor, time_matmuls(len(train), device))   # the floor, before and after fit
     out["fit_over_matmul_floor"] = out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if args.families:
-        out["families"] = time_families(train, device)
+        out["families"] = time_families(train, device, args.family_samples)
     if not args.skip_tutorial:
         try:
             out["tutorial_s_per_epoch"], out["tutorial_loss"] = time_tutorial(train, args.epochs, device)

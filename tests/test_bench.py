@@ -22,7 +22,7 @@ from aecore.engine.train import fit
 
 def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist_dir, capsys):
     assert bench.main(["--data-dir", str(mnist_dir), "--epochs", "2", "--skip-tutorial", "--families",
-                       "--device", "cpu"]) == 0
+                       "--family-samples", "48", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     train = load(DataConfig(), str(mnist_dir)).train
     assert out["samples_per_epoch"] == len(train) and out["epochs"] == 2
@@ -36,6 +36,7 @@ def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist
         model = presets.get(figure["preset"]).model
         assert (model.family, bool(model.sparsity)) == (("shallow", True) if family == "sparse" else (family, False))
         assert figure["samples_per_s"] > 0, (family, figure)
+        assert figure["samples"] == 48
     assert "tutorial_s_per_epoch" not in out
 
     # the loss it reports is fit's own for the preset and seed 0
@@ -103,3 +104,11 @@ def test_flushing_subnormals_changes_no_loss():
     assert kept["losses"].keys() == flushed["losses"].keys() == set(bench.FAMILY_PRESETS)
     for family, losses in kept["losses"].items():
         assert flushed["losses"][family] == pytest.approx(losses, rel=1e-6, abs=1e-6), family
+
+
+@pytest.mark.parametrize("option", ["--samples", "--family-samples"])
+def test_a_picture_count_below_one_is_refused(option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([option, "0", "--skip-tutorial"])
+    assert exit_.value.code == 2
+    assert f"{option} must be at least 1" in capsys.readouterr().err
