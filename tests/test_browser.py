@@ -401,7 +401,12 @@ def test_closing_the_browser_stops_its_run(page, server, measurements):
 
     pid = SERVER_PID[0]
     context, visitor = new_visitor(page, server)
-    visitor.get_by_role("button", name=START).click()   # the default preset: 10 epochs, far longer than we wait
+    epochs = visitor.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("50")   # ~90 s on a free machine: far longer than we wait (10 epochs could end within the grace)
+    epochs.press("Enter")
+    expect(visitor.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
+    wait_idle(visitor)
+    visitor.get_by_role("button", name=START).click()
     expect(visitor.get_by_test_id("stProgress").last).to_contain_text("running", timeout=TRAIN_S * 1000)
     link = visitor.url
     training = cpu_rate(pid)
