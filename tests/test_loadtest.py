@@ -23,7 +23,7 @@ def test_small_load_run(tmp_path, capsys):
     from aecore import loadtest
 
     out = tmp_path / "loadtest.json"
-    code = loadtest.main(["--sessions", "3", "--start", "2", "--max-runs", "1", "--epochs", "2", "--grace", "5",
+    code = loadtest.main(["--sessions", "3", "--start", "2", "--max-runs", "1", "--epochs", "4", "--grace", "5",
                           "--timeout", "300", "--chromium", chromium_path(), "--out", str(out)])
     result = json.loads(out.read_text())
     print(capsys.readouterr().out)
