@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from aecore.argv import positive_int
 from aecore.engine import presets
 from aecore.engine.data import Data, DataConfig, Split, load
 from aecore.engine.models import build
@@ -29,6 +30,11 @@ FAMILY_PRESETS = {"shallow": "pytorch-784-200", "deep": "stacked-2d", "conv": "c
                   "conv-vae": "conv-vae-2d", "sparse": "sparse-784-32"}
 
 
+def training_only(train: Split) -> Data:
+    """`train` as a `Data` with no held-out pictures, so `fit` spends no time evaluating."""
+    return Data(train, None, Split(train.images[:0], train.labels[:0]))
+
+
 def time_fit(train: Split, epochs: int, device: str, seed: int = 0,
              preset: str = "pytorch-784-200") -> tuple[float, float, float]:
     """Seconds per epoch, the steady epoch's seconds (the fastest after the first, or the only one) and the last
@@ -36,11 +42,10 @@ def time_fit(train: Split, epochs: int, device: str, seed: int = 0,
     pre = presets.get(preset)
     model = build(pre.model, seed=seed)
     cfg = replace(pre.train, epochs=epochs, device=device, seed=seed, log_every=10_000)
-    empty = Split(train.images[:0], train.labels[:0])
     if device == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
-    ends = [m for m in fit(model, Data(train, None, empty), cfg) if m.epoch_end]
+    ends = [m for m in fit(model, training_only(train), cfg) if m.epoch_end]
     total = time.perf_counter() - t
     busy = [m.elapsed - (prev.elapsed if prev else 0.0) for m, prev in zip(ends, [None] + ends[:-1])]
     return total / epochs, min(busy[1:] or busy), ends[-1].epoch_loss
@@ -119,22 +124,19 @@ def time_matmuls(n: int, device: str, batch: int = 124, hidden: int = 200) -> fl
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m aecore.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=2,
+    p.add_argument("--epochs", type=positive_int, default=2,
                    help="epochs for each pipeline (fit's steady epoch is the fastest after the first)")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch intra-op threads for both pipelines (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads for both pipelines (default: torch's)")
     p.add_argument("--skip-tutorial", action="store_true", help="time fit only (e.g. 10 epochs on a GPU)")
-    p.add_argument("--samples", type=int, help="train on the first N training pictures only (default: all 60,000)")
+    p.add_argument("--samples", type=positive_int, help="train on the first N training pictures only (default: all 60,000)")
     p.add_argument("--families", action="store_true",
                    help="also each family's steady samples/s (one preset each, 2 epochs, the second timed)")
-    p.add_argument("--family-samples", type=int, default=12_000,
+    p.add_argument("--family-samples", type=positive_int, default=12_000,
                    help="training pictures for each family (default: 12,000; 60,000 shows what builds up in a long "
                         "run)")
     args = p.parse_args(argv)
-    for name in ("samples", "family_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))

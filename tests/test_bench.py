@@ -15,7 +15,7 @@ import pytest
 
 from aecore import bench
 from aecore.engine import presets
-from aecore.engine.data import Data, DataConfig, Split, load
+from aecore.engine.data import DataConfig, load
 from aecore.engine.models import build
 from aecore.engine.train import fit
 
@@ -42,8 +42,7 @@ def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist
     # the loss it reports is fit's own for the preset and seed 0
     pre = presets.get("pytorch-784-200")
     cfg = replace(pre.train, epochs=2, device="cpu", seed=0, log_every=10_000)
-    ends = [m for m in fit(build(pre.model, seed=0), Data(train, None, Split(train.images[:0], train.labels[:0])),
-                           cfg) if m.epoch_end]
+    ends = [m for m in fit(build(pre.model, seed=0), bench.training_only(train), cfg) if m.epoch_end]
     assert out["fit_loss"] == pytest.approx(ends[-1].epoch_loss, abs=1e-4)
 
 
@@ -57,7 +56,7 @@ def test_samples_limits_the_training_pictures(mnist_dir, capsys):
 
 # The speed work must not change a number: the same seed trains to the same losses with the loop as it was (every
 # subnormal float kept) as with subnormals flushed to zeros. Each side runs in its own process, since a thread's
-# compute threads take the setting when they start. pytorch-784-200 trains 1,020 steps on real MNIST, long enough for
+# compute threads take the setting when they start. pytorch-784-200 trains 1,000 steps on real MNIST, long enough for
 # Adam's moments to reach the subnormal floats; every other family a few steps on 512 pictures.
 _LOSSES = r"""
 import json, sys
@@ -65,9 +64,9 @@ import torch
 if sys.argv[1] == "kept":
     torch.set_flush_denormal = lambda on: False       # the loop as it was before the speed work
 from dataclasses import replace
-from aecore.bench import FAMILY_PRESETS
+from aecore.bench import FAMILY_PRESETS, training_only
 from aecore.engine import presets
-from aecore.engine.data import Data, Split, load
+from aecore.engine.data import Split, load
 from aecore.engine.models import build
 from aecore.engine.train import fit
 torch.set_num_threads(2)
@@ -79,8 +78,8 @@ for family, name in FAMILY_PRESETS.items():
     train = Split(full.train.images[:n], full.train.labels[:n])
     cfg = replace(pre.train, epochs=epochs, device="cpu", seed=0, log_every=10_000)
     states = []
-    ends = [m for m in fit(build(pre.model, seed=0), Data(train, None, Split(train.images[:0], train.labels[:0])),
-                           cfg, at_epoch_end=states.append) if m.epoch_end]
+    ends = [m for m in fit(build(pre.model, seed=0), training_only(train), cfg, at_epoch_end=states.append)
+            if m.epoch_end]
     out[family] = [m.epoch_loss for m in ends]
     if family == "shallow":
         moments = [s["exp_avg"] for s in states[-1].optimizer["state"].values()]
@@ -106,9 +105,9 @@ def test_flushing_subnormals_changes_no_loss():
         assert flushed["losses"][family] == pytest.approx(losses, rel=1e-6, abs=1e-6), family
 
 
-@pytest.mark.parametrize("option", ["--samples", "--family-samples"])
+@pytest.mark.parametrize("option", ["--samples", "--family-samples", "--epochs"])
 def test_a_picture_count_below_one_is_refused(option, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench.main([option, "0", "--skip-tutorial"])
     assert exit_.value.code == 2
-    assert f"{option} must be at least 1" in capsys.readouterr().err
+    assert f"argument {option}: expected a whole number >= 1, got '0'" in capsys.readouterr().err
