@@ -326,6 +326,17 @@ def train_switch_pages_and_draw(page, server, measurements):
     measurements["test_wall_s"] = round(time.monotonic() - t_start, 1)
 
 
+def set_epochs(page, epochs: int) -> None:
+    """Set the Train form's epochs and wait until the page has taken them (the form then differs from the preset)."""
+    from playwright.sync_api import expect
+
+    field = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    field.fill(str(epochs))
+    field.press("Enter")
+    expect(page.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+
+
 def new_visitor(page, server):
     """A second browser context: a visitor with a session (and a run list) of its own."""
     context = page.context.browser.new_context(viewport=VIEWPORT)
@@ -352,11 +363,7 @@ def test_two_visitors_share_one_slot_and_stay_apart(page, server, measurements):
     first_ctx, first = new_visitor(page, server)
     second_ctx, second = new_visitor(page, server)
     try:
-        epochs = first.get_by_role("spinbutton", name="Epochs", exact=True)
-        epochs.fill("5")   # ~10 s on a free machine: still running when the second visitor clicks Start
-        epochs.press("Enter")
-        expect(first.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
-        wait_idle(first)
+        set_epochs(first, 5)   # ~10 s on a free machine: still running when the second visitor clicks Start
         first.get_by_role("button", name=START).click()
         expect(first.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         second.get_by_role("button", name=START).click()
@@ -401,11 +408,7 @@ def test_closing_the_browser_stops_its_run(page, server, measurements):
 
     pid = SERVER_PID[0]
     context, visitor = new_visitor(page, server)
-    epochs = visitor.get_by_role("spinbutton", name="Epochs", exact=True)
-    epochs.fill("50")   # ~90 s on a free machine: far longer than we wait (10 epochs could end within the grace)
-    epochs.press("Enter")
-    expect(visitor.get_by_text("form differs from this preset")).to_be_visible(timeout=60_000)
-    wait_idle(visitor)
+    set_epochs(visitor, 50)   # ~90 s on a free machine: far longer than we wait (10 could end within the grace)
     visitor.get_by_role("button", name=START).click()
     expect(visitor.get_by_test_id("stProgress").last).to_contain_text("running", timeout=TRAIN_S * 1000)
     link = visitor.url
