@@ -109,7 +109,7 @@ def start_together(starters: list[Session], single: float | None, pid: int,
     totals = [sum(medians.get(i, 0) for i in ids) for ids in running if ids]
     aggregate = statistics.median(totals) if totals else None
     return {"start_click_spread_s": round((max(clicked) - min(clicked)) / 1000, 3),
-            "first_metric_after_start_s": summary(first),
+            "first_metric_after_start_s": {**summary(first), "each": sorted(round(x, 3) for x in first)},
             "running_seen": sum(t["state"] == "running" for t in ticks[0]),
             "queued_seen": sum(t["state"] == "queued" for t in ticks[0]), "ran_at_once": at_once,
             "aggregate_samples_per_s": aggregate and round(aggregate),
@@ -125,18 +125,19 @@ def first_metrics(starters: list[Session], olds: list[str | None], at: float, de
     text, drawn with the chart's first point) for each run that got a slot, by sweeps over the tabs: an upper
     bound, by up to one sweep. Sessions whose runs wait in the queue within the window are not counted."""
     seen: dict[int, float] = {}
-    end = time.monotonic() + min(window_s, deadline.ms(window_s) / 1000)
-    while time.monotonic() < end:
-        waiting = 0
+    queued: set[int] = set()      # a run seen waiting for a slot is not timed, even once it starts
+    end = time.monotonic() + deadline.ms(window_s) / 1000
+    while time.monotonic() < end and len(seen) + len(queued) < len(starters):
         for i, (s, old) in enumerate(zip(starters, olds)):
-            if i in seen:
+            if i in seen or i in queued:
                 continue
             r = read_run(s.page)
-            if r["run"] != old and r["state"] in ("running", "finished") and r["step"]:
+            if r["run"] != old and r["state"] == "queued":
+                queued.add(i)
+            elif r["run"] != old and r["state"] == "running" and r["step"]:
+                # not "finished": for a moment after the click the URL holds the new run while the progress text
+                # is still the old run's, finished with its steps
                 seen[i] = time.time() - at
-            waiting += r["run"] != old and r["state"] == "queued"
-        if len(seen) + waiting == len(starters):
-            break   # every run shows metrics or waits for a slot
         time.sleep(0.05)
     return list(seen.values())
 

@@ -33,6 +33,7 @@ def test_small_load_run(tmp_path, capsys):
     assert result["ran_at_once"] <= 1, result
     assert result["first_metric_after_start_s"]["n"] == 1, result   # the run that got the one slot, timed
     assert 0 < result["first_metric_after_start_s"]["max"] < 300, result
+    assert result["first_metric_after_start_s"]["each"] == [result["first_metric_after_start_s"]["max"]], result
     assert result["queued_seen"] >= 1 and 1 in result["queued_positions_seen"], result
     assert result["queued_started_by_itself"] is True, result
     assert result["reload"]["tries"] >= 1 and result["reload"]["reattached"] == 1.0, result["reload"]
