@@ -59,6 +59,15 @@ def workers(reg) -> list[pool.Worker]:
     return list(reg.backend.pool._idle)
 
 
+def idle_workers(reg, n: int = 1) -> list[pool.Worker]:
+    """The pool's idle workers once it has `n`: a run's end reaches the page before its worker is back."""
+    deadline = time.monotonic() + WAIT
+    while len(workers(reg)) < n:
+        assert time.monotonic() < deadline, f"the pool has {len(workers(reg))} idle workers, not {n}"
+        time.sleep(0.02)
+    return workers(reg)
+
+
 def test_runs_reuse_one_warm_process_and_none_leaks_into_the_next(registry, data):
     """Two runs in the same process give the losses of a run in a thread of this process, even after a run of
     another family; and the process is the one that was warm before the first run."""
@@ -67,7 +76,7 @@ def test_runs_reuse_one_warm_process_and_none_leaks_into_the_next(registry, data
     ended(registry, registry.submit(spec(family="deep", hidden=(16, 4)), data, "b"))
     again = ended(registry, registry.submit(spec(), data, "c"))
     assert first.state == again.state == "finished"
-    assert workers(registry) == [warm] and warm.process.is_alive()     # the same process trained all three
+    assert idle_workers(registry) == [warm] and warm.process.is_alive()   # the same process trained all three
     # and at a lower priority than the server's page scripts
     server_nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, warm.process.pid) == min(19, server_nice + pool.NICENESS)
@@ -120,10 +129,7 @@ def test_a_run_after_a_crashed_worker(registry, data):
     view = ended(registry, run_id)
     assert view.state == "failed"
     assert "the training process ended unexpectedly (exit code -9)" in view.snapshot.error
-    deadline = time.monotonic() + WAIT
-    while len(workers(registry)) < 1:                          # a new one takes its place, off the run's thread
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    idle_workers(registry)                                     # a new one takes its place, off the run's thread
     assert registry.backend.wait_ready(WAIT) and len(workers(registry)) == 1
     assert ended(registry, registry.submit(spec(), data, "c")).state == "finished"
 
