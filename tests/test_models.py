@@ -152,6 +152,39 @@ def test_bce_loss_matches_torch_oracle():
     assert model.loss(x, out).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fast_bce_from_logits_matches_torchs_value_and_gradient(reduction):
+    """aecore's BCE from logits against torch's, on ordinary logits and on extremes (±100, where a naive
+    log(sigmoid) would give inf): the value to one float32 rounding per pixel, the gradient exactly."""
+    from aecore.engine.models.losses import bce_with_logits
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.cat([torch.randn(124, 784, generator=gen) * 4,
+                     torch.tensor([[-100., -30., -17., -1e-3, 0., 1e-3, 17., 30., 100.] * 87 + [0.]])])
+    target = torch.rand(raw.shape, generator=gen)
+    target[0] = (target[0] > 0.5).float()                    # binary pixels too
+    ours, theirs = raw.clone().requires_grad_(), raw.clone().requires_grad_()
+    got = bce_with_logits(ours, target, reduction)
+    want = F.binary_cross_entropy_with_logits(theirs, target, reduction=reduction)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    (got * 3).backward()
+    (want * 3).backward()
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-6, atol=1e-12)
+    per_pixel = F.binary_cross_entropy_with_logits(raw, target, reduction="none")
+    assert per_pixel.sum().item() == pytest.approx(bce_with_logits(raw, target, "sum").item(), rel=1e-6)
+
+
+def test_fast_bce_refuses_what_it_cannot_compute():
+    from aecore.engine.models.losses import bce_with_logits
+    raw, target = torch.zeros(2, 3), torch.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+        bce_with_logits(raw, target, "none")
+    with pytest.raises(ValueError, match="no gradient to the target"):
+        bce_with_logits(raw, target.clone().requires_grad_())
+    with pytest.raises(ValueError, match=r"raw \(2, 3\) and target \(3, 2\) differ"):
+        bce_with_logits(raw, target.view(3, 2))
+    assert bce_with_logits(raw, target).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
 @pytest.mark.parametrize("output", ["sigmoid", "identity"])
 def test_mse_loss_matches_torch_oracle(output):
     model = build(ModelConfig(hidden=(32,), output=output, loss="mse"), seed=1)

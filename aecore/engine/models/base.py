@@ -24,6 +24,7 @@ from torch import nn
 from aecore.engine.data import to_float
 from aecore.engine.fields import (COLORS, DROPOUT_PLACES, FAMILIES, INITS, LOSSES,  # noqa: F401 (public here too)
                                   OUTPUTS, SIDES, VARIATIONAL, validate)
+from aecore.engine.models.losses import bce_with_logits
 
 # The choices are the settings table's (aecore.engine.fields), which also holds every range checked below.
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}   # keyed as fields.ACTIVATION_NAMES
@@ -220,7 +221,7 @@ class Autoencoder(nn.Module):
         """The loss's named parts (batch means); `combine` weighs them into the loss. Training reports each."""
         target = target.view_as(out.raw)
         if self.config.loss == "bce":
-            recon = F.binary_cross_entropy_with_logits(out.raw, target)
+            recon = bce_with_logits(out.raw, target)
         else:
             recon = F.mse_loss(out.x_hat, target)
         if not self.config.sparsity:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aecore.engine.models.base import ACTIVATIONS, Autoencoder, ModelConfig, Output, conv_side
+from aecore.engine.models.losses import bce_with_logits
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ class VariationalAutoencoder(Autoencoder):
         target = target.reshape(len(target), -1)
         raw = out.raw.reshape(len(out.raw), -1)
         if self.config.loss == "bce":
-            recon = F.binary_cross_entropy_with_logits(raw, target, reduction="sum") / len(target)
+            recon = bce_with_logits(raw, target, reduction="sum") / len(target)
         else:
             recon = (torch.sigmoid(raw) - target).pow(2).sum() / len(target)
         return {"reconstruction": recon, "KL": gaussian_kl(out.mu, out.logvar).mean()}

@@ -1,0 +1,41 @@
+"""Binary cross-entropy from logits, computed with the CPU's fast vector functions.
+
+The value is torch's `F.binary_cross_entropy_with_logits`: per pixel, max(z, 0) - z*y + log(1 + exp(-|z|)). torch
+writes the last term with log1p, which this CPU build runs element by element: for a batch of 124 MNIST pictures
+it took 0.53 ms a step, a fifth of pytorch-784-200's whole step. Here it is -log(max(p, 1 - p)) with p = sigmoid(z),
+the same quantity (sigmoid(|z|) is max(p, 1 - p)), from the vectorised sigmoid and log: 0.15 ms. The two differ by
+at most one float32 rounding of that term (6e-8 absolute; `tests/test_models.py` checks them against each other,
+extremes included), and the gradient is the same formula, (p - y) / N, from the p the forward pass kept.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _BCEWithLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, raw: torch.Tensor, target: torch.Tensor, mean: bool) -> torch.Tensor:
+        p = torch.sigmoid(raw)
+        log_term = torch.maximum(p, 1 - p).log_().neg_()            # log(1 + exp(-|z|))
+        total = raw.clamp_min(0).addcmul_(raw, target, value=-1).add_(log_term).sum()
+        scale = 1 / raw.numel() if mean else 1.0
+        ctx.save_for_backward(p, target)
+        ctx.scale = scale
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        p, target = ctx.saved_tensors
+        return p.sub(target).mul_(grad * ctx.scale), None, None
+
+
+def bce_with_logits(raw: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """BCE of sigmoid(raw) against `target` (same shape, in [0, 1]), its mean ("mean") or sum ("sum") over every
+    element. The target is data: it takes no gradient (a target that asks for one is refused)."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if target.requires_grad:
+        raise ValueError("bce_with_logits gives no gradient to the target; pass it detached")
+    if raw.shape != target.shape:
+        raise ValueError(f"raw {tuple(raw.shape)} and target {tuple(target.shape)} differ in shape")
+    return _BCEWithLogits.apply(raw, target, reduction == "mean")
