@@ -1,5 +1,6 @@
 """Compare: this visitor's finished and stopped runs, their uploads and the shipped models in one table; two to
-eight of them side by side (loss curves, the settings that differ, figures, reconstructions, first-layer filters).
+eight of them side by side (loss curves, the settings that differ, figures, reconstructions, where two of them fail
+class by class, first-layer filters).
 """
 import numpy as np
 import streamlit as st
@@ -8,7 +9,7 @@ import torch
 from aecore.labs import compare
 from aecore.engine import viz
 from aecore.engine.data import to_float
-from ui import caches, datasets, guide, panels, server, session
+from ui import caches, datasets, failures, guide, panels, server, session
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -100,6 +101,27 @@ def reconstructions(chosen: list[compare.Entry]) -> None:
                      alt=f"The same {len(idx)} images as reconstructed by {e.name}.")
 
 
+def failing(chosen: list[compare.Entry]) -> None:
+    """Two of the picks side by side, class by class: their test errors and each one's worst and best pictures."""
+    st.header("Where they fail")
+    keys = [e.key for e in chosen]
+    by_key = {e.key: e for e in chosen}
+    left, right = st.columns(2)
+    a = left.selectbox("Left model", keys, index=0, key=K + "fails.left", format_func=lambda k: by_key[k].name)
+    b = right.selectbox("Right model", keys, index=1, key=K + "fails.right", format_func=lambda k: by_key[k].name)
+    pair = [by_key[a], by_key[b]]
+    if a == b:
+        st.info("Choose two different models to see where each fails.", icon=":material/compare:")
+    elif datasets.key_of(pair[0]) != datasets.key_of(pair[1]):
+        st.info(f"{pair[0].name} and {pair[1].name} learned different pictures "
+                f"({datasets.of(pair[0]).name}, {datasets.of(pair[1]).name}): their errors are not measured on one "
+                "test set.", icon=":material/compare:")
+    elif (md := datasets.of(pair[0])).test is None:
+        st.caption(f"No class-by-class errors: the {md.name} test pictures are not on this server (see above).")
+    else:
+        failures.section(pair, md.test, md.key, md.class_names, K + "fails.", header=False)
+
+
 def originals(test) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The images every model of this data set is shown: indices, uint8 images ((N, 28, 28) for MNIST), their
     picture."""
@@ -185,4 +207,5 @@ else:
         settings(chosen)
         figures(chosen)
         reconstructions(chosen)
+        failing(chosen)
         filters(chosen)

@@ -16,6 +16,7 @@ RUNNER_UP = 0.10    # a second digit this likely is named too
 KIND_NAMES = {"mnist": "enlarged MNIST test digits", "font digit": "digits typed in fonts",
               "stroke digit": "digits drawn as pen strokes"}
 MODES = {"draw": ":material/draw: Draw", "upload": ":material/upload: Upload"}   # where the digit comes from
+NOISES = {"none": "None", "mask": "Masking", "gaussian": "Gaussian"}           # the training noises (fields)
 # The three result pictures share their row equally, however long their captions, down to a phone's third.
 RESULT_ROW = "<style>.st-key-draw-result > * { flex: 1 1 0; min-width: 0; }</style>"
 
@@ -119,6 +120,28 @@ def verdict_details(found: dict) -> None:
                f"digits it finds least digit-like: {in_words(d['least_digit_like_digits'])}.")
 
 
+def noise_section(am, x, noisy, error: float) -> None:
+    """How far the noisy input and the rebuilt one are from the clean digit, and the model rebuilding the clean
+    digit, measured: a denoising model's reconstruction is much nearer the clean digit than its input was."""
+    noisy_error = float(((noisy - x) ** 2).mean())
+    clean_error = float(((scoring.reconstruct(am.model, x[None])[0] - x) ** 2).mean())
+    n1, n2 = st.columns(2)
+    n1.metric("Noisy input's error", f"{noisy_error:.5f}", help="The noisy input against your clean digit (MSE).")
+    n2.metric("Rebuilt without the noise", f"{clean_error:.5f}",
+              help="The reconstruction of your clean digit, against it (MSE).")
+    tr = am.meta.get("train")
+    trained = (f"{am.name} was trained with {tr.noise} noise {tr.noise_level:g}" if am.uses_noise and tr
+               and tr.noise != "none" else f"{am.name} was trained on clean pictures")
+    if error < noisy_error:
+        told = (f"its reconstruction is {error:.5f} from your clean digit, {1 - error / noisy_error:.0%} less "
+                f"than the noisy input's {noisy_error:.5f}")
+    else:
+        told = (f"its reconstruction is {error:.5f} from your clean digit, no nearer than the noisy input "
+                f"({noisy_error:.5f}): it keeps the noise")
+    st.caption(f"{trained}; {told}. Rebuilt from the clean digit, it is {clean_error:.5f} from it. The error "
+               "above and the map compare the reconstruction with your clean digit.")
+
+
 st.title("Draw a digit")
 guide.intro("draw")
 am = session.page_model()
@@ -147,6 +170,18 @@ with left:
         upload = st.file_uploader("A PNG or JPEG picture of one digit", type=["png", "jpg", "jpeg"],
                                   key=K + "upload", help="Dark on light or light on dark; it is cropped to the "
                                   "digit, so the picture may be larger than the digit.")
+    noise = st.radio("Noise on your digit", list(NOISES), format_func=NOISES.get, horizontal=True, key=K + "noise",
+                     help="Corrupt the digit before the active model rebuilds it, as a denoising autoencoder's "
+                          "input is corrupted in training: masking zeroes a share of the pixels, Gaussian adds "
+                          "noise of that σ. A denoising model rebuilds the clean digit; a plain one copies the "
+                          "noise.")
+    seed = st.session_state.setdefault(K + "noise_seed", 0)
+    if noise != "none":
+        level = st.slider("Noise ratio / σ", 0.05, 1.0, 0.3, 0.05, key=K + "noise_level",
+                          help="The share of pixels masked, or the Gaussian noise's σ (pixels run from 0 to 1).")
+        st.button("New noise", key=K + "btn_new_noise", icon=":material/casino:",
+                  on_click=lambda: st.session_state.update({K + "noise_seed": seed + 1}),
+                  help="Draw the noise again (the same noise stays while you draw).")
 
 image, where = None, "your drawing"          # the result says which input it comes from
 if mode == "upload" and upload is not None:
@@ -172,8 +207,9 @@ with right:
                 f"No digit found in {upload.name}: nothing stands out from its background.",
                 icon=":material/draw:")
         st.stop()
-    recon = scoring.reconstruct(am.model, x[None])[0]
-    error = float(((recon - x) ** 2).mean())
+    shown = x if noise == "none" else scoring.with_noise(x[None], noise, level, seed)[0]   # what the model reads
+    recon = scoring.reconstruct(am.model, shown[None])[0]
+    error = float(((recon - x) ** 2).mean())                      # against the clean digit, with noise or without
     quantiles = am.meta.get("test_error_quantiles") or []
     pct = scoring.percentile(error, quantiles) if len(quantiles) >= 2 else None
 
@@ -183,11 +219,17 @@ with right:
     row.image(viz.zoom(x, 8), caption="input, 28×28", width="stretch",
               alt="The input as the model receives it: white strokes on black, cropped, scaled to 20×20 and "
                   "centred in 28×28 pixels by its centre of mass, like the MNIST originals.")
+    if noise != "none":
+        row.image(viz.zoom(shown, 8), caption=f"with {noise} noise {level:g}", width="stretch",
+                  alt=f"The input with {NOISES[noise].lower()} noise at {level:g}: what the model is given.")
     row.image(viz.zoom(recon, 8), caption="reconstruction", width="stretch",
-              alt=f"The input as {am.name} rebuilds it from its code, 28×28 pixels.")
+              alt=f"The {'noisy ' if noise != 'none' else ''}input as {am.name} rebuilds it from its code, "
+                  "28×28 pixels.")
     row.image(viz.colorize(viz.error_heatmap(x, recon), 8), caption="squared error", width="stretch",
-              alt="Where the reconstruction differs from the input, pixel by pixel: black where they agree, "
+              alt="Where the reconstruction differs from the clean input, pixel by pixel: black where they agree, "
                   "through red and yellow to white where they differ most.")
+    if noise != "none":
+        noise_section(am, x, shown, error)
     read_note = digit_reading(x)
     found = verdict(x, detector)
 

@@ -1,5 +1,6 @@
-"""Inspect: the active model's learned filters, reconstructions of chosen digits, how sparse its code is (beside
-another model's), and the last run's timeline."""
+"""Inspect: the active model's learned filters, reconstructions of chosen digits, where it fails (its test error
+class by class, and a class's worst- and best-rebuilt pictures), how sparse its code is (beside another model's),
+and the last run's timeline."""
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -8,7 +9,7 @@ import torch
 from aecore.engine import scoring, viz
 from aecore.engine.data import to_float
 from aecore.engine.train import corrupt
-from ui import datasets, guide, panels, session
+from ui import datasets, failures, guide, panels, session
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -179,6 +180,7 @@ else:
     st.dataframe({"index": idx, "class": [names[int(c)] if int(c) < len(names) else str(int(c))
                                           for c in test.labels[idx].tolist()],
                   "error (MSE)": np.round(errors, 5)}, hide_index=True, width="content")
+    failures.section([am], test, md.key, md.class_names, K + "fails.")
 
     if cfg.convolutional:
         st.header("Feature maps")

@@ -190,7 +190,8 @@ def chart_traces(at) -> list[dict]:
 
 
 def captions(at) -> list[str]:
-    return [img.proto.imgs[0].caption for img in at.get("image")]
+    """The pictures' captions, less the class galleries of "Where they fail" (tests/test_failures.py)."""
+    return [c for img in at.get("image") for c in [img.proto.imgs[0].caption] if "rows original" not in c]
 
 
 def test_the_page_lists_the_shipped_models(tiny_idx):
@@ -212,7 +213,7 @@ def test_two_shipped_models_side_by_side(tiny_idx):
     at.multiselect(key="compare.picked").set_value(["shipped:pytorch-784-200", "shipped:keras-784-32"]).run()
     assert not at.exception and not at.error
     assert texts(at.header) == ["Loss per epoch", "Settings that differ", "Figures",
-                                   "The same test images, reconstructed", "First-layer filters"]
+                                   "The same test images, reconstructed", "Where they fail", "First-layer filters"]
     traces = chart_traces(at)
     assert [t["name"] for t in traces] == ["pytorch-784-200 · train (BCE)", "pytorch-784-200 · held-out (BCE)",
                                            "keras-784-32 · train (BCE)", "keras-784-32 · held-out (BCE)"]

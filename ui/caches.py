@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from aecore.engine import checkpoint, fetch
+from aecore.engine import checkpoint, fetch, scoring
 from aecore.engine.data import DATASETS, DataConfig, DataError, found, load_split, split
 from aecore.labs import anomaly, precomputed
 
@@ -104,6 +104,13 @@ def digit_detector():
         return anomaly.digit_detector()
     except (OSError, checkpoint.CheckpointError):
         return None
+
+
+@st.cache_resource(show_spinner="Rebuilding the test set…", max_entries=32)
+def test_errors(name: str, _model, dataset: str) -> np.ndarray:
+    """A shipped model's reconstruction error (MSE) on every test picture of `dataset` (read-only), once per
+    server: every visitor's Inspect and Compare read the same."""
+    return scoring.reconstruction_error(_model, raw_split(dataset, "test").images)
 
 
 @st.cache_resource(show_spinner="Scoring the test set…", max_entries=32)

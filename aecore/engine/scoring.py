@@ -1,10 +1,11 @@
-"""Per-image reconstruction error, where an error falls in a model's test-set distribution, and how sparse a
-model's code is."""
+"""Per-image reconstruction error, where an error falls in a model's test-set distribution, the errors class by
+class, pictures with a training noise on them, and how sparse a model's code is."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from aecore.engine.data import to_float
+from aecore.engine.data import add_noise, to_float
 from aecore.engine.models import Autoencoder, batched
 
 QUANTILE_STEPS = 1000  # checkpoints keep the test-error distribution as 1001 quantiles (0.1 % apart)
@@ -62,3 +63,32 @@ def code_sparsity(model: Autoencoder, images, batch_size: int = 1000) -> dict:
     return {"mean_activation": float(z.mean(dtype=np.float64)), "zero_share": zero.mean(axis=0),
             "zero_share_all": float(zero.mean()), "dead_units": int(zero.all(axis=0).sum()),
             "values": z.reshape(-1).astype(np.float32), "images": len(z)}
+
+
+def by_class(errors, labels, shown: int = 6) -> list[dict]:
+    """A test set's per-picture errors (N,) split by their class labels (N,): for each class present, in label
+    order, `class`, `count`, the `mean` error, its standard error `sem` (sample std / √n; 0 for one picture), and
+    the indices (into the N pictures) of its `shown` worst-rebuilt pictures, worst first (`worst`), and its best,
+    best first (`best`). Ties keep the pictures' order."""
+    errors, labels = np.asarray(errors, dtype=np.float64), np.asarray(labels)
+    if errors.ndim != 1 or errors.shape != labels.shape:
+        raise ValueError(f"errors {errors.shape} and labels {labels.shape} must be two vectors of one length")
+    rows = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        e = errors[idx]
+        best_first = idx[np.argsort(e, kind="stable")]
+        worst_first = idx[np.argsort(-e, kind="stable")]
+        rows.append({"class": int(c), "count": len(idx), "mean": float(e.mean()),
+                     "sem": float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0,
+                     "worst": worst_first[:shown].tolist(), "best": best_first[:shown].tolist()})
+    return rows
+
+
+def with_noise(pictures, kind: str, level: float, seed: int = 0) -> np.ndarray:
+    """Pictures (N, S, S) or (N, 3, S, S), uint8 or floats in [0, 1], corrupted as training corrupts an input
+    (`aecore.engine.data.add_noise`: "mask" zeroes a `level` share of the pixels, "gaussian" adds σ = `level` and
+    clips), float32 in [0, 1] of the same shape; the same `seed` gives the same noise."""
+    x = to_float(pictures)
+    noisy = add_noise(x, kind, level, torch.Generator().manual_seed(seed))
+    return noisy.reshape(np.shape(pictures)).numpy()

@@ -243,6 +243,18 @@ def colorize(a: np.ndarray, zoom: int = 8) -> np.ndarray:
     return (np.kron(rgb, np.ones((zoom, zoom, 1))) * 255).astype(np.uint8)
 
 
+def gallery(originals: np.ndarray, recons: np.ndarray, zoom: int = 3) -> np.ndarray:
+    """Pictures (N, S, S) or (N, 3, S, S), uint8 or in [0, 1], and their reconstructions in [0, 1] -> one RGB
+    uint8 picture of three rows, one column per picture: the originals, the reconstructions and their squared-error
+    maps (`error_heatmap` in `colorize`'s heat scale)."""
+    originals = np.asarray(originals)
+    originals = (originals / 255 if originals.dtype == np.uint8 else originals).astype(np.float32)
+    recons = np.asarray(recons, dtype=np.float32)
+    heat = np.stack([colorize(error_heatmap(o, r), 1).transpose(2, 0, 1) / 255 for o, r in zip(originals, recons)])
+    rgb = [a if a.ndim == 4 else np.repeat(a[:, None], 3, axis=1) for a in (originals, recons)]
+    return grid(np.concatenate([*rgb, heat.astype(np.float32)]), nrow=len(originals), zoom=zoom)
+
+
 def zoom(image: np.ndarray, factor: int = 8) -> np.ndarray:
     """A [0, 1] grey image (H, W) -> uint8 (H*factor, W*factor) upscaled with nearest neighbour; a colour one
     (3, H, W) -> RGB (H*factor, W*factor, 3)."""
