@@ -1,10 +1,14 @@
-"""Latent space: where the test digits land, what the decoder draws across the latent plane, a few codes."""
+"""Latent space: where the test digits land (PCA, t-SNE or UMAP; pictures on hover, a click for neighbours or a
+decoded spot), what the decoder draws across the latent plane, a few codes, and walks along code dimensions."""
+from contextlib import nullcontext
+
 import numpy as np
 import streamlit as st
 
 from aecore.engine import viz
 from aecore.engine.data import to_float
-from ui import caches, datasets, guide, panels, session
+from aecore.labs import latent
+from ui import caches, datasets, guide, latentview, panels, session
 
 panels.readable_sliders()
 K = "latent."
@@ -18,38 +22,81 @@ am = session.page_model()
 cfg = am.config
 code_dim = int(np.prod(cfg.code_shape))
 st.caption(f"Active model: **{am.name}**, code of {code_dim} number{'s' if code_dim > 1 else ''}"
-           + ("" if code_dim == 2 else " — shown through its first two principal components"))
+           + ("" if code_dim == 2 else " — shown on a plane by the projection chosen below"))
 
 md = datasets.of(am)
 dataset, test = md.dataset, md.test
 n_points = st.slider(f"Test {datasets.noun(md, plural=True)} to encode", 500, 10_000, 5_000, step=500, key=K + "n")
+method, perplexity, n_neighbors = "pca", 30, 15
+if code_dim > 2:
+    c1, c2 = st.columns(2)
+    method = c1.radio("Projection", list(latent.METHODS), format_func=latent.METHODS.get, horizontal=True,
+                      key=K + "method", help="PCA keeps the code's two widest directions (a plane the decoder can "
+                      "be walked on); t-SNE and UMAP keep neighbours together, on at most 2,000 pictures.")
+    if method == "tsne":
+        perplexity = c2.slider("Perplexity", 5, 50, 30, key=K + "perplexity",
+                               help="About how many neighbours t-SNE keeps close to each picture.")
+    elif method == "umap":
+        n_neighbors = c2.slider("Neighbours", 5, 50, 15, key=K + "n_neighbors",
+                                help="The neighbourhood UMAP keeps: small shows local clusters, large the whole.")
+projection = latent.ProjectionConfig(method=method, perplexity=float(perplexity), n_neighbors=int(n_neighbors))
+shown = min(n_points, latent.MOST_POINTS[method])
 
 
-# The plane: identity axes for 2-D codes (no data needed), else PCA of the test codes (one model's at a time).
-def encoded_plane(model, images) -> tuple:
-    codes = viz.encode_all(model, images)
-    return (codes, *viz.plane(codes))
+# The plane: identity axes for 2-D codes (no data needed), else the chosen projection of the test codes.
+def encoded_plane(model, images, projection) -> latent.Plane:
+    return latent.project(viz.encode_all(model, images), projection)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def shipped_plane(name: str, _model, dataset: str, n: int) -> tuple:
+def shipped_plane(name: str, _model, dataset: str, n: int, projection) -> latent.Plane:
     """A shipped model's plane, once per server (read-only): every visitor opens this page on one."""
-    return encoded_plane(_model, caches.raw_split(dataset, "test").images[:n])
+    return encoded_plane(_model, caches.raw_split(dataset, "test").images[:n], projection)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def thumbnails(data_key: str, _images, n: int) -> list[str]:
+    """The first n test pictures of a data set as PNG data URLs, once per server (read-only)."""
+    return latent.thumbnails(_images[:n].numpy(), max(1, 56 // _images.shape[-1]))
+
+
+plane = None
 if test is not None:
-    if am.shipped:
-        codes, xy, origin, axes = shipped_plane(am.name, am.model, dataset, n_points)
+    with st.spinner(f"Projecting {shown:,} codes with {latent.METHODS[method]} (once per model)…",
+                    show_time=True) if method != "pca" else nullcontext():
+        try:
+            if am.shipped:
+                plane = shipped_plane(am.name, am.model, dataset, shown, projection)
+            else:
+                plane = session.cached(K + "cache", (am.key, id(am.model), md.key, shown, projection),
+                                       lambda: encoded_plane(am.model, test.images[:shown], projection), most=2)
+        except latent.ProjectionUnavailable as e:
+            st.error(f"**{latent.METHODS[method]} is not available on this server.** {e}", icon=":material/block:")
+    if plane is not None:
+        labels = test.labels[:shown].numpy()
+        thumbs = thumbnails(md.key, test.images, min(latentview.THUMBS, shown))
+        title = "2-D codes" if code_dim == 2 else projection.label
+        data, chart = latentview.spec(plane, labels, md.class_names, thumbs, title)
+        st.vega_lite_chart(data, chart, key=K + "plane", on_select="rerun", selection_mode=[latentview.PICK,
+                           latentview.SPOT], width="stretch", height=520)
+        st.caption(f"{shown:,} test {datasets.noun(md, plural=True)}; hover one of the first {len(thumbs):,} for "
+                   "its picture, click it for its nearest neighbours in code space, or click an empty spot of the "
+                   "plane to decode it.")
+        pick, point = latentview.clicked(K + "plane")
+        zoom_in = max(1, 84 // cfg.side)
+        if pick is not None:
+            latentview.picked(am.model, plane, test, md.class_names, pick, zoom_in, datasets.noun(md))
+            if st.session_state.get(K + "walked") != pick:      # the walk below starts from the picked picture
+                st.session_state[K + "walk"] = st.session_state[K + "walked"] = pick
+        elif point is not None:
+            latentview.spot(am.model, plane, point, zoom_in)
+    codes = plane.codes if plane is not None else None
+    if plane is not None and plane.axes is not None:
+        xy, origin, axes = plane.xy, plane.origin, plane.axes
+    elif plane is not None:                           # the decoder grid below walks the codes' PCA plane
+        xy, origin, axes = viz.plane(plane.codes)
     else:
-        plane_key = (am.key, id(am.model), md.key, n_points)
-        codes, xy, origin, axes = session.cached(K + "cache", plane_key,
-                                                 lambda: encoded_plane(am.model, test.images[:n_points]), most=1)
-    labels = test.labels[:n_points].numpy()
-    fig = viz.latent_scatter(xy, labels, md.class_names,
-                             "2-D codes" if code_dim == 2 else "codes projected on their first two principal components")
-    # Plotly's buttons would sit over the title on a phone; dragging still zooms, a double click zooms back out
-    st.plotly_chart(fig, key=K + "scatter", width="stretch", config={"displayModeBar": False},
-                    alt=f"The test {datasets.noun(md, plural=True)}' codes as points on a plane, one colour per class.")
+        st.stop()
 else:
     datasets.explain_missing(md)
     if code_dim != 2:
@@ -121,3 +168,12 @@ else:
                     "shown, through red and yellow to white for the highest.")
         c.image(viz.zoom(viz.decode_codes(am.model, codes[i:i + 1])[0], max(1, 84 // cfg.side)), caption="decoded",
                 alt=f"What the decoder draws from test image #{i}'s code.")
+
+# ------------------------------------------------------------------------------------------------ walks
+st.header("Walk along one code dimension")
+if codes is None:
+    st.info("Needs the test images (see above).")
+else:
+    i = st.number_input(f"Test {datasets.noun(md)} to start from", 0, len(codes) - 1, 0, key=K + "walk",
+                        help="Its code is the centre of every slider; clicking a point of the plane above picks it.")
+    latentview.walk(am.model, codes, test, int(i), max(1, 56 // cfg.side), K + "walk.")

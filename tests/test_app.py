@@ -111,7 +111,7 @@ def test_inspect_page_rejects_bad_indices(tiny_idx):
 def test_latent_page(tiny_idx):
     at = goto(open_app(), "app_pages/latent.py")
     assert not at.error
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     assert "What the decoder draws across the plane" in texts(at.header)
     assert len(at.get("image")) > 1
 
@@ -160,7 +160,7 @@ def test_other_shipped_models_on_each_page(tiny_idx):
     goto(at, "app_pages/inspect.py")
     assert {"Convolution kernels", "Feature maps"} <= set(texts(at.header))
     goto(at, "app_pages/latent.py")
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
     assert not at.exception
     assert any("code of 2 numbers" in t for t in texts(at.caption))
@@ -191,7 +191,7 @@ def test_latent_2d_model_without_data_still_draws_the_plane(no_data):
     at.sidebar.selectbox(key="app.active").set_value("shipped:stacked-2d").run()
     goto(at, "app_pages/latent.py")
     assert any(ENV_VAR in t for t in texts(at.error))
-    assert not at.get("plotly_chart")
+    assert not at.get("vega_lite_chart")
     # Its tanh code is bounded: the tutorial's 9 x 9 grid over -1..1, then its four points outside that square.
     captions = [img.proto.imgs[0].caption for img in at.get("image")]
     assert captions == ["9×9 codes from -1 to 1 on each axis in steps of 0.25 (top row: y = 1)",
@@ -318,7 +318,7 @@ def test_pages_with_real_mnist(tmp_path, monkeypatch):
     use_data(monkeypatch, tmp_path, real_mnist_dir())
     at = goto(open_app(), "app_pages/latent.py")
     assert not at.error
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     goto(at, "app_pages/inspect.py")
     assert not at.error
     errors = at.dataframe[0].value["error (MSE)"]
