@@ -66,10 +66,13 @@ def clicked(key: str) -> tuple[int | None, tuple[float, float] | None]:
     """What the chart under `key` has picked: a test picture's index and a spot of the plane, each None when
     nothing is; of the two, the one clicked last (the other is forgotten)."""
     sel = ((st.session_state.get(key) or {}).get("selection")) or {}
-    pick = sel.get(PICK) or []
-    spot = sel.get(SPOT) or []
-    now = (int(pick[0]["picture"]) if pick else None,
-           (float(spot[0]["cx"]), float(spot[0]["cy"])) if spot else None)
+
+    def chosen(name: str, *fields: str) -> dict | None:
+        """The selection's first entry holding `fields` (an empty selection reads {} or [{}])."""
+        entries = sel.get(name)
+        return next((e for e in entries if all(f in e for f in fields)), None) if isinstance(entries, list) else None
+    pick, spot = chosen(PICK, "picture"), chosen(SPOT, "cx", "cy")
+    now = (int(pick["picture"]) if pick else None, (float(spot["cx"]), float(spot["cy"])) if spot else None)
     before = st.session_state.get(key + ".last", (None, None))
     st.session_state[key + ".last"] = now
     if now[0] is not None and now[1] is not None:      # both marked: keep the one that changed
