@@ -209,6 +209,20 @@ def test_gaussian_samples_with_a_dead_unit():
         gaussian_samples(mean, cov[:2], 5)
 
 
+def test_gaussian_samples_do_not_turn_with_a_nearly_repeated_eigenvalue():
+    """Two units of (almost) equal variance: a change of 1e-12 in the covariance turns eigh's eigenvectors by
+    45 degrees, and the seed's draws must not turn with them (they did with the root V·sqrt(Λ); a machine's LAPACK
+    was enough to turn them)."""
+    cov = torch.diag(torch.tensor([1.0, 1.0 + 1e-13, 4.0], dtype=torch.float64))
+    nudged = cov.clone()
+    nudged[0, 1] = nudged[1, 0] = 1e-12
+    assert torch.linalg.eigh(cov)[1][:2, :2].abs().min() < 0.1 < torch.linalg.eigh(nudged)[1][:2, :2].abs().min()
+    a, b = gaussian_samples(torch.zeros(3), cov, 200, seed=5), gaussian_samples(torch.zeros(3), nudged, 200, seed=5)
+    assert (a - b).abs().max() < 1e-5
+    eps = torch.randn((200, 3), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.allclose(a, (eps @ torch.diag(torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))).float())
+
+
 def test_prior_grid_values_and_keras_order():
     codes = prior_grid()
     assert codes.shape == (225, 2)

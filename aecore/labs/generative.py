@@ -133,7 +133,9 @@ def fit_gaussian(codes) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gaussian_samples(mean, cov, n: int, seed: int = 0) -> torch.Tensor:
     """n draws from N(mean, cov): float32 (n, D) on the CPU. A singular cov is fine (dead code units have zero
-    variance, where a Cholesky factor would fail): the square root comes from the eigendecomposition."""
+    variance, where a Cholesky factor would fail): the square root comes from the eigendecomposition, as the
+    symmetric root V·sqrt(Λ)·Vᵀ, which is one matrix whatever basis eigh picks where eigenvalues (nearly) repeat,
+    so a seed gives the same draws on every CPU (V·sqrt(Λ) alone rotated them with the machine's LAPACK)."""
     _check_positive(n=n)
     mean = torch.as_tensor(np.asarray(mean, dtype=np.float64))
     cov = torch.as_tensor(np.asarray(cov, dtype=np.float64))
@@ -141,7 +143,7 @@ def gaussian_samples(mean, cov, n: int, seed: int = 0) -> torch.Tensor:
         raise ValueError(f"cov must be ({len(mean)}, {len(mean)}) for a mean of shape {tuple(mean.shape)}, "
                          f"got {tuple(cov.shape)}")
     values, vectors = torch.linalg.eigh(0.5 * (cov + cov.T))
-    root = vectors * values.clamp_min(0).sqrt()                              # root @ root.T == cov
+    root = (vectors * values.clamp_min(0).sqrt()) @ vectors.T                # root @ root.T == cov, root symmetric
     eps = torch.randn((n, len(mean)), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return (mean + eps @ root.T).float()
 
