@@ -316,7 +316,7 @@ def test_the_other_pages_show_a_picture_set_model_on_its_own_pictures(family, mo
     assert "row 1: original · row 2: reconstruction" in captions
 
     goto(at, "app_pages/latent.py")
-    assert not at.error and len(at.get("plotly_chart")) == 1          # the codes of the test pictures
+    assert not at.error and len(at.get("vega_lite_chart")) == 1          # the codes of the test pictures
     assert any("codes from" in c for c, _ in images_of(at))
 
     goto(at, "app_pages/generate.py")

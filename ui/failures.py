@@ -32,7 +32,7 @@ def _spec(two: bool) -> dict:
     bar = {"mark": {"type": "bar", "tooltip": True, "cursor": "pointer"},
            "params": [{"name": PICK, "select": {"type": "point", "fields": ["class"]}}],
            "encoding": {"x": x, "y": {"field": "mean error", "type": "quantitative",
-                                      "title": "mean test error (MSE per picture)"},
+                                      "title": "mean error (MSE)"},
                         **({"color": colour} if two else {}), **offset,
                         "opacity": {"condition": {"param": PICK, "value": 1, "empty": True}, "value": 0.45}}}
     whiskers = {"mark": {"type": "rule", "color": "#31333F"},

@@ -37,8 +37,10 @@ def spec(plane: latent.Plane, labels: np.ndarray, class_names, thumbs: list[str]
     top = points.iloc[:len(thumbs)].assign(image=thumbs).to_dict("records")
     scale_x = {"domain": [x0, x1], "nice": False, "zero": False}
     scale_y = {"domain": [y0, y1], "nice": False, "zero": False}
-    colour = {"field": "class", "type": "nominal", "scale": {"range": list(viz.PALETTE)},
-              "sort": sorted(set(names), key=lambda n: names.index(n))}
+    order = [str(class_names[c]) if c < len(class_names) else str(c) for c in sorted(set(labels.tolist()))]
+    colour = {"field": "class", "type": "nominal", "sort": order,     # class order, one colour each as elsewhere
+              "scale": {"domain": order, "range": [viz.PALETTE[int(c) % len(viz.PALETTE)]
+                                                   for c in sorted(set(labels.tolist()))]}}
     grid = {"data": {"values": cells}, "mark": {"type": "rect", "cursor": "crosshair", "fill": "#888"},
             "params": [{"name": SPOT, "select": {"type": "point", "fields": ["cx", "cy"]}}],
             "encoding": {"x": {"field": "a", "type": "quantitative", "scale": scale_x, "title": "x"},
