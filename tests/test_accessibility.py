@@ -11,7 +11,8 @@ visitor's dark and light setting.
 - On a 390×844 touch screen no page scrolls sideways (tables scroll in their own box, pictures shrink to the
   screen), and the Draw canvas fits the screen and takes a finger stroke, after which the reconstruction and the
   verdict appear within one screen below the canvas; the canvas's toolbar stays clear of the Draw | Upload choice.
-- The Train page's Start, Pause and Stop are reached with the Tab key and pressed with Enter or Space.
+- The Train page's Start, Pause and Stop are reached with the Tab key and pressed with Enter or Space; the page is
+  audited while its run trains and while it is paused.
 
 axe-core comes with the axe-playwright-python package (requirements-dev.txt). What each audit found, whatever
 its impact, goes to tests/artifacts/accessibility.json; phone screenshots to tests/artifacts/phone/.
@@ -263,7 +264,8 @@ def canvas_colours(canvas) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------- the tests
 def test_start_pause_stop_by_keyboard(browser, server, report):
     """Tab reaches Start, Enter starts the run; Tab reaches Pause, Space pauses it; Tab reaches Stop, Enter stops
-    it. The default preset (10 epochs of 60,000 images) runs far longer than this takes."""
+    it. The default preset (10 epochs of 60,000 images) runs far longer than this takes. The Train page is audited
+    while the run trains and while it is paused."""
     from playwright.sync_api import expect
 
     context, page = new_page(browser)
@@ -274,15 +276,19 @@ def test_start_pause_stop_by_keyboard(browser, server, report):
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         wait_idle(page)
+        audit(page, "Train · while running", report)
         tab_to(page, PAUSE)
         page.keyboard.press("Space")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^paused"), timeout=60_000)
         wait_idle(page)
+        audit(page, "Train · while paused", report)
         tab_to(page, STOP)
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
     finally:
         context.close()
+    problems = failures(report, "while")
+    assert not problems, "accessibility violations:\n" + "\n".join(problems)
 
 
 def test_every_page_before_a_run(browser, server, report):
