@@ -250,7 +250,7 @@ def train_switch_pages_and_draw(page, server, measurements):
     screenshot(page, "inspect")
 
     goto(page, "Latent space", "Explore the latent space")
-    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=120_000)
     page.get_by_role("heading", name="What the decoder draws across the plane").wait_for()
     wait_idle(page, timeout_s=120)
     screenshot(page, "latent")
