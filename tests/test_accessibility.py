@@ -42,6 +42,7 @@ TRAIN_S = 180                # that run, queued behind nothing; generous for a b
 PAGE_S = 120                 # a page's first render (the Anomalies page scores the test set once per server)
 START, PAUSE, STOP = (re.compile(rf"\b{w}$") for w in ("Start", "Pause", "Stop"))   # icon ligature text first
 REPORT = ARTIFACTS / "accessibility.json"
+LIVE_SETTLE_MS = 800         # a live page's colour transitions (Streamlit's are 200-300 ms) end within this
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,20 @@ def navigate(page, p: AppPage) -> None:
     ready(page, p)
 
 
-def use_scheme(page, scheme: str) -> None:
-    """The visitor's light/dark setting changes; the app must follow it to config.toml's colours."""
+def use_scheme(page, scheme: str, live: bool = False) -> None:
+    """The visitor's light/dark setting changes; the app must follow it to config.toml's colours, and every
+    animation end. A `live` page (a run training: its progress redraws, and animates, several times a second)
+    never stops animating: it gets the colours and LIVE_SETTLE_MS instead."""
     r, g, b = theme_backgrounds()[scheme]
     page.emulate_media(color_scheme=scheme)
     try:
         page.wait_for_function(
-            """want => getComputedStyle(document.querySelector('[data-testid="stApp"]')).backgroundColor === want
-                      && document.getAnimations().every(a => a.playState !== 'running')""",
-            arg=f"rgb({r}, {g}, {b})", timeout=10_000)
+            """([want, live]) =>
+                   getComputedStyle(document.querySelector('[data-testid="stApp"]')).backgroundColor === want
+                      && (live || document.getAnimations().every(a => a.playState !== 'running'))""",
+            arg=[f"rgb({r}, {g}, {b})", live], timeout=10_000)
+        if live:
+            page.wait_for_timeout(LIVE_SETTLE_MS)
     except Exception:
         shown = page.evaluate("getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor")
         raise AssertionError(f"prefers-color-scheme {scheme}: the app's background is {shown}, config.toml's "
@@ -171,12 +177,12 @@ def axe(page) -> list[dict]:
     return found
 
 
-def audit(page, where: str, report: dict) -> None:
+def audit(page, where: str, report: dict, live: bool = False) -> None:
     """Audit the page in dark, then light (back to dark after), into report["audits"][f"{where} · scheme"]."""
     for scheme in ("dark", "light"):
-        use_scheme(page, scheme)
+        use_scheme(page, scheme, live)
         report["audits"][f"{where} · {scheme}"] = axe(page)
-    use_scheme(page, "dark")
+    use_scheme(page, "dark", live)
 
 
 def failures(report: dict, state: str) -> list[str]:
@@ -276,12 +282,12 @@ def test_start_pause_stop_by_keyboard(browser, server, report):
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^running"), timeout=TRAIN_S * 1000)
         wait_idle(page)
-        audit(page, "Train · while running", report)
+        audit(page, "Train · while running", report, live=True)
         tab_to(page, PAUSE)
         page.keyboard.press("Space")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^paused"), timeout=60_000)
         wait_idle(page)
-        audit(page, "Train · while paused", report)
+        audit(page, "Train · while paused", report, live=True)
         tab_to(page, STOP)
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"^stopped"), timeout=60_000)
