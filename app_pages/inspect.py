@@ -176,9 +176,7 @@ else:
              caption=" · ".join(f"row {i + 1}: {name}" for i, name in enumerate(labels)),
              alt=f"Test images {', '.join(map(str, idx))}, one a column; its rows, top to bottom: "
                  + "; ".join(labels) + ".")
-    names = md.class_names
-    st.dataframe({"index": idx, "class": [names[int(c)] if int(c) < len(names) else str(int(c))
-                                          for c in test.labels[idx].tolist()],
+    st.dataframe({"index": idx, "class": [datasets.class_name(md.class_names, c) for c in test.labels[idx].tolist()],
                   "error (MSE)": np.round(errors, 5)}, hide_index=True, width="content")
     failures.section([am], test, md.key, md.class_names, K + "fails.")
 

@@ -176,4 +176,5 @@ if codes is None:
 else:
     i = st.number_input(f"Test {datasets.noun(md)} to start from", 0, len(codes) - 1, 0, key=K + "walk",
                         help="Its code is the centre of every slider; clicking a point of the plane above picks it.")
-    latentview.walk(am.model, codes, test, int(i), max(1, 56 // cfg.side), K + "walk.")
+    # a fragment: moving a slider redraws the walk, not the plane and its 5,000 points above
+    st.fragment(latentview.walk)(am.model, codes, test, int(i), max(1, 56 // cfg.side), K + "walk.")

@@ -87,6 +87,12 @@ def explain_missing(md: ModelData) -> None:
         panels.data_missing(md.dataset)
 
 
+def class_name(class_names, c) -> str:
+    """Class c's name from a data set's names; its number when the names do not reach it."""
+    c = int(c)
+    return str(class_names[c]) if c < len(class_names) else str(c)
+
+
 def noun(md: ModelData, plural: bool = False) -> str:
     """What one test image is called on a page: a digit (MNIST), an item (Fashion-MNIST), a picture (a set)."""
     word = {"mnist": "digit", "fashion-mnist": "image"}.get(md.dataset, "picture")

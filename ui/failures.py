@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from aecore.engine import scoring, viz
-from ui import caches, session
+from aecore.engine.data import DATASETS
+from ui import caches, datasets, panels, session
 
 SHOWN = 6        # worst and best pictures shown per class and model
 Z95 = 1.96       # the whiskers: mean ± 1.96 standard errors, a 95 % interval for the class's mean error
@@ -18,7 +19,7 @@ PICK = "pick"    # the chart's selection parameter
 def _errors(m, test, dataset: str, cache: str) -> np.ndarray:
     """Every test picture's error (MSE in pixel space) under model `m`: a shipped model's once per server, a
     visitor's (or one of a picture set) once per model in their session."""
-    if m.key.startswith("shipped:") and not dataset.startswith("images:"):
+    if m.key.startswith("shipped:") and dataset in DATASETS:   # a picture set is no server-wide split
         return caches.test_errors(m.key, m.model, dataset)
     return session.cached(cache, (m.key, dataset), lambda: scoring.reconstruction_error(m.model, test.images),
                           most=8, owner=m.model)
@@ -47,10 +48,11 @@ def section(models: list, test, dataset: str, class_names, key: str, header: boo
     written one above."""
     if header:
         st.header("Where it fails" if len(models) == 1 else "Where they fail")
-    tables = [scoring.by_class(_errors(m, test, dataset, key + "errors"), test.labels.numpy(), SHOWN) for m in models]
+    errors = [_errors(m, test, dataset, key + "errors") for m in models]
+    tables = [scoring.by_class(e, test.labels.numpy(), SHOWN) for e in errors]
 
     def name(c: int) -> str:
-        return str(class_names[c]) if c < len(class_names) else str(c)
+        return datasets.class_name(class_names, c)
     classes = [name(r["class"]) for r in tables[0]]
     rows = [{"model": m.name, "class": name(r["class"]), "mean error": r["mean"], "pictures": r["count"],
              "low": r["mean"] - Z95 * r["sem"], "high": r["mean"] + Z95 * r["sem"]}
@@ -61,9 +63,9 @@ def section(models: list, test, dataset: str, class_names, key: str, header: boo
         st.session_state[pick_key] = name(worst["class"])
 
     def picked_on_chart() -> None:
-        chosen = ((st.session_state.get(chart_key) or {}).get("selection") or {}).get(PICK) or []
-        if chosen and str(chosen[0].get("class")) in classes:
-            st.session_state[pick_key] = str(chosen[0]["class"])
+        chosen = panels.selected(chart_key, PICK, "class")
+        if chosen and str(chosen["class"]) in classes:
+            st.session_state[pick_key] = str(chosen["class"])
 
     st.vega_lite_chart(pd.DataFrame(rows), _spec(len(models) == 2), width="stretch", height=260, key=chart_key,
                        on_select=picked_on_chart, selection_mode=PICK)
@@ -75,7 +77,7 @@ def section(models: list, test, dataset: str, class_names, key: str, header: boo
                f"by this test set. {hardest}. Click a bar, or choose the class below.")
     picked = st.selectbox("Class to look at", classes, key=pick_key)
     at = classes.index(picked)
-    for column, m, t in zip(st.columns(len(models)), models, tables):
+    for column, m, t, e in zip(st.columns(len(models)), models, tables, errors):
         row = t[at]
         with column:
             if len(models) == 2:
@@ -84,9 +86,8 @@ def section(models: list, test, dataset: str, class_names, key: str, header: boo
                 idx = row[which]
                 images = test.images[idx].numpy()
                 recon = scoring.reconstruct(m.model, images)
-                errors = _errors(m, test, dataset, key + "errors")[idx]
                 st.image(viz.gallery(images, recon, zoom=max(1, 84 // images.shape[-1])),
                          caption=f"{picked}, {title}: rows original, reconstruction, squared error; test pictures "
-                                 + ", ".join(f"#{i} ({e:.4f})" for i, e in zip(idx, errors)),
+                                 + ", ".join(f"#{i} ({e[i]:.4f})" for i in idx),
                          alt=f"The {len(idx)} {picked} test pictures {m.name} {title}, one a column: the "
                              f"picture, its reconstruction and a heat map of where they differ.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from aecore.engine import viz
 from aecore.labs import latent
+from ui import datasets, panels
 
 THUMBS = 1_000    # points whose picture shows on hover and that a click picks (the first ones)
 CELLS = 40        # the plane is cut in CELLS × CELLS squares; a click on one decodes its centre
@@ -31,16 +32,16 @@ def spec(plane: latent.Plane, labels: np.ndarray, class_names, thumbs: list[str]
     cells = [{"cx": float((xs[i] + xs[i + 1]) / 2), "cy": float((ys[j] + ys[j + 1]) / 2), "a": float(xs[i]),
               "b": float(xs[i + 1]), "c": float(ys[j]), "d": float(ys[j + 1])}
              for i in range(CELLS) for j in range(CELLS)]
-    names = [str(class_names[c]) if c < len(class_names) else str(c) for c in labels]
+    names = [datasets.class_name(class_names, c) for c in labels]
     points = pd.DataFrame({"x": plane.xy[:, 0], "y": plane.xy[:, 1], "class": names,
                            "picture": np.arange(len(labels))})
     top = points.iloc[:len(thumbs)].assign(image=thumbs).to_dict("records")
     scale_x = {"domain": [x0, x1], "nice": False, "zero": False}
     scale_y = {"domain": [y0, y1], "nice": False, "zero": False}
-    order = [str(class_names[c]) if c < len(class_names) else str(c) for c in sorted(set(labels.tolist()))]
+    present = sorted(set(labels.tolist()))
+    order = [datasets.class_name(class_names, c) for c in present]
     colour = {"field": "class", "type": "nominal", "sort": order,     # class order, one colour each as elsewhere
-              "scale": {"domain": order, "range": [viz.PALETTE[int(c) % len(viz.PALETTE)]
-                                                   for c in sorted(set(labels.tolist()))]}}
+              "scale": {"domain": order, "range": [viz.PALETTE[c % len(viz.PALETTE)] for c in present]}}
     grid = {"data": {"values": cells}, "mark": {"type": "rect", "cursor": "crosshair", "fill": "#888"},
             "params": [{"name": SPOT, "select": {"type": "point", "fields": ["cx", "cy"]}}],
             "encoding": {"x": {"field": "a", "type": "quantitative", "scale": scale_x, "title": "x"},
@@ -67,13 +68,7 @@ def spec(plane: latent.Plane, labels: np.ndarray, class_names, thumbs: list[str]
 def clicked(key: str) -> tuple[int | None, tuple[float, float] | None]:
     """What the chart under `key` has picked: a test picture's index and a spot of the plane, each None when
     nothing is; of the two, the one clicked last (the other is forgotten)."""
-    sel = ((st.session_state.get(key) or {}).get("selection")) or {}
-
-    def chosen(name: str, *fields: str) -> dict | None:
-        """The selection's first entry holding `fields` (an empty selection reads {} or [{}])."""
-        entries = sel.get(name)
-        return next((e for e in entries if all(f in e for f in fields)), None) if isinstance(entries, list) else None
-    pick, spot = chosen(PICK, "picture"), chosen(SPOT, "cx", "cy")
+    pick, spot = panels.selected(key, PICK, "picture"), panels.selected(key, SPOT, "cx", "cy")
     now = (int(pick["picture"]) if pick else None, (float(spot["cx"]), float(spot["cy"])) if spot else None)
     before = st.session_state.get(key + ".last", (None, None))
     st.session_state[key + ".last"] = now
@@ -86,13 +81,13 @@ def picked(model, plane: latent.Plane, test, class_names, i: int, zoom: int, nou
     """Test picture i beside its reconstruction, then its nearest neighbours in code space."""
     near = latent.neighbours(plane.codes, i, 8)
     recon = viz.decode_codes(model, plane.codes[[i]])[0]
-    label = class_names[int(test.labels[i])]
+    label = datasets.class_name(class_names, test.labels[i])
     a, b = st.columns([1, 4])
     a.image(viz.grid(np.stack([test.images[i].numpy() / 255, recon]), nrow=2, zoom=zoom),
             caption=f"test {noun} #{i} ({label}) and its code decoded",
             alt=f"Test {noun} #{i}, a {label}, beside what the decoder draws from its code.")
     b.image(viz.grid(test.images[near].numpy() / 255, nrow=len(near), zoom=zoom),
-            caption="nearest in code space: " + ", ".join(f"#{j} ({class_names[int(test.labels[j])]})"
+            caption="nearest in code space: " + ", ".join(f"#{j} ({datasets.class_name(class_names, test.labels[j])})"
                                                           for j in near),
             alt=f"The {len(near)} test {noun}s whose codes are nearest to #{i}'s, nearest first.")
 

@@ -109,6 +109,13 @@ def _download_panel(dataset: str, polling: bool) -> None:
             st.rerun()
 
 
+def selected(key: str, param: str, *fields: str) -> dict | None:
+    """The first entry of chart `key`'s selection `param` (`on_select`) that holds all `fields`, or None: an empty
+    selection reads {} or [{}]."""
+    entries = (((st.session_state.get(key) or {}).get("selection")) or {}).get(param)
+    return next((e for e in entries if all(f in e for f in fields)), None) if isinstance(entries, list) else None
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A small table as Markdown: st.dataframe would import pandas (some 0.4 s for a fresh server's first visitor)
     for a few counts."""

@@ -8,9 +8,13 @@ nearest to it on the plane, and the page says so.
 """
 from __future__ import annotations
 
+import base64
+import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from aecore.engine import viz
 
@@ -81,7 +85,6 @@ def project(codes: np.ndarray, cfg: ProjectionConfig) -> Plane:
             import umap
         except ImportError as e:
             raise ProjectionUnavailable("UMAP needs umap-learn: pip install umap-learn") from e
-        import warnings
         with warnings.catch_warnings():   # "n_jobs overridden to 1 by setting random_state": seeded is the point
             warnings.simplefilter("ignore", UserWarning)
             xy = umap.UMAP(n_neighbors=min(cfg.n_neighbors, len(codes) - 1), random_state=cfg.seed,
@@ -124,11 +127,6 @@ def walk(code: np.ndarray, dims: list[int], offsets: np.ndarray) -> np.ndarray:
 def thumbnails(images, zoom: int = 3) -> list[str]:
     """Pictures (N, S, S) or (N, 3, S, S), uint8, as PNG data URLs zoomed `zoom` times: a chart's hover shows
     them (its tooltip field named "image")."""
-    import base64
-    import io
-
-    from PIL import Image
-
     out = []
     for a in np.asarray(images):
         a = np.moveaxis(a, 0, -1) if a.ndim == 3 else a
