@@ -4,13 +4,17 @@
   and trains as AE Lab did, step for step; `spec_from_meta(meta)` reads the run back from a checkpoint's record.
 - `onnx_bytes(model, part)` (toonnx): the model, its encoder or its decoder as an ONNX graph (onnx is imported
   only then).
-- `html_page(model, name)` (page): one self-contained HTML file with the model inside, a drawing canvas, its
-  reconstruction and error map, and for a 2-D code the latent plane; MLP families only.
+- `html_page(model, name)` (page): one self-contained HTML file with the model inside and a forward pass of its
+  own in JavaScript (every family), a drawing canvas, its reconstruction and error map, and for a 2-D code the
+  latent plane.
 - `preset_files()` (tutorials): each tutorial preset's script, and the index that sets it beside its figure.
 
 `python -m aecore.export code|notebook|onnx|html CHECKPOINT -o OUT`, `python -m aecore.export presets -o DIR`.
 """
 from aecore.export.code import changes_of, notebook, script, sections, spec_from_meta
 from aecore.export.layers import ExportError
+from aecore.export.page import html_page
+from aecore.export.toonnx import onnx_bytes
 
-__all__ = ["ExportError", "changes_of", "notebook", "script", "sections", "spec_from_meta"]
+__all__ = ["ExportError", "changes_of", "html_page", "notebook", "onnx_bytes", "script", "sections",
+           "spec_from_meta"]

@@ -1,7 +1,7 @@
 """`python -m aecore.export code|notebook|onnx|html CHECKPOINT -o OUT`, and `presets -o DIR` for the tutorials' scripts.
 
-A checkpoint that cannot be read, or a model a form cannot hold (a conv model in the offline page), is one line on
-stderr and exit status 2, as every AE Lab command's bad option.
+A checkpoint that cannot be read (not a file, not safetensors, not AE Lab's, an unknown family), or a model a form
+cannot hold, is one line on stderr and exit status 2, as every AE Lab command's bad option.
 """
 from __future__ import annotations
 
