@@ -10,6 +10,7 @@ from aecore.labs import compare
 from aecore.engine import viz
 from aecore.engine.data import to_float
 from ui import caches, datasets, failures, guide, panels, server, session
+from ui import takehome
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -209,3 +210,4 @@ else:
         reconstructions(chosen)
         failing(chosen)
         filters(chosen)
+        takehome.compare_section(chosen, K + "takehome.")

@@ -10,6 +10,7 @@ from aecore.engine import scoring, viz
 from aecore.engine.data import to_float
 from aecore.engine.train import corrupt
 from ui import datasets, failures, guide, panels, session
+from ui import takehome
 
 panels.readable_sliders()
 panels.table_toolbar_room()
@@ -104,6 +105,7 @@ am = session.page_model()
 cfg = am.config
 md = datasets.of(am)
 st.caption(f"Active model: **{am.name}** ({cfg.family}), trained on {md.name}. Choose another in the sidebar.")
+takehome.model_section(am, K + "takehome.")
 side, colour = cfg.side, cfg.in_channels == 3
 tile_words = f"{'colour' if colour else 'grey'} {side}×{side} tiles"
 

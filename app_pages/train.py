@@ -20,6 +20,7 @@ from aecore.runs import RunSpec, TaskSpec
 from aecore.engine.models import ModelConfig, build, count_params, summary
 from aecore.engine.train import TrainConfig, available_devices
 from ui import caches, classroom as classes, form, guide, panels, server, session
+from ui import takehome
 
 panels.readable_sliders()
 panels.table_toolbar_room()   # the model summary's, on a touch screen
@@ -323,6 +324,7 @@ def live_view():
         st.download_button("Download checkpoint (.safetensors)", icon=":material/download:", data=run.checkpoint_bytes,
                            file_name=f"{file_name(spec.name)}.safetensors", mime="application/octet-stream",
                            key=K + "download")
+        takehome.code_buttons(spec, K + "takehome.")
         st.markdown("**This run's configuration as a link** (opening it fills the form; it starts nothing)")
         st.code(link_url(*links.of_run(spec)), language=None, wrap_lines=True)
     if not run.active and busy:
