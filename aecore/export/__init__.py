@@ -7,7 +7,9 @@
 - `html_page(model, name)` (page): one self-contained HTML file with the model inside and a forward pass of its
   own in JavaScript (every family), a drawing canvas, its reconstruction and error map, and for a 2-D code the
   latent plane.
-- `preset_files()` (tutorials): each tutorial preset's script, and the index that sets it beside its figure.
+- `tutorials.files()`, `tutorials.write_presets(folder)`: each tutorial preset's script, and the index that sets
+  it beside its tutorial's figure (docs/takehome/); `tutorials.measure` trains a preset both ways, AE Lab's and
+  its script's (`python -m aecore.export.tutorials --data-dir DIR`, the README's table).
 
 `python -m aecore.export code|notebook|onnx|html CHECKPOINT -o OUT`, `python -m aecore.export presets -o DIR`.
 """

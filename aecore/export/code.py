@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aecore.engine.data import IMAGES, DataConfig
 from aecore.engine.models import ModelConfig, build
+from aecore.engine.presets import PRESETS
 from aecore.engine.train import RunSpec, TrainConfig
 from aecore.export.layers import ExportError, model_code
 from aecore.export.snippets import CORRUPT, DEFORM_CODE, IDX_CODE, PICTURES_CODE, evaluate_code, main_code
@@ -218,7 +219,7 @@ def train_epoch(model, optimizer, images, epoch, gen, step):
 
 def script(spec: RunSpec) -> str:
     """The whole standalone script."""
-    parts = [_header(spec), _IMPORTS]
+    parts = [_header(spec) + "\n\n" + _IMPORTS]
     for i, sec in enumerate(sections(spec), 1):
         rule = "# " + "-" * 117
         prose = "\n".join("# " + line for line in _wrap(sec.text))
@@ -276,6 +277,10 @@ def _header(spec: RunSpec, notebook: bool = False) -> str:
              "With the same settings, seed, data and device it takes the same steps as AE Lab's run: the same first",
              "weights, the same batches in the same order, the same noise, the same loss; it prints one JSON line",
              "per epoch and a last one with train_loss and test_loss."]
+    pre = PRESETS.get(spec.preset or "")
+    if pre is not None:
+        figure = f"{pre.figure_label}: {pre.figure:g}" if pre.figure is not None else "a picture, no number"
+        lines += ["", *_wrap(f"The tutorial: {pre.tutorial}", 112), f"Its figure ({pre.figure_metric}): {figure}."]
     if notebook:
         return "# " + "\n".join(lines)
     return '"""' + "\n".join(lines) + '\n"""'
