@@ -38,6 +38,12 @@ labs/ — experiments on the engine, training through the run service
     pictureset    a generated MVTec-layout set from Fashion-MNIST (`python -m aecore.labs.pictureset OUT`)
     classroom     a class: its challenge, codes and secrets, nicknames, scoring, the board
 
+export/ — take a run home, beside the labs (the engine only below it; `python -m aecore.export`)
+    code + layers + snippets   a run as a standalone training script or notebook (torch and numpy only)
+    toonnx        the model, its encoder or decoder as ONNX (onnx imported only then)
+    page          the model as one offline HTML page, with a JavaScript forward pass of its own
+    tutorials     the tutorial presets' scripts (docs/takehome/) and their measured reproduction
+
 entry points (top floor) — command lines and benchmarks, nothing imports them
     train         `python -m aecore.train`: train a preset or a custom model
     bench         `python -m aecore.bench`: fit against the tutorial pipeline and the GEMM floor

@@ -7,7 +7,7 @@ Floors, lowest first; an import a -> b needs floor(b) <= floor(a):
     0  aecore.argv (and the bare `aecore` package, whose __init__ imports nothing)
     1  aecore.engine.*        the engine
     2  aecore.runs.*          the run service
-    3  aecore.labs.*          the labs
+    3  aecore.labs.*          the labs; aecore.export.* (a run's code, ONNX, an offline page), beside them
     4  aecore.train, aecore.bench, aecore.loadtest, aecore.classload, aecore.pagetimes, aecore.anomaly   entry points (aecore.browse: their browser)
     5  ui.*                   what the pages share
     6  app_pages.*  (pages.* until the move)
@@ -32,13 +32,13 @@ FLOORS = {
     "aecore": 0, "aecore.argv": 0,
     "aecore.engine": 1,
     "aecore.runs": 2,
-    "aecore.labs": 3,
+    "aecore.labs": 3, "aecore.export": 3,
     "aecore.train": 4, "aecore.bench": 4, "aecore.loadtest": 4, "aecore.classload": 4, "aecore.browse": 4, "aecore.pagetimes": 4, "aecore.anomaly": 4,
     "ui": 5,
     "app_pages": 6, "pages": 6,
     "app": 7,
 }
-SUB_PACKAGE_FLOORS = ("aecore.engine", "aecore.runs", "aecore.labs", "ui", "app_pages", "pages")   # and below
+SUB_PACKAGE_FLOORS = ("aecore.engine", "aecore.runs", "aecore.labs", "aecore.export", "ui", "app_pages", "pages")   # and below
 
 
 # ---------------------------------------------------------------------------------------------- reading
