@@ -88,7 +88,9 @@ def description(model: Autoencoder, name: str) -> tuple[dict, str]:
                {"op": "shape", "shape": list(cfg.picture_shape)},
                {"op": "sigmoid" if cfg.output == "sigmoid" else "clamp"}]
     low, high = cfg.code_range or (-PLANE, PLANE)
-    about = {"name": name, "family": cfg.family, "sizes": cfg.sizes_text, "params": count_params(model),
+    kind = {"shallow": "shallow autoencoder", "deep": "deep autoencoder", "conv": "convolutional autoencoder",
+            "vae": "variational autoencoder", "conv-vae": "convolutional variational autoencoder"}[cfg.family]
+    about = {"name": name, "family": cfg.family, "kind": kind, "sizes": cfg.sizes_text, "params": count_params(model),
              "side": cfg.side, "channels": cfg.in_channels, "code": list(cfg.code_shape),
              "plane": [low, high], "bounded": cfg.code_range is not None, "encoder": encoder, "decoder": decoder, "floats": w.size}
     return about, w.base64()
