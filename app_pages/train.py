@@ -324,7 +324,7 @@ def live_view():
         st.download_button("Download checkpoint (.safetensors)", icon=":material/download:", data=run.checkpoint_bytes,
                            file_name=f"{file_name(spec.name)}.safetensors", mime="application/octet-stream",
                            key=K + "download")
-        takehome.code_buttons(spec, K + "takehome.")
+        takehome.code_buttons(spec, K + "takehome.", run.checkpoint_bytes)
         st.markdown("**This run's configuration as a link** (opening it fills the form; it starts nothing)")
         st.code(link_url(*links.of_run(spec)), language=None, wrap_lines=True)
     if not run.active and busy:

@@ -47,3 +47,18 @@ def test_a_finished_run_offers_its_code_on_train(tiny_idx):
     at.button(key="train.btn_start").click().run()
     assert wait_for_end(at).startswith("finished")
     assert {"Code (.py)", "Notebook (.ipynb)"} <= set(downloads(at))
+
+
+def test_a_runs_code_is_what_its_checkpoint_records():
+    from dataclasses import replace
+    from aecore.engine.models import build
+    from aecore.engine.train import RunSpec
+    from ui import takehome
+    pre = PRESETS["keras-784-32"]
+    started = RunSpec("keras-784-32", pre.model, pre.data, pre.train, preset=pre.name)
+    # what the run ended with (a schedule of changes made while it trained, where TrainConfig has one)
+    train = replace(pre.train, changes=((5, "lr", 5e-4),)) if hasattr(pre.train, "changes") else \
+        replace(pre.train, epochs=3)
+    blob = checkpoint.to_bytes(build(pre.model, seed=0), replace(started, train=train).meta("cpu"))
+    assert takehome.recorded_spec(started, blob).train == train
+    assert takehome.recorded_spec(started, None) is started

@@ -8,6 +8,7 @@ import re
 
 import streamlit as st
 
+from aecore.engine import checkpoint
 from aecore.engine.checkpoint import ModelEntry
 from aecore.engine.train import RunSpec
 from aecore.export import html_page, notebook, onnx_bytes, script, spec_from_meta
@@ -25,15 +26,24 @@ def stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "model"
 
 
-def code_buttons(spec: RunSpec, key: str) -> None:
-    """The run's code as a script and as a notebook, side by side."""
+def code_buttons(spec: RunSpec, key: str, checkpoint_bytes: bytes | None = None) -> None:
+    """The run's code as a script and as a notebook, side by side. Given the run's checkpoint, the code is written
+    from what it records (the settings it was started with and every change made while it trained)."""
+    def recorded() -> RunSpec:
+        return recorded_spec(spec, checkpoint_bytes)
     left, right = st.columns(2)
-    left.download_button("Code (.py)", data=lambda: script(spec), file_name=f"{stem(spec.name)}.py",
+    left.download_button("Code (.py)", data=lambda: script(recorded()), file_name=f"{stem(spec.name)}.py",
                          mime="text/x-python", key=key + "py", on_click="ignore", icon=":material/code:",
                          help=CODE_HELP)
-    right.download_button("Notebook (.ipynb)", data=lambda: notebook(spec), file_name=f"{stem(spec.name)}.ipynb",
+    right.download_button("Notebook (.ipynb)", data=lambda: notebook(recorded()),
+                          file_name=f"{stem(spec.name)}.ipynb",
                           mime="application/x-ipynb+json", key=key + "ipynb", on_click="ignore",
                           icon=":material/menu_book:", help=NOTEBOOK_HELP)
+
+
+def recorded_spec(spec: RunSpec, checkpoint_bytes: bytes | None) -> RunSpec:
+    """What the run's checkpoint records it was trained with, or `spec` where there is no checkpoint."""
+    return spec_from_meta(checkpoint.load(checkpoint_bytes)[1]) if checkpoint_bytes else spec
 
 
 def entry_spec(entry: ModelEntry) -> RunSpec:
