@@ -145,3 +145,30 @@ def test_notebook_validates_with_nbformat_where_installed():
 def test_a_deformed_run_can_be_written_with_its_whole_corruption():
     text = script(RunSpec("d", ModelConfig(), DataConfig(), replace(TrainConfig(), deform=1.0)))
     assert "x = deform(x, DEFORM, gen)" in text and "DEFORM = 1.0" in text
+
+
+def test_a_picture_set_run_reads_the_prepared_set(tmp_path, capsys):
+    """A run on one's own pictures: the script reads the .npz AE Lab prepared (--pictures) and trains the same."""
+    import numpy as np
+    from aecore.engine.data import Data, Split, save_picture_set
+    rng = np.random.default_rng(0)
+    def split(n):
+        return Split(torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)),
+                     torch.from_numpy(np.arange(n) % 2))
+    path = save_picture_set(tmp_path / "set.pictures.npz", Data(split(48), None, split(16)), {"classes": ["a", "b"]})
+    model_cfg = ModelConfig(family="conv", channels=(4,), side=32, color="rgb", loss="mse")
+    data_cfg = DataConfig(dataset="images", images=str(path), classes=(1,))
+    train_cfg = TrainConfig(batch_size=8, epochs=1, device="cpu")
+    text = script(RunSpec("mine", model_cfg, data_cfg, train_cfg))
+    assert "--pictures" in text and "cannot redo the preparation" in text
+    (tmp_path / "mine.py").write_text(text)
+    module_spec = importlib.util.spec_from_file_location("mine", tmp_path / "mine.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    capsys.readouterr()
+    module.main(["--device", "cpu"])                      # the recorded path is the default
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data = load(data_cfg)
+    model = build(model_cfg, seed=0)
+    ours = results(model.cpu(), data, list(fit(model, data, train_cfg)))["figures"]
+    close(ours, last, rel=1e-5)
