@@ -63,7 +63,8 @@ def model_buttons(entry: ModelEntry, key: str) -> None:
     right.download_button("Offline page (.html)", data=lambda: html_page(entry.model, entry.name),
                           file_name=f"{stem(entry.name)}.html", mime="text/html", key=key + "html",
                           on_click="ignore", icon=":material/web:", help=PAGE_HELP)
-    st.caption("The encoder or the decoder alone: `python -m aecore.export onnx CHECKPOINT --part encoder -o enc.onnx`.")
+    st.caption("The encoder or the decoder alone: "
+               "`python -m aecore.export onnx CHECKPOINT --part encoder -o enc.onnx`.")
 
 
 def model_section(entry: ModelEntry, key: str) -> None:

@@ -270,7 +270,7 @@ def _header(spec: RunSpec, notebook: bool = False) -> str:
            else "python run.py --data-dir DIR [--epochs N]")
     kind = {"shallow": "a shallow autoencoder", "deep": "a deep autoencoder", "conv": "a convolutional autoencoder",
             "vae": "a variational autoencoder", "conv-vae": "a convolutional variational autoencoder"}[m.family]
-    lines = [f"{spec.name}: {kind}, {m.sizes_text}, as AE Lab trains it.", "",
+    lines = [*_wrap(f"{spec.name}: {kind}, {m.sizes_text}, as AE Lab trains it.", 112), "",
              f"Written by AE Lab (python -m aecore.export) for {what}.",
              "It needs torch and numpy, nothing of AE Lab's.",
              ("Run the cells in order; the last one trains." if notebook else f"Run it with: {run}"), "",

@@ -91,10 +91,16 @@ def model_code(model: Autoencoder, sparse: bool) -> str:
     enc_lines, h = sequential_code(model.encoder, first, " " * 8)
     out = [INIT_CODE[cfg.init] + "\n\n"] if cfg.init in INIT_CODE else []
     title = "Variational autoencoder" if cfg.variational else "Autoencoder"
-    out.append(f'class Autoencoder(nn.Module):\n    """{title} {cfg.sizes_text}: pictures (B, {c}, {s}, {s}) in '
-               f'[0, 1].\n\n    The layers, their order and their names are AE Lab\'s: the same seed gives the same '
-               f'first weights,\n    and a checkpoint\'s tensors load into it with load_state_dict."""\n\n'
-               "    def __init__(self):\n        super().__init__()\n")
+    out.append(f'''class Autoencoder(nn.Module):
+    """{title} {cfg.sizes_text}.
+    It reads pictures (B, {c}, {s}, {s}) in [0, 1].
+
+    The layers, their order and their names are AE Lab's: the same seed gives the same first weights,
+    and a checkpoint's tensors load into it with load_state_dict."""
+
+    def __init__(self):
+        super().__init__()
+''')
     if cfg.variational:
         with torch.no_grad():
             code = model.heads(h)
@@ -132,7 +138,8 @@ def model_code(model: Autoencoder, sparse: bool) -> str:
         return self.encoder(x.reshape(len(x), {reads}))
 
 ''')
-    squash = "torch.sigmoid(self.decode_raw(z))" if cfg.output == "sigmoid" else "self.decode_raw(z)"
+    squash = ("torch.sigmoid(self.decode_raw(z))" if cfg.output == "sigmoid"
+              else "self.decode_raw(z)                  # an identity output: the values as they come")
     out.append(f'''    def decode_raw(self, z):
         """Codes -> the decoder's output before the output activation, (B, {c}, {s}, {s})."""
         return self.decoder(z).view(len(z), {c}, {s}, {s})
@@ -190,7 +197,7 @@ def _loss_code(cfg: ModelConfig, sparse: bool) -> str:
         body = f"        loss = F.mse_loss({x_hat}, x)\n"
         what = "Squared error per pixel, averaged over the pixels and the batch"
     if sparse:
-        body += ("        if self.sparsity:                # L1 on the code, summed per picture, averaged over the batch\n"
+        body += ("        if self.sparsity:                # L1 on the code: summed per picture, mean over the batch\n"
                  "            loss = loss + self.sparsity * z.abs().sum(dim=1).mean()\n")
         what += ", plus the sparsity penalty"
     return f'''    def loss(self, x, out):

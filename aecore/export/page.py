@@ -92,7 +92,8 @@ def description(model: Autoencoder, name: str) -> tuple[dict, str]:
             "vae": "variational autoencoder", "conv-vae": "convolutional variational autoencoder"}[cfg.family]
     about = {"name": name, "family": cfg.family, "kind": kind, "sizes": cfg.sizes_text, "params": count_params(model),
              "side": cfg.side, "channels": cfg.in_channels, "code": list(cfg.code_shape),
-             "plane": [low, high], "bounded": cfg.code_range is not None, "encoder": encoder, "decoder": decoder, "floats": w.size}
+             "plane": [low, high], "bounded": cfg.code_range is not None, "encoder": encoder, "decoder": decoder,
+             "floats": w.size}
     return about, w.base64()
 
 

@@ -139,8 +139,9 @@ def main_code(spec: RunSpec, picture_set: bool) -> str:
         train_loss, step = train_epoch(model, optimizer, images, epoch, gen, step)
         if not math.isfinite(train_loss):
             raise SystemExit(f"the loss became {{train_loss}} in epoch {{epoch}}: try a lower learning rate")
-{milestones}        print(json.dumps({{"epoch": epoch, "train_loss": train_loss, "held_out_loss": evaluate(model, held_out)}}),
-              flush=True)
+{milestones}        record = {{"epoch": epoch, "train_loss": train_loss, "val_loss": evaluate(model, held_out)}}
+        print(json.dumps(record), flush=True)
     model.cpu()
-    print(json.dumps({{"train_loss": train_loss, {val}"test_loss": evaluate(model, test_x)}}), flush=True)
+    final = {{"train_loss": train_loss, {val}"test_loss": evaluate(model, test_x)}}
+    print(json.dumps(final), flush=True)
 '''

@@ -90,7 +90,8 @@ def init_weights(model):
 
 
 class Autoencoder(nn.Module):
-    """Autoencoder 784-400-784: pictures (B, 1, 28, 28) in [0, 1].
+    """Autoencoder 784-400-784.
+    It reads pictures (B, 1, 28, 28) in [0, 1].
 
     The layers, their order and their names are AE Lab's: the same seed gives the same first weights,
     and a checkpoint's tensors load into it with load_state_dict."""
@@ -117,7 +118,7 @@ class Autoencoder(nn.Module):
 
     def decode(self, z):
         """Codes -> pictures."""
-        return self.decode_raw(z)
+        return self.decode_raw(z)                  # an identity output: the values as they come
 
     def forward(self, x):
         """(z, raw): the code and the decoder's output before the output activation."""
@@ -206,10 +207,11 @@ def main(argv=None):
         train_loss, step = train_epoch(model, optimizer, images, epoch, gen, step)
         if not math.isfinite(train_loss):
             raise SystemExit(f"the loss became {train_loss} in epoch {epoch}: try a lower learning rate")
-        print(json.dumps({"epoch": epoch, "train_loss": train_loss, "held_out_loss": evaluate(model, held_out)}),
-              flush=True)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": evaluate(model, held_out)}
+        print(json.dumps(record), flush=True)
     model.cpu()
-    print(json.dumps({"train_loss": train_loss, "test_loss": evaluate(model, test_x)}), flush=True)
+    final = {"train_loss": train_loss, "test_loss": evaluate(model, test_x)}
+    print(json.dumps(final), flush=True)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def init_weights(model):
 
 
 class Autoencoder(nn.Module):
-    """Autoencoder 784-32-784: pictures (B, 1, 28, 28) in [0, 1].
+    """Autoencoder 784-32-784.
+    It reads pictures (B, 1, 28, 28) in [0, 1].
 
     The layers, their order and their names are AE Lab's: the same seed gives the same first weights,
     and a checkpoint's tensors load into it with load_state_dict."""
@@ -202,10 +203,11 @@ def main(argv=None):
         train_loss, step = train_epoch(model, optimizer, images, epoch, gen, step)
         if not math.isfinite(train_loss):
             raise SystemExit(f"the loss became {train_loss} in epoch {epoch}: try a lower learning rate")
-        print(json.dumps({"epoch": epoch, "train_loss": train_loss, "held_out_loss": evaluate(model, held_out)}),
-              flush=True)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": evaluate(model, held_out)}
+        print(json.dumps(record), flush=True)
     model.cpu()
-    print(json.dumps({"train_loss": train_loss, "val_loss": evaluate(model, val_x), "test_loss": evaluate(model, test_x)}), flush=True)
+    final = {"train_loss": train_loss, "val_loss": evaluate(model, val_x), "test_loss": evaluate(model, test_x)}
+    print(json.dumps(final), flush=True)
 
 
 if __name__ == "__main__":
