@@ -348,8 +348,8 @@ def test_tiny_training_run_from_the_train_page(tiny_idx, started_jobs):
     labels = [m.label for m in at.metric]
     assert "final train loss" in labels and "test loss" in labels
     assert all(np.isfinite(float(m.value)) for m in at.metric)
-    downloads = at.get("download_button")
-    assert len(downloads) == 1
+    downloads = [d.proto.label for d in at.get("download_button")]    # the checkpoint, and the run's code
+    assert downloads == ["Download checkpoint (.safetensors)", "Code (.py)", "Notebook (.ipynb)"]
     assert not at.button(key="train.btn_start").disabled
     assert at.button(key="train.btn_stop").disabled
 
@@ -445,7 +445,7 @@ def test_pause_resume_and_stop_buttons(tiny_idx, started_jobs):
     assert job.join(WAIT) and job.snapshot().state == "stopped"
     assert "trained on this server (stopped" in sidebar_markdown(at)
     assert at.sidebar.selectbox(key="app.active").value == "session:custom run 1"
-    assert len(at.get("download_button")) == 1
+    assert len(at.get("download_button")) == 3         # the checkpoint, the run's code and its notebook
 
 
 def test_a_closed_session_stops_watching_and_its_run_stops_after_the_grace_time(tiny_idx, started_jobs,

@@ -21,6 +21,12 @@ PAGE_HELP = ("One HTML file that holds the model and runs it in the browser, off
              "and the error map, and for a 2-D code walk the latent plane.")
 
 
+def own(key: str) -> str:
+    """The buttons' keys live under "takehome.", not under the page's own prefix ("train." ...), which a page's form
+    may write to (a download button's state is read-only): "train.takehome." -> "takehome.train."."""
+    return "takehome." + key.removesuffix("takehome.")
+
+
 def stem(name: str) -> str:
     """A file name for a run's name: letters, digits, dots and dashes."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "model"
@@ -33,11 +39,11 @@ def code_buttons(spec: RunSpec, key: str, checkpoint_bytes: bytes | None = None)
         return recorded_spec(spec, checkpoint_bytes)
     left, right = st.columns(2)
     left.download_button("Code (.py)", data=lambda: script(recorded()), file_name=f"{stem(spec.name)}.py",
-                         mime="text/x-python", key=key + "py", on_click="ignore", icon=":material/code:",
+                         mime="text/x-python", key=own(key) + "py", on_click="ignore", icon=":material/code:",
                          help=CODE_HELP)
     right.download_button("Notebook (.ipynb)", data=lambda: notebook(recorded()),
                           file_name=f"{stem(spec.name)}.ipynb",
-                          mime="application/x-ipynb+json", key=key + "ipynb", on_click="ignore",
+                          mime="application/x-ipynb+json", key=own(key) + "ipynb", on_click="ignore",
                           icon=":material/menu_book:", help=NOTEBOOK_HELP)
 
 
@@ -57,11 +63,11 @@ def model_buttons(entry: ModelEntry, key: str) -> None:
     left, right = st.columns(2)
     has_onnx = importlib.util.find_spec("onnx") is not None
     left.download_button("Model (.onnx)", data=lambda: onnx_bytes(entry.model, "all"),
-                         file_name=f"{stem(entry.name)}.onnx", mime="application/octet-stream", key=key + "onnx",
+                         file_name=f"{stem(entry.name)}.onnx", mime="application/octet-stream", key=own(key) + "onnx",
                          on_click="ignore", icon=":material/deployed_code:", disabled=not has_onnx,
                          help=ONNX_HELP if has_onnx else "ONNX export needs the onnx package on this server.")
     right.download_button("Offline page (.html)", data=lambda: html_page(entry.model, entry.name),
-                          file_name=f"{stem(entry.name)}.html", mime="text/html", key=key + "html",
+                          file_name=f"{stem(entry.name)}.html", mime="text/html", key=own(key) + "html",
                           on_click="ignore", icon=":material/web:", help=PAGE_HELP)
     st.caption("The encoder or the decoder alone: "
                "`python -m aecore.export onnx CHECKPOINT --part encoder -o enc.onnx`.")
