@@ -8,6 +8,7 @@ engine/ — data, models, the training loop, and what reads or writes a model (i
     train         TrainConfig, RunSpec, the `fit` generator, evaluation
     checkpoint    safetensors checkpoints with JSON metadata (never unpickled); `ModelEntry`, a model and its record
     trainstate    a training caught at an epoch's end (weights, optimiser, generators, timeline), to resume it
+    replay        a run's small per-epoch snapshots (reconstructions, first layer, codes) under a size bound
     scoring       reconstruction errors, quantiles, code sparsity
     preprocess    drawings and uploads to MNIST form
     images        a folder or zip of one's own pictures as a data set; the refusals (archive: a zip's checks)

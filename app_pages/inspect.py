@@ -1,15 +1,15 @@
-"""Inspect: the active model's learned filters, reconstructions of chosen digits, where it fails (its test error
-class by class, and a class's worst- and best-rebuilt pictures), how sparse its code is (beside another model's),
-and the last run's timeline."""
+"""Inspect: the active model's learned filters, how they and the fixed digits' reconstructions formed epoch by epoch
+(a run trained here), reconstructions of chosen digits, where it fails (its test error class by class, and a class's
+worst- and best-rebuilt pictures), how sparse its code is (beside another model's), and the last run's timeline."""
 import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
 
-from aecore.engine import scoring, viz
+from aecore.engine import replay as replays, scoring, viz
 from aecore.engine.data import to_float
 from aecore.engine.train import corrupt
-from ui import datasets, failures, guide, panels, session
+from ui import datasets, failures, guide, panels, replayview, session
 from ui import takehome
 
 panels.readable_sliders()
@@ -83,6 +83,30 @@ def sparsity_section(am, data_key: str, images) -> None:
         st.caption(zeros_note(shown, figures))
 
 
+def replay_section(am, replay, noun: str) -> None:
+    """The Epoch slider: the first layer and the fixed digits' reconstructions as they were after that epoch."""
+    cfg = am.config
+    st.header("Epoch by epoch")
+    frame = replayview.epoch_slider(am, replay, K + "epoch", "the filters and the fixed digits' reconstructions")
+    tiles = replays.tiles(frame)
+    kind = "first-layer kernels" if cfg.convolutional else "encoder filters"
+    a, b = st.columns(2)
+    a.image(viz.grid(tiles, nrow=len(tiles) if cfg.convolutional else 10,
+                     zoom=16 if cfg.convolutional else max(1, 56 // cfg.side), pad=1),
+            caption=f"{len(tiles)} {kind} after epoch {frame.epoch}, each scaled on its own",
+            alt=f"{len(tiles)} {kind} of the model after epoch {frame.epoch} of its run, light where a weight is "
+                "large.")
+    n = len(replay.probe)
+    b.image(viz.grid(np.concatenate([replay.probe, frame.recon]) / 255.0, nrow=n, zoom=max(2, 56 // cfg.side)),
+            caption=f"top: {n} fixed test {noun}; below: rebuilt after "
+                    f"epoch {frame.epoch}",
+            alt=f"{n} fixed test pictures in the top row; below, the model's reconstructions of them after epoch "
+                f"{frame.epoch} of its run.")
+    loss = next((h.get("val_loss") for h in am.history if h.get("epoch") == frame.epoch), None)
+    if loss is not None:
+        st.caption(f"Held-out loss after epoch {frame.epoch}: {loss:.4f}.")
+
+
 def zeros_note(shown: list, figures: list[dict]) -> str:
     """Why the share of exact zeros is not the L1 penalty's measure, with the figures shown above."""
     def code(m) -> str:
@@ -139,6 +163,14 @@ else:
                  caption=f"last-layer weights, transposed: {count} of {n_units} units, what each one paints",
                  alt=f"{count} {tile_words}, ten a row: for each hidden unit, the pattern it adds to the output "
                      "image, light where a weight is large.")
+
+# ------------------------------------------------------------------------------------------------ epoch by epoch
+replay = replayview.of(am)
+if replay is not None and len(replay.frames) > 1:
+    # a fragment: the slider redraws this section, not the whole page
+    st.fragment(replay_section)(am, replay, datasets.noun(md, plural=True))
+else:
+    replayview.one_epoch(am, replay, "the filters and the reconstructions")
 
 # ------------------------------------------------------------------------------------------------ reconstructions
 st.header("Reconstructions")

@@ -1,14 +1,15 @@
 """Latent space: where the test digits land (PCA, t-SNE or UMAP; pictures on hover, a click for neighbours or a
-decoded spot), what the decoder draws across the latent plane, a few codes, and walks along code dimensions."""
+decoded spot) and, for a run trained here, where they landed after each epoch; what the decoder draws across the
+latent plane, a few codes, and walks along code dimensions."""
 from contextlib import nullcontext
 
 import numpy as np
 import streamlit as st
 
-from aecore.engine import viz
+from aecore.engine import replay as replays, viz
 from aecore.engine.data import to_float
 from aecore.labs import latent
-from ui import caches, datasets, guide, latentview, panels, session
+from ui import caches, datasets, guide, latentview, panels, replayview, session
 
 panels.readable_sliders()
 K = "latent."
@@ -60,6 +61,46 @@ def thumbnails(data_key: str, _images, n: int) -> list[str]:
     return latent.thumbnails(_images[:n].numpy(), max(1, 56 // _images.shape[-1]))
 
 
+def replay_plane(replay, epoch: int, projection) -> latent.Plane:
+    """The codes the run kept after `epoch` on a plane; PCA's axes turned to run as the last epoch's do."""
+    plane = latent.project(replay.at(epoch).codes, projection)
+    if code_dim > 2 and projection.method == "pca" and epoch != replay.epochs[-1]:
+        last = latent.project(replay.frames[-1].codes, projection)
+        plane = latent.Plane(plane.codes, replays.align(plane.xy, last.xy), projection)
+    return plane
+
+
+def replay_view(am, replay, projection) -> None:
+    """The Epoch slider and the codes of the run's first test pictures on the plane after that epoch."""
+    st.header("How the codes formed, epoch by epoch")
+    frame = replayview.epoch_slider(am, replay, K + "epoch", f"the codes of the first {len(replay.labels):,} test "
+                                    f"{datasets.noun(md, plural=True)}")
+    with st.spinner(f"Projecting {len(frame.codes):,} codes with {latent.METHODS[projection.method]}…") \
+            if projection.method != "pca" else nullcontext():
+        try:
+            shown = session.cached(K + "replay", (am.key, id(replay), frame.epoch, projection),
+                                   lambda: replay_plane(replay, frame.epoch, projection), most=24)
+        except latent.ProjectionUnavailable as e:
+            st.error(f"**{latent.METHODS[projection.method]} is not available on this server.** {e}",
+                     icon=":material/block:")
+            return
+    n = len(replay.labels)         # the hover shows the run's pictures when they are here (the same labels)
+    same = test is not None and len(test) >= n and np.array_equal(test.labels[:n].numpy(), replay.labels)
+    thumbs = thumbnails(md.key, test.images, min(latentview.THUMBS, n)) if same else []
+    title = f"after epoch {frame.epoch}: " + ("2-D codes" if code_dim == 2 else projection.label)
+    data, chart = latentview.spec(shown, replay.labels, md.class_names, thumbs, title)
+    st.vega_lite_chart(data, chart, key=K + "replay.plane", width="stretch", height=420)
+
+
+def replay_section() -> None:
+    """For a run trained here, the plane replayed epoch by epoch; otherwise a line on why there is one epoch."""
+    replay = replayview.of(am)
+    if replay is not None and len(replay.frames) > 1:
+        st.fragment(replay_view)(am, replay, projection)     # the slider redraws this section, not the page
+    else:
+        replayview.one_epoch(am, replay, "these codes")
+
+
 plane = None
 if test is not None:
     with st.spinner(f"Projecting {shown:,} codes with {latent.METHODS[method]} (once per model)…",
@@ -90,6 +131,7 @@ if test is not None:
                 st.session_state[K + "walk"] = st.session_state[K + "walked"] = pick
         elif point is not None:
             latentview.spot(am.model, plane, point, zoom_in)
+    replay_section()
     codes = plane.codes if plane is not None else None
     if plane is not None and plane.axes is not None:
         xy, origin, axes = plane.xy, plane.origin, plane.axes
@@ -99,6 +141,7 @@ if test is not None:
         st.stop()
 else:
     datasets.explain_missing(md)
+    replay_section()
     if code_dim != 2:
         st.stop()
     codes, origin, axes = None, np.zeros(2), np.eye(2)

@@ -3,6 +3,8 @@
 
 Loading never unpickles. We parse the safetensors header ourselves first so that a pickle or torch.save
 file, a truncated file, wrong tensor shapes or an unknown config field each get a message that says which.
+A run trained here also stores its replay (`aecore.engine.replay`, `meta["replay"]`): tensors named `replay.*`
+beside the weights and their index in the JSON; a checkpoint without one loads as before.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from safetensors.torch import save as st_save
 
 from aecore.engine.data import DataConfig
 from aecore.engine.models import Autoencoder, build, ModelConfig, from_dict
+from aecore.engine.replay import Replay, parts
 from aecore.engine.train import TrainConfig
 
 FORMAT = "aecore-checkpoint/1"
@@ -75,6 +78,10 @@ def to_bytes(model: Autoencoder, meta: dict) -> bytes:
             meta[key] = asdict(meta[key])
     meta["model"] = model.config.to_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    replay = meta.pop("replay", None)      # none stored for a run stopped before its first epoch's end
+    if isinstance(replay, Replay) and replay.frames:      # its frames as tensors, their index in the JSON
+        meta["replay"], frames = replay.to_tensors()
+        tensors.update(frames)
     return st_save(tensors, metadata={"format": FORMAT, "aecore": json.dumps(meta)})
 
 
@@ -90,7 +97,8 @@ def save(path, model: Autoencoder, meta: dict) -> Path:
 def load(source) -> tuple[Autoencoder, dict]:
     """Read a checkpoint from a path or bytes; returns (model on CPU in eval mode, meta).
 
-    meta["model"], meta["train"], meta["data"] come back as ModelConfig, TrainConfig, DataConfig.
+    meta["model"], meta["train"], meta["data"] come back as ModelConfig, TrainConfig, DataConfig, and
+    meta["replay"], when the checkpoint has one, as a Replay.
     """
     name, blob, header = read(source, "checkpoint", CheckpointError)
     meta = _metadata(header, "aecore", name)
@@ -103,7 +111,14 @@ def load(source) -> tuple[Autoencoder, dict]:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: invalid configuration: {e}") from None
     model = build(meta["model"])
-    fill(model, blob, name, f"the config {meta['model'].family} {_sizes(meta['model'])}", CheckpointError)
+    frames, weights = parts(tensors(blob, name, CheckpointError))
+    fill_tensors(model, weights, name, f"the config {meta['model'].family} {_sizes(meta['model'])}", CheckpointError)
+    if "replay" in meta or frames:
+        try:
+            meta["replay"] = Replay.from_tensors(meta.get("replay"), frames)
+            meta["replay"].check(meta["model"])
+        except ValueError as e:
+            raise CheckpointError(f"{name}: a damaged replay (the per-epoch snapshots): {e}") from None
     return model.eval(), meta
 
 
@@ -129,11 +144,15 @@ def fill(model: torch.nn.Module, blob: bytes, name: str, what: str, error: type[
     """Load the tensors of the safetensors `blob` into `model` after checking that they are exactly its tensors
     (names, shapes, dtypes) and finite; otherwise raise `error` naming the file (`name`), the tensor and `what`
     the model was built from."""
+    fill_tensors(model, tensors(blob, name, error), name, what, error)
+
+
+def tensors(blob: bytes, name: str, error: type[Exception]) -> dict:
+    """The tensors of the safetensors `blob` (name -> tensor); `error` for a corrupt body."""
     try:
-        tensors = st_load(blob)
+        return st_load(blob)
     except Exception as e:  # safetensors raises its own SafetensorError for malformed bodies
         raise error(f"{name}: corrupt tensor data ({e})") from None
-    fill_tensors(model, tensors, name, what, error)
 
 
 def fill_tensors(model: torch.nn.Module, tensors: dict, name: str, what: str, error: type[Exception]) -> None:

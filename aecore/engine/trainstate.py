@@ -4,8 +4,9 @@
 epoch and step counts, the optimiser's state (moments, step counts, the learning rate after its milestones) and the
 random generators' states (the loop's generator: shuffling, noise, binarisation; torch's global one: dropout), so
 that the next step of a resumed run computes the same loss as the uninterrupted run would have. `to_bytes` puts
-it in one file with the model's weights, the metrics records so far and the per-epoch reconstructions; `load`
-reads such a file back and never unpickles: its structure is JSON in the safetensors header, its numbers tensors.
+it in one file with the model's weights, the metrics records so far, the per-epoch reconstructions and the replay
+(`aecore.engine.replay`, so that a resumed run still replays its earlier epochs); `load` reads such a file back and
+never unpickles: its structure is JSON in the safetensors header, its numbers tensors.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from safetensors.torch import save as st_save
 from aecore.engine import checkpoint
 from aecore.engine.checkpoint import CheckpointError
 from aecore.engine.models import Autoencoder, ModelConfig, build
+from aecore.engine.replay import Replay, parts
 from aecore.engine.train import Metrics, TrainState
 
 FORMAT = "aecore-trainstate/1"
@@ -29,17 +31,18 @@ FORMAT = "aecore-trainstate/1"
 class Saved:
     """What a training-state file holds: the model (weights at the epoch's end), where `fit` stood, the metrics
     records so far (as dicts, see aecore.engine.train.Metrics), the fixed digits and their reconstructions after
-    each epoch."""
+    each epoch, and the replay so far (None in a file written without one)."""
     model: Autoencoder
     state: TrainState
     records: list[dict]
     originals: np.ndarray
     frames: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    replay: Replay | None = None
 
 
 def to_bytes(model: Autoencoder, state: TrainState, records: list[dict], originals: np.ndarray,
-             frames: list[tuple[int, np.ndarray]]) -> bytes:
-    """The whole training state: weights, optimiser, generators, and the timeline (records, frames)."""
+             frames: list[tuple[int, np.ndarray]], replay: Replay | None = None) -> bytes:
+    """The whole training state: weights, optimiser, generators, the timeline (records, frames) and the replay."""
     tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     opt_state = {}
     for index, values in state.optimizer["state"].items():
@@ -57,6 +60,9 @@ def to_bytes(model: Autoencoder, state: TrainState, records: list[dict], origina
         tensors["rng.cuda"] = state.cuda_rng.contiguous()
     about = {"model": model.config.to_dict(), "epoch": state.epoch, "step": state.step, "samples": state.samples,
              "busy": state.busy, "optimizer": {"state": opt_state, "param_groups": state.optimizer["param_groups"]}}
+    if replay is not None and replay.frames:
+        about["replay"], snapshots = replay.to_tensors()
+        tensors.update(snapshots)
     return _save(tensors, about, records, originals, frames)
 
 
@@ -86,7 +92,9 @@ def load(source, name: str = "training state") -> Saved:
         ts = TrainState(epoch=int(about["epoch"]), step=int(about["step"]), samples=int(about["samples"]),
                         busy=float(about["busy"]), optimizer={"state": state, "param_groups": opt["param_groups"]},
                         generator=tensors["rng.generator"], rng=tensors["rng.global"], cuda_rng=tensors.get("rng.cuda"))
-        return Saved(model, ts, *_timeline(about, tensors))
+        snapshots = parts(tensors)[0]
+        replay = Replay.from_tensors(about.get("replay"), snapshots) if "replay" in about or snapshots else None
+        return Saved(model, ts, *_timeline(about, tensors), replay)
     except CheckpointError:
         raise
     except Exception as e:     # a missing key or tensor, a wrong type: a damaged or foreign file

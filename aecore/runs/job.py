@@ -18,6 +18,7 @@ import torch
 from aecore.engine import checkpoint, trainstate
 from aecore.engine.data import Data, to_float
 from aecore.engine.models import Autoencoder, build
+from aecore.engine.replay import Replay, capture, pictures
 from aecore.engine.scoring import reconstruct
 from aecore.engine.train import (Control, Metrics, RunSpec, TrainingDiverged, epoch_history, fit, resolve_device,
                                  results)
@@ -202,7 +203,8 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
               emit, resume: bytes | None = None) -> None:
     """Train one run, telling `emit(kind, *payload)` what happens: "record" (a Metrics), "frame" (epoch,
     reconstructions of `probe`), "state" (epoch, the training state's bytes, the per-epoch history) after each
-    epoch, then "done" or "failed". With `resume` (a training state), it goes on from that state's epoch. Runs
+    epoch (its training state keeps the run's replay, aecore.engine.replay), then "done" or "failed", whose meta
+    holds the replay too. With `resume` (a training state), it goes on from that state's epoch. Runs
     in the job's thread or in a training process. A TaskSpec runs its task instead (aecore.runs.task), with the
     same events but no frames, states or model."""
     if isinstance(spec, TaskSpec):
@@ -212,7 +214,7 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
     # one thread, ~320 with two). The setting applies to this thread's own parallel regions.
     torch.set_num_threads(threads)
     device = str(resolve_device(spec.train.device))
-    model, records, frames, states = None, [], [], []
+    model, records, frames, states, replay = None, [], [], [], None
     originals = to_float(probe, channel=False).numpy()
     try:
         saved = trainstate.load(resume) if resume is not None else None
@@ -220,6 +222,8 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
             model, records, frames = saved.model, trainstate.metrics_of(saved.records), list(saved.frames)
         else:
             model = build(spec.model, seed=spec.train.seed)
+        replay = saved.replay if saved is not None and saved.replay is not None else \
+            Replay.start(probe, data.test.labels[:pictures(spec.model)])
         for m in fit(model, data, spec.train, control, resume=saved.state if saved else None,
                      at_epoch_end=states.append):
             records.append(m)
@@ -227,14 +231,15 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
             if m.epoch_end:
                 frames.append((m.epoch, reconstruct(model, probe)))
                 emit("frame", *frames[-1])
+                replay = replay.added(capture(model, probe, data.test.images, m.epoch))   # one pass, 1,000 pictures
                 emit("state", m.epoch, trainstate.to_bytes(model, states.pop(), trainstate.records_of(records),
-                                                           originals, frames), epoch_history(records))
+                                                           originals, frames, replay), epoch_history(records))
         model.cpu()
         result = results(model, data, records, binarize=spec.train.binarize)
-        meta = spec.meta(device, **result)
+        meta = spec.meta(device, replay=replay, **result)
         emit("done", result, checkpoint.to_bytes(model, meta), model, meta)
     except TrainingDiverged as e:       # fit restored the last weights with a finite loss
-        meta = spec.meta(device, error=str(e))
+        meta = spec.meta(device, error=str(e), replay=replay)
         emit("failed", str(e), checkpoint.to_bytes(model.cpu(), meta), model, meta)
     except Exception as e:  # anything else is shown to the user rather than lost in a thread
         emit("failed", f"{type(e).__name__}: {e}", None, None, None)
