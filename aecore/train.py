@@ -17,7 +17,7 @@ from pathlib import Path
 from aecore.argv import OneLineParser, ints
 from aecore.engine import checkpoint, fetch, presets
 from aecore.engine.data import IMAGES, DataConfig, DataError, load, save_picture_set
-from aecore.engine.fields import FAMILIES, FIELDS, PICTURE
+from aecore.engine.fields import FAMILIES, FIELDS, PICTURE, parse_schedule
 from aecore.engine.images import FITS, ImageSetConfig, ImageSetError, load_images
 from aecore.engine.models import ModelConfig, build, count_params
 from aecore.engine.train import (Control, RunSpec, TrainConfig, TrainingDiverged, epoch_record, fit, resolve_device,
@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
             elif f.kind == "choice":
                 group.add_argument(f.option, choices=f.choices, help=text)
             else:
-                group.add_argument(f.option, type={"int": int, "float": float, "ints": ints}[f.kind], help=text,
+                kind = {"int": int, "float": float, "ints": ints, "schedule": schedule}[f.kind]
+                group.add_argument(f.option, type=kind, help=text,
                                    metavar=f.name.upper())
     pictures = p.add_argument_group("your own pictures (instead of MNIST)")
     pictures.add_argument("--images", metavar="PATH",
@@ -64,6 +65,14 @@ def parser() -> argparse.ArgumentParser:
     pictures.add_argument("--fit", choices=FITS,
                           help="letterbox keeps the whole picture on a square (default); crop takes the centre")
     return p
+
+
+def schedule(text: str) -> tuple:
+    """An argparse type: changes while training, `120:lr=0.0005,300:noise=mask`."""
+    try:
+        return parse_schedule(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def picture_data(args: argparse.Namespace, data_cfg: DataConfig, model_cfg: ModelConfig, out: Path, seed: int):

@@ -62,6 +62,7 @@ SAMPLES = {
     "optimizer": {"optimizer": "rmsprop"},
     "binarize": {"binarize": True},
     "device": {"device": "cpu"},
+    "changes": {"changes": ((0, "noise", "mask"), (120, "lr", 5e-4), (300, "noise_level", 0.3))},
 }
 
 

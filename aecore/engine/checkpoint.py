@@ -21,6 +21,7 @@ from safetensors.torch import save as st_save
 from aecore.engine.data import DataConfig
 from aecore.engine.models import Autoencoder, build, ModelConfig, from_dict
 from aecore.engine.replay import Replay, parts
+from aecore.engine.steering import settle
 from aecore.engine.train import TrainConfig
 
 FORMAT = "aecore-checkpoint/1"
@@ -113,6 +114,7 @@ def load(source) -> tuple[Autoencoder, dict]:
     model = build(meta["model"])
     frames, weights = parts(tensors(blob, name, CheckpointError))
     fill_tensors(model, weights, name, f"the config {meta['model'].family} {_sizes(meta['model'])}", CheckpointError)
+    settle(model, meta["train"].changes if "train" in meta else ())   # β, sparsity as the run left them
     if "replay" in meta or frames:
         try:
             meta["replay"] = Replay.from_tensors(meta.get("replay"), frames)

@@ -31,12 +31,17 @@ OPTIMIZERS = ("adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda")
 SIDES = (28, 32, 64)                                # picture sides in pixels: MNIST's 28, picture sets' 32 and 64
 COLORS = ("grey", "rgb")                            # one channel or three
+# The settings a run can change while it trains (aecore.engine.steering applies them; TrainConfig.changes keeps
+# them as a schedule of (step, name, value): after `step` steps, before the next, `name` becomes `value`).
+STEERABLE = ("lr", "noise", "noise_level", "dropout", "beta", "sparsity")
+MAX_CHANGES = 200                                   # changes one run may make
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True, eq=False)
 class Field:
-    """One setting. `ints` is a list of whole numbers, written comma-separated in a link, the form and the CLI."""
+    """One setting. `ints` is a list of whole numbers, written comma-separated in a link, the form and the CLI;
+    `schedule` a list of changes while training, `step:name=value` comma-separated (`120:lr=0.0005,300:noise=mask`)."""
     name: str
     config: str                          # "model", "data" or "train": RunSpec's ModelConfig, DataConfig, TrainConfig
     kind: str                            # int, float, choice, bool or ints
@@ -85,6 +90,8 @@ class Field:
             return value in self.choices
         if self.kind == "bool":
             return isinstance(value, bool)
+        if self.kind == "schedule":
+            return schedule_ok(value)
         if self.kind == "ints":
             low, high = self.count
             return (isinstance(value, (tuple, list)) and len(value) >= low and (high is None or len(value) <= high)
@@ -108,6 +115,8 @@ class Field:
             return f"one of {self.choices}"
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "schedule":
+            return SCHEDULE_WORDS
         if self.kind == "int" and self.values:
             return "one of " + ", ".join(map(str, self.values[:-1])) + f" or {self.values[-1]}"
         if self.kind == "int":
@@ -130,6 +139,8 @@ class Field:
             return "one of " + ", ".join(map(str, self.choices or self.values))
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "schedule":
+            return SCHEDULE_WORDS
         what = {"int": "a whole number", "float": "a number", "ints": "whole numbers separated by commas"}[self.kind]
         return f"{what} {self._range_text()}".rstrip()
 
@@ -143,6 +154,8 @@ class Field:
             if text.lower() not in _TRUE + _FALSE:
                 raise ValueError(text)
             value = text.lower() in _TRUE
+        elif self.kind == "schedule":
+            value = parse_schedule(text)
         elif self.kind == "ints":
             value = parse_ints(text)
             if self.distinct:
@@ -164,10 +177,50 @@ def parse_ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
 
 
+SCHEDULE_WORDS = (f"changes written step:setting=value, comma-separated (at most {MAX_CHANGES}; settings: "
+                  f"{', '.join(STEERABLE)}), e.g. 120:lr=0.0005,300:noise=mask")
+
+
+def parse_schedule(text: str) -> tuple[tuple[int, str, float | str], ...]:
+    """'120:lr=0.0005, 300:noise=mask' -> ((120, 'lr', 0.0005), (300, 'noise', 'mask')), in step order; ValueError
+    naming the first entry that is not a change of a steerable setting to a value its own range allows."""
+    out = []
+    for entry in (e.strip() for e in str(text).split(",")):
+        if not entry:
+            continue
+        step, _, rest = entry.partition(":")
+        name, _, value = rest.partition("=")
+        name = name.strip()
+        try:
+            if name not in STEERABLE or not value.strip():
+                raise ValueError
+            out.append((int(step), name, FIELDS[name].parse(value)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not step:setting=value with a setting of {', '.join(STEERABLE)} and a "
+                             "value it allows") from None
+    value = tuple(sorted(out, key=lambda c: c[0]))
+    if not schedule_ok(value):
+        raise ValueError(f"expected {SCHEDULE_WORDS}")
+    return value
+
+
+def schedule_ok(value) -> bool:
+    """Whether `value` is a schedule of changes: (step >= 0, steerable name, a value its field allows), in step
+    order, at most MAX_CHANGES."""
+    if not isinstance(value, (tuple, list)) or len(value) > MAX_CHANGES:
+        return False
+    steps = [c[0] for c in value if isinstance(c, (tuple, list)) and len(c) == 3]
+    return (len(steps) == len(value) and steps == sorted(steps)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 and n in STEERABLE
+                    and FIELDS[n].accepts(v) for s, n, v in value))
+
+
 def format_value(value) -> str:
     """A value as a link or the command line writes it (the inverse of `Field.parse`)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], (tuple, list)):     # a schedule
+        return ",".join(f"{s}:{n}={format_value(v)}" for s, n, v in value)
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
     if isinstance(value, float):
@@ -263,6 +316,10 @@ FIELDS: dict[str, Field] = {f.name: f for f in [
        "Each pixel becomes 1 with probability equal to its intensity, anew at every batch; held-out images are "
        "binarised once. The IWAE paper's dynamically binarised MNIST."),
     _f("device", "train", "choice", "Device", "auto picks CUDA when present", choices=DEVICES),
+    _f("changes", "train", "schedule", "Changes while training (step:setting=value, …)",
+       "What the run changes as it trains, each from the step after the given number of steps: its learning rate, "
+       "noise, dropout rate (a model built with dropout), β (a VAE) or sparsity weight (shallow). The Train page's "
+       "Change while it trains section writes them; a run started with them repeats them exactly."),
 ]}
 
 

@@ -9,7 +9,6 @@ of one run. The command line is `python -m aecore.train` (`aecore/train.py`).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -20,6 +19,7 @@ from aecore.engine.data import Data, DataConfig, add_noise, deform, picture_set_
 from aecore.engine.fields import OPTIMIZERS, validate  # noqa: F401 (OPTIMIZERS: public here too)
 from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
 from aecore.engine.scoring import error_quantiles, reconstruction_error
+from aecore.engine.steering import Control, apply, check_schedule  # noqa: F401 (Control: public here too)
 
 # Subnormal floats (below 1.2e-38) become zeros on this thread and on every thread started from it later, torch's
 # compute threads included: Adam's moments of a weight that rarely sees a gradient (a corner pixel's) decay through
@@ -46,9 +46,14 @@ class TrainConfig:
     optimizer: str = "adam"              # adam, or rmsprop (Keras's: rho 0.9, the same eps) as the Keras VAE uses
     binarize: bool = False               # dynamic binarisation: each batch's pixels drawn as Bernoulli(intensity)
     log_every: int = 20                  # steps per metrics record; also how often the NaN guard looks
+    changes: tuple = ()                  # ((step, setting, value), ...): what changes while it trains (steering)
 
     def __post_init__(self):
         object.__setattr__(self, "lr_milestones", tuple(int(m) for m in self.lr_milestones))
+        try:                             # JSON gives lists: ((120, "lr", 0.0005), ...) again
+            object.__setattr__(self, "changes", tuple(tuple(c) for c in self.changes))
+        except TypeError:
+            pass                         # not a list of changes: validate names it
         validate(self, "train")   # the ranges of aecore.engine.fields, the one table of settings
         if not 1 <= self.log_every:
             raise ValueError(f"TrainConfig.log_every must be an integer >= 1, got {self.log_every!r}")
@@ -95,6 +100,9 @@ class Metrics:
     # reconstruction and KL, a sparse autoencoder's code penalty): ((name, value), ...); empty otherwise
     terms: tuple[tuple[str, float], ...] = ()
     epoch_terms: tuple[tuple[str, float], ...] = ()   # the same over the whole epoch, on epoch-end records only
+    # what changed since the previous record, scheduled or sent while it trained: ((step, setting, value), ...)
+    changes: tuple[tuple[int, str, float | str], ...] = ()
+    live: bool = False             # made before its usual count: a Step ended or the run is slowed down
 
 
 @dataclass(frozen=True)
@@ -113,42 +121,6 @@ class TrainState:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model holds the last weights that gave a finite loss."""
-
-
-class Control:
-    """Thread-safe pause/resume/stop for a running `fit`; each takes effect before the next step. Pass
-    multiprocessing events to drive a `fit` in another process."""
-
-    def __init__(self, stop=None, running=None):
-        self._stop = stop or threading.Event()
-        self._running = running or threading.Event()
-        self._running.set()
-
-    def pause(self):
-        self._running.clear()
-
-    def resume(self):
-        self._running.set()
-
-    def stop(self):
-        self._stop.set()
-        self._running.set()  # wake a paused loop so it can see the stop
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set() and not self._stop.is_set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def wait_while_paused(self) -> float:
-        """Block while paused; returns the seconds spent waiting."""
-        if self._running.is_set():
-            return 0.0
-        t = time.perf_counter()
-        self._running.wait()
-        return time.perf_counter() - t
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -239,6 +211,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     good = _snapshot(model)
     step = samples = 0
     busy = 0.0                      # seconds spent training, pauses and evaluation excluded
+    check_schedule(model.config, cfg.changes)
     if resume is not None:
         step, samples, busy = resume.step, resume.samples, resume.busy
         opt.load_state_dict(resume.optimizer)
@@ -246,17 +219,30 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
         torch.set_rng_state(resume.rng)
         if resume.cuda_rng is not None and device.type == "cuda":
             torch.cuda.set_rng_state(resume.cuda_rng, device)
+    for s, name, value in cfg.changes:       # what a resumed run had changed (its optimiser holds the rate)
+        if s < step:
+            cfg = apply(name, value, model, None, cfg)
+    schedule = [c for c in cfg.changes if c[0] >= step]
+    control.reset()
+    made: list[tuple] = []          # changes made since the previous record
     for epoch in range(1 + (resume.epoch if resume else 0), cfg.epochs + 1):
         perm = torch.randperm(n, device=device, generator=gen)
         epoch_sum = torch.zeros((), device=device)
         window_sum, window_n, window_samples, window_busy = torch.zeros((), device=device), 0, 0, 0.0
         window_terms: dict[str, torch.Tensor] = {}
         epoch_terms: dict[str, torch.Tensor] = {}
-        t = time.perf_counter()
+        t = since = time.perf_counter()
         for i in range(0, n, bs):
-            t += control.wait_while_paused()   # paused time does not count as training time
+            waited, asked = control.between_steps()
+            t += waited                         # paused (or slowed-down) time does not count as training time
             if control.stopped:
                 return
+            while schedule and schedule[0][0] <= step:
+                made.append(schedule.pop(0))
+                cfg = apply(made[-1][1], made[-1][2], model, opt, cfg)
+            for change in asked:
+                made.append((step, change.name, change.value))
+                cfg = apply(change.name, change.value, model, opt, cfg)
             model.at_epoch(epoch - 1 + i / n)
             x = to_float(images.index_select(0, perm[i:i + bs]))  # (B, C, S, S) clean target
             if cfg.binarize:                                     # a new binary image each time (Burda et al.)
@@ -278,8 +264,9 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             window_n += 1
             window_samples += len(x)
             last = i + bs >= n
-            if window_n == cfg.log_every or last:
-                now = time.perf_counter()
+            early = control.record_due(since)
+            if window_n == cfg.log_every or last or early:
+                now = since = time.perf_counter()
                 window_busy, busy, t = now - t, busy + (now - t), now
                 mean = window_sum.item() / window_n
                 if not math.isfinite(mean):
@@ -287,7 +274,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
                     raise TrainingDiverged(
                         f"the loss became {mean} at step {step} (epoch {epoch}); training stopped and the "
                         f"model keeps the last weights with a finite loss. Try a lower learning rate "
-                        f"(this run used {cfg.lr:g}).")
+                        f"(it was {opt.param_groups[0]['lr']:g}).")
                 good = _snapshot(model)
                 if last:
                     for m in cfg.lr_milestones:
@@ -306,7 +293,9 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
                               samples_per_s=window_samples / max(window_busy, 1e-9), elapsed=busy,
                               lr=opt.param_groups[0]["lr"], total_steps=steps_per_epoch * cfg.epochs,
                               terms=tuple((k, v.item() / window_n) for k, v in window_terms.items()),
-                              epoch_terms=tuple((k, v.item() / n) for k, v in epoch_terms.items()) if last else ())
+                              epoch_terms=tuple((k, v.item() / n) for k, v in epoch_terms.items()) if last else (),
+                              changes=tuple(made), live=early and not last)
+                made = []
                 window_terms = {}
                 window_sum.zero_()
                 window_n = window_samples = 0

@@ -133,4 +133,5 @@ def records_of(records) -> list[dict]:
 def metrics_of(records: list[dict]) -> list[Metrics]:
     """The records of `records_of` as Metrics again."""
     return [Metrics(**{**r, "terms": tuple(map(tuple, r.get("terms", ()))),
-                       "epoch_terms": tuple(map(tuple, r.get("epoch_terms", ())))}) for r in records]
+                       "epoch_terms": tuple(map(tuple, r.get("epoch_terms", ()))),
+                       "changes": tuple(map(tuple, r.get("changes", ())))}) for r in records]

@@ -17,18 +17,15 @@ from torch.nn import functional as F
 from aecore.engine.data import to_float
 from aecore.engine.models import ACTIVATIONS, Autoencoder, batched, inference
 
-# One colour per class (0-9): Paul Tol's "muted" scheme, its nine colours and pale grey, made to stay apart for
-# colour-blind readers (tests/test_viz.py checks them under simulated protan-, deuter- and tritanopia; Plotly's
-# default ten do not pass). No ten colours that stay apart can also all stand out from both a white and a
-# near-black page: scatter points get a NEUTRAL rim, every point's hover names its class, and a click on the
-# legend shows a class alone.
+# One colour per class (0-9): Paul Tol's "muted" nine and pale grey, apart for colour-blind readers (tests/test_viz.py
+# simulates protan-, deuter- and tritanopia; Plotly's ten fail). No ten such colours all stand out from a white and a
+# near-black page: points get a NEUTRAL rim, each hover names its class, a click on the legend shows a class alone.
 PALETTE = ["#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
            "#882255", "#44AA99", "#999933", "#AA4499", "#DDDDDD"]
 # Lines drawn over a chart in the light and the dark theme alike: at least 3:1 against white and against #0f1117.
 NEUTRAL = "#8a8a8a"
 TWO = ("#4477AA", "#CC6677")   # two groups (normal, anomalous): Tol's blue and rose, 3.6:1 or more on both pages
-# One colour per model when up to eight are overlaid (Compare's loss curves): Okabe & Ito's colour-blind-safe
-# palette, black left out (invisible on a dark theme), yellow and grey last.
+# Up to eight models overlaid (Compare): Okabe & Ito's colour-blind-safe palette less black, yellow and grey last.
 LINES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 
 
@@ -175,14 +172,11 @@ def latent_scatter(xy: np.ndarray, labels: np.ndarray, class_names, title: str) 
     return fig
 
 
-def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]], steps_per_epoch: float,
-                reference: float | None = None, reference_label: str = "tutorial",
-                max_points: int = 400) -> go.Figure:
-    """Train loss per step (downsampled to max_points) and held-out loss per epoch, x in epochs.
-
-    Built from plain dicts without Plotly's validation: the live view redraws this twice a second while a
-    training thread shares the interpreter, and validating go.Scatter/add_hline costs ~75 ms a figure.
-    """
+def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]], steps_per_epoch: float, reference:
+                float | None = None, reference_label: str = "tutorial", max_points: int = 400, marks=()) -> go.Figure:
+    """Train loss per step (downsampled to max_points) and held-out loss per epoch, x in epochs; `marks`, (step,
+    label) each, as labelled vertical lines (what a run changed as it trained). Plain dicts, not validated: the
+    live view redraws this twice a second, and validating go.Scatter/add_hline costs ~75 ms a figure."""
     if len(steps) > max_points:
         stride = -(-len(steps) // max_points)
         steps = steps[::stride] + [steps[-1]]
@@ -196,11 +190,16 @@ def loss_figure(steps: list[tuple[int, float]], epochs: list[tuple[int, float]],
     layout = {"xaxis": {"title": {"text": "epoch"}}, "yaxis": {"title": {"text": "loss"}}, "height": 360,
               "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "legend": {"orientation": "h", "y": 1.12},
               "uirevision": "loss"}
+    shapes = [{"type": "line", "yref": "paper", "x0": s / steps_per_epoch, "x1": s / steps_per_epoch, "y0": 0, "y1": 1,
+               "line": {"dash": "dot", "color": NEUTRAL}} for s, _ in marks]
+    notes = [{"yref": "paper", "x": s / steps_per_epoch, "y": 1 - 0.07 * (i % 3), "text": text, "showarrow": False,
+              "xanchor": "left"} for i, (s, text) in enumerate(marks)]
     if reference is not None:
-        layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": reference, "y1": reference,
-                             "line": {"dash": "dash", "color": NEUTRAL}}]
-        layout["annotations"] = [{"xref": "paper", "x": 1, "y": reference, "xanchor": "right", "yanchor": "bottom",
-                                  "text": f"{reference_label}: {reference:g}", "showarrow": False}]
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": reference, "y1": reference,
+                       "line": {"dash": "dash", "color": NEUTRAL}})
+        notes.append({"xref": "paper", "x": 1, "y": reference, "xanchor": "right", "yanchor": "bottom",
+                      "text": f"{reference_label}: {reference:g}", "showarrow": False})
+    layout.update({"shapes": shapes, "annotations": notes} if shapes else {})
     return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 

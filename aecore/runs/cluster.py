@@ -228,6 +228,12 @@ class RunActor:
     def resume(self) -> None:
         self.job.resume()
 
+    def send(self, message) -> None:
+        try:
+            self.job.send(message)
+        except ValueError:
+            pass                         # checked by the server that sent it; the run has just ended meanwhile
+
     def stop(self, reason: str | None = None) -> None:
         if self.stop_reason is None and self.job.active:
             self.stop_reason = reason
@@ -257,4 +263,4 @@ def _state(snap: Snapshot, stop_reason: str | None, n_records: int = 0, n_frames
     """A run's state for a server that holds `n_records` records and `n_frames` frames already."""
     return {"state": snap.state, "records": snap.records[n_records:], "frames": snap.timeline[n_frames:],
             "originals": snap.originals if n_records == n_frames == 0 else None, "error": snap.error,
-            "result": snap.result, "device": snap.device, "stop_reason": stop_reason}
+            "result": snap.result, "device": snap.device, "stop_reason": stop_reason, "peek": snap.peek}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from aecore.engine import checkpoint, trainstate
+from aecore.engine import checkpoint, steering, trainstate
 from aecore.engine.data import Data, to_float
 from aecore.engine.models import Autoencoder, build
 from aecore.engine.replay import Replay, capture, pictures
@@ -37,6 +37,7 @@ class Snapshot:
     error: str | None = None                # why the run failed, for the user
     result: dict | None = None              # figures, history, quantiles once finished or stopped
     device: str = "cpu"
+    peek: tuple[int, np.ndarray] | None = None   # (step, reconstructions (8, 28, 28)) after a Step or slowed down
 
     @property
     def last(self) -> Metrics | None:
@@ -82,6 +83,7 @@ class TrainingJob:
         self._timeline: list[tuple[int, np.ndarray]] = []
         self._error: str | None = None
         self._result: dict | None = None
+        self._peek: tuple[int, np.ndarray] | None = None
         # The fixed test digits (8, 28, 28) uint8, and in [0, 1] for every snapshot. A job without data (one that
         # mirrors a run trained elsewhere) gets them from where the run trains.
         self._probe = _fixed_digits(data, N_TIMELINE) if data is not None else None
@@ -138,6 +140,31 @@ class TrainingJob:
                 self._state = "stopped"
                 self.data = None
 
+    def send(self, message: steering.Change | steering.Step | steering.Pace) -> None:
+        """Steer the run (aecore.engine.steering): a change of a setting, a few batches while paused, a pace.
+        ValueError, in words, for one this run cannot take now."""
+        if isinstance(self.spec, TaskSpec):
+            raise ValueError("this run is a task of its page; it is steered there")
+        with self._lock:
+            state = self._state
+            if state not in ("ready", "queued", "running", "paused"):
+                raise ValueError(f"this run is {state}; only a running or paused run can be steered")
+            if isinstance(message, steering.Change):
+                steering.check_change(self.spec.model, message.name, message.value)
+            elif isinstance(message, steering.Step):
+                if state != "paused":
+                    raise ValueError("Step trains a few batches of a paused run: pause it first")
+                if not 1 <= message.n <= steering.MAX_STEP:
+                    raise ValueError(f"Step takes 1 to {steering.MAX_STEP:,} batches, got {message.n}")
+            elif not 0 <= message.steps_per_s <= 1000:
+                raise ValueError(f"the pace is 0 (full speed) to 1,000 steps a second, got {message.steps_per_s}")
+            self._deliver(message)
+
+    def _deliver(self, message) -> None:
+        """Hand a checked steering message to the training (holding the lock); a backend that trains elsewhere
+        forwards it there."""
+        self._control.send(message)
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end; True when it has."""
         if self._thread is not None:
@@ -161,7 +188,7 @@ class TrainingJob:
         with self._lock:
             return Snapshot(state=self._state, records=tuple(self._records), timeline=tuple(self._timeline),
                             originals=self._originals, error=self._error, result=self._result,
-                            device=self.device)
+                            device=self.device, peek=self._peek)
 
     # ---------------------------------------------------------------- the worker thread
     def _work(self) -> None:
@@ -179,6 +206,10 @@ class TrainingJob:
         with self._lock:
             if kind == "record":
                 self._records.append(payload[0])
+                if getattr(payload[0], "changes", ()):   # the run's link and checkpoint carry what it changed
+                    self.spec = with_changes(self.spec, payload[0].changes)
+            elif kind == "peek":
+                self._peek = payload
             elif kind == "frame":
                 self._timeline.append(payload)
             elif kind == "done":          # (result, checkpoint bytes, model and meta, or None: rebuilt from the bytes)
@@ -220,6 +251,7 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
         saved = trainstate.load(resume) if resume is not None else None
         if saved is not None:
             model, records, frames = saved.model, trainstate.metrics_of(saved.records), list(saved.frames)
+            spec = with_changes(spec, [c for r in records for c in r.changes])   # made before the break
         else:
             model = build(spec.model, seed=spec.train.seed)
         replay = saved.replay if saved is not None and saved.replay is not None else \
@@ -228,6 +260,8 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
                      at_epoch_end=states.append):
             records.append(m)
             emit("record", m)
+            if m.live:
+                emit("peek", m.step, reconstruct(model, probe))
             if m.epoch_end:
                 frames.append((m.epoch, reconstruct(model, probe)))
                 emit("frame", *frames[-1])
@@ -235,14 +269,21 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
                 emit("state", m.epoch, trainstate.to_bytes(model, states.pop(), trainstate.records_of(records),
                                                            originals, frames, replay), epoch_history(records))
         model.cpu()
+        spec = with_changes(spec, [c for r in records for c in r.changes])    # the checkpoint keeps its schedule
         result = results(model, data, records, binarize=spec.train.binarize)
         meta = spec.meta(device, replay=replay, **result)
         emit("done", result, checkpoint.to_bytes(model, meta), model, meta)
     except TrainingDiverged as e:       # fit restored the last weights with a finite loss
-        meta = spec.meta(device, error=str(e), replay=replay)
+        meta = with_changes(spec, [c for r in records for c in r.changes]).meta(device, error=str(e), replay=replay)
         emit("failed", str(e), checkpoint.to_bytes(model.cpu(), meta), model, meta)
     except Exception as e:  # anything else is shown to the user rather than lost in a thread
         emit("failed", f"{type(e).__name__}: {e}", None, None, None)
+
+
+def with_changes(spec: RunSpec, made) -> RunSpec:
+    """The run's spec with the changes it made while training (`made`: (step, setting, value)) in its schedule."""
+    merged = steering.merge(spec.train.changes, made)
+    return spec if merged == spec.train.changes else replace(spec, train=replace(spec.train, changes=merged))
 
 
 def _fixed_digits(data: Data, n: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import threading
 from aecore.engine import checkpoint, trainstate
 from aecore.engine.checkpoint import CheckpointError
 from aecore.engine.train import RunSpec
-from aecore.runs.job import TrainingJob
+from aecore.runs.job import TrainingJob, with_changes
 from aecore.runs.queue import RunRefused
 from aecore.runs.store import Store, StoredRun, StoreError
 
@@ -135,7 +135,9 @@ def restored(store: Store, run: StoredRun) -> TrainingJob:
         error, blob = f"this run's stored files cannot be read: {e}", None
         return TrainingJob.ended_as(spec, "failed", trainstate.metrics_of(records), frames,
                                     originals if originals is not None else _no_digits(), error=error)
-    return TrainingJob.ended_as(spec, run.state, trainstate.metrics_of(records), frames,
+    records = trainstate.metrics_of(records)
+    spec = with_changes(spec, [c for r in records for c in r.changes])     # made while it trained
+    return TrainingJob.ended_as(spec, run.state, records, frames,
                                 originals if originals is not None else _no_digits(), model=model, meta=meta,
                                 checkpoint_bytes=blob, result=run.result, error=error, stop_reason=run.stop_reason)
 

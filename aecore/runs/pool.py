@@ -53,7 +53,7 @@ class Worker:
 
     def __init__(self, index: int):
         _without_main()
-        self.control = Control(stop=_CTX.Event(), running=_CTX.Event())
+        self.control = Control(stop=_CTX.Event(), running=_CTX.Event(), inbox=_CTX.SimpleQueue())
         self.conn, child = _CTX.Pipe()
         self.process = _CTX.Process(target=_serve, name=f"{NAME}worker-{index}", daemon=True,
                                     args=(child, self.control))
@@ -74,14 +74,18 @@ class Worker:
     def alive(self) -> bool:
         return self.process.is_alive() and not self.conn.closed
 
-    def arm(self, stopped: bool, paused: bool) -> None:
-        """Before a run: the events as the run's job has them (a stop asked during start-up stays asked)."""
+    def arm(self, control: Control) -> None:
+        """Before a run: the events as the run's job has them (a stop asked during start-up stays asked), and the
+        steering messages it has had so far (what an earlier run left unread is dropped)."""
         self.control._stop.clear()
         self.control.resume()
-        if stopped:
+        self.control.pending()
+        if control.stopped:
             self.control.stop()
-        elif paused:
+        elif control.paused:
             self.control.pause()
+        for message in control.pending():
+            self.control.send(message)
 
     def close(self) -> None:
         self.conn.close()              # an idle worker reads EOF and ends; a busy one is ended below

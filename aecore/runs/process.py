@@ -34,7 +34,7 @@ class ProcessJob(TrainingJob):
             files = shared.publish(self.data)
             worker = self.pool.take()
             with self._lock:         # from here pause and stop reach the process's events
-                worker.arm(self._control.stopped, self._control.paused)
+                worker.arm(self._control)
                 self._control = worker.control
             worker.conn.send(("run", self.spec, files, self._probe.numpy(), self.threads, self.resume_from))
             while True:

@@ -1,18 +1,17 @@
 """The run registry: every training on this server, by id. The only place that starts one.
 
 A page submits a `RunSpec` (or a `TaskSpec`: a lab's experiment, aecore.runs.task) and gets back a random,
-unguessable run id; knowing the id is what lets a visitor watch and drive the run (the Train page keeps it in the
-URL, so a reload or another tab reattaches). The registry admits at most `max_runs` CPU trainings and `max_gpu_runs`
-GPU trainings at once; the others wait in one FIFO queue and start by themselves when a slot of their kind frees. A
-page that shows a run registers its session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the
-session closes (`unwatch`); a run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long
-to reattach), and an ended run is dropped `retention_s` after it ended and was last seen, or earlier when the
+unguessable run id; knowing the id is what lets a visitor watch and drive the run (pause, resume, stop, and steer
+it: `send`). The registry admits at most `max_runs` CPU trainings and `max_gpu_runs` GPU trainings at once; the
+others wait in one FIFO queue and start by themselves when a slot of their kind frees. A page that shows a run
+registers its session as a watcher (`heartbeat(run_id, watcher)`) and unregisters it when the session closes
+(`unwatch`); a run with no watcher and no heartbeat for `grace_s` is stopped (a reload has that long to
+reattach), and an ended run is dropped `retention_s` after it ended and was last seen, or earlier when the
 registry holds more than `max_kept` runs (oldest ended first).
 
-A series (`submit_series`: a study's runs) trains its runs one after another: each joins the end of the queue
-when the one before it ends, so a study holds at most one slot and shares the slots fairly with single runs, and
-no thread of its own drives it. Its runs are watched, stopped and kept as one: watching one watches them all,
-stopping one stops the rest, and none is dropped while the series is active or before the whole series is due.
+A series (`submit_series`: a study's runs) trains its runs one after another, each joining the end of the queue
+when the one before it ends: a study holds at most one slot, and no thread of its own drives it. Its runs are
+watched, stopped and kept as one, and none is dropped while the series is active or before the whole series is due.
 
 With a run store (`RegistryConfig.store`, aecore.runs.store, written through `keeping.Keeper`), every training is
 also kept on disk or in a database: a run dropped from memory, or one from before a restart, is found there by
@@ -39,6 +38,7 @@ from aecore.runs.queue import ENDED, Run, RunRefused, RunView   # noqa: F401 (Ru
 from aecore.runs.relay import RayBackend
 from aecore.runs.settings import RegistryConfig
 from aecore.runs.task import TaskSpec
+
 
 class RunRegistry:
     """Thread-safe; one per server. `clock` is injectable so tests can move time."""
@@ -161,8 +161,8 @@ class RunRegistry:
                 position, starts_in = queue.place(self._runs, run, self._caps[run.gpu], self._clock())
             elif run.queued:
                 ahead, starts_in = queue.series_wait(self._runs, run, self._caps, self._clock())
-            job = run.job
-            return RunView(run.id, run.spec, "queued" if run.queued else snap.state, snap, position, starts_in,
+            job = run.job     # its spec holds the changes made while it trains (job.send)
+            return RunView(run.id, job.spec, "queued" if run.queued else snap.state, snap, position, starts_in,
                            run.stop_reason or job.stop_reason, job.model, job.meta, job.checkpoint_bytes, run.series,
                            ahead)
 
@@ -224,8 +224,7 @@ class RunRegistry:
         return self.series(series_id) if runs else None
 
     def heartbeat(self, run_id: str, watcher: str | None = None) -> bool:
-        """Someone is looking at the run now; a `watcher` (a session) counts as watching until `unwatch`.
-        Watching a run of a series watches the whole series. False if the run is unknown."""
+        """Someone (a `watcher`: a session, until `unwatch`) looks at the run, or its series, now; False if unknown."""
         with self._lock:
             run = self._runs.get(run_id)
             if run is not None:
@@ -257,8 +256,7 @@ class RunRegistry:
         return [v for v in map(self.view, [s.id for s in kept] + ids) if v is not None]
 
     def cluster_resources(self) -> dict | None:
-        """With the ray backend, the cluster's CPUs and GPUs (in all, free now) and nodes; else None."""
-        return self.backend.resources()
+        return self.backend.resources()     # the Ray cluster's CPUs, GPUs (in all, free now) and nodes, or None
 
     def counts(self) -> dict:
         with self._lock:
@@ -272,6 +270,10 @@ class RunRegistry:
 
     def resume(self, run_id: str) -> None:
         self._job(run_id).resume()
+
+    def send(self, run_id: str, message) -> None:
+        """Steer a running or paused run: aecore.engine.steering's Change, Step or Pace (ValueError: why not)."""
+        self._job(run_id).send(message)
 
     def continue_run(self, run_id: str, data: Data, visitor: str) -> str:
         """Resume an interrupted run (its server stopped or died) from its last whole epoch, with the optimiser
@@ -352,10 +354,8 @@ class RunRegistry:
 
     # ------------------------------------------------------------------------------------------ housekeeping
     def sweep(self) -> None:
-        """Stop runs nobody watches (grace) and drop ended runs past their retention; the sweeper thread calls
-        this every second, tests call it after moving the clock."""
-        now = self._clock()
-        cfg = self.config
+        """Stop runs nobody watches (grace), drop ended runs past their retention: every second (tests: at will)."""
+        now, cfg = self._clock(), self.config
         self.keeper.write("beat")
         if now - self._store_swept > 60.0:     # the store's retention: age, count, disk size
             self._store_swept = now

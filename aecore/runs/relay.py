@@ -20,7 +20,7 @@ from aecore.engine.data import Data
 from aecore.engine.train import RunSpec
 from aecore.runs.backend import Backend
 from aecore.runs.cluster import ENDED, POLL_S, Cluster, connect
-from aecore.runs.job import TrainingJob
+from aecore.runs.job import TrainingJob, with_changes
 from aecore.runs.settings import RegistryConfig
 from aecore.runs.task import TaskError, TaskSpec
 
@@ -92,6 +92,11 @@ class RayJob(TrainingJob):
             elif self._state not in ENDED:
                 self._actor.stop.remote(reason)
 
+    def _deliver(self, message) -> None:
+        if self._actor is None:
+            raise ValueError("this run still waits for the cluster's resources; steer it once it trains")
+        self._actor.send.remote(message)
+
     # ------------------------------------------------------------------ the relay thread
     def _work(self) -> None:
         ray = self.cluster.ray
@@ -156,6 +161,9 @@ class RayJob(TrainingJob):
                 self._wanted = None
             self._state = state
             self._records.extend(new["records"])
+            if isinstance(self.spec, RunSpec):
+                self.spec = with_changes(self.spec, [c for r in new["records"] for c in r.changes])
+            self._peek = new.get("peek") or self._peek
             self._timeline.extend(new["frames"])
             if new["originals"] is not None:
                 self._originals = new["originals"]

@@ -190,6 +190,7 @@ class Autoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.sparsity = config.sparsity     # the L1 weight; a run may change it while it trains (engine.steering)
         self.make_layers(config)
         initialise(self, config.init)
 
@@ -224,14 +225,14 @@ class Autoencoder(nn.Module):
             recon = bce_with_logits(out.raw, target)
         else:
             recon = F.mse_loss(out.x_hat, target)
-        if not self.config.sparsity:
+        if not self.sparsity:
             return {"reconstruction": recon}
         return {"reconstruction": recon, "code L1": out.z.abs().sum(dim=1).mean()}
 
     def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         if len(terms) == 1:
             return terms["reconstruction"]
-        return terms["reconstruction"] + self.config.sparsity * terms["code L1"]
+        return terms["reconstruction"] + self.sparsity * terms["code L1"]
 
     def at_epoch(self, epochs_done: float) -> None:
         """Told before every training step how far training has come (a VAE's KL warm-up uses it)."""

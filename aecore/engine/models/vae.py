@@ -40,6 +40,7 @@ class VariationalAutoencoder(Autoencoder):
 
     def make_layers(self, config: ModelConfig) -> None:
         self.encoder, self.heads, self.decoder = (_conv if config.family == "conv-vae" else _mlp)(config)
+        self.beta = config.beta                # β; a run may change it while it trains (engine.steering)
         self.kl_weight = config.beta           # lowered during a KL warm-up (at_epoch)
 
     @property
@@ -86,7 +87,7 @@ class VariationalAutoencoder(Autoencoder):
     def at_epoch(self, epochs_done: float) -> None:
         """The KL warm-up: the weight rises linearly from 0 to beta over the first `kl_warmup` epochs."""
         warmup = self.config.kl_warmup
-        self.kl_weight = self.config.beta * (min(1.0, epochs_done / warmup) if warmup else 1.0)
+        self.kl_weight = self.beta * (min(1.0, epochs_done / warmup) if warmup else 1.0)
 
 
 def _mlp(cfg: ModelConfig):
