@@ -19,7 +19,7 @@ from aecore.engine.fields import FIELDS
 from aecore.runs import RunSpec, TaskSpec
 from aecore.engine.models import ModelConfig, build, count_params, summary
 from aecore.engine.train import TrainConfig, available_devices
-from ui import caches, classroom as classes, form, guide, panels, server, session
+from ui import caches, classroom as classes, form, guide, panels, server, session, steer
 from ui import takehome
 
 panels.readable_sliders()
@@ -34,7 +34,7 @@ COLUMNS = {
     "Model": ("family", "channels", "hidden", "linear_code", "sparsity", "latent", "beta", "kl_warmup", "activation",
               "output", "loss", "init"),
     "Training": ("dropout", "dropout_where", "optimizer", "adam_eps", "lr", "batch_size", "epochs", "lr_milestones",
-                 "lr_gamma", "seed", "binarize", "device"),
+                 "lr_gamma", "seed", "binarize", "device", "changes"),
 }
 
 
@@ -241,6 +241,7 @@ if carry_on and panels.submit(lambda: registry.continue_run(run.id, caches.data_
 if stop:
     registry.stop(run.id)
     st.rerun()
+steer.section(registry, run, K)     # change while it trains, step while paused, slow motion
 
 
 # ------------------------------------------------------------------------------------------------ live view
@@ -248,8 +249,9 @@ STATUS = {"queued": "queued", "running": "running", "paused": "paused", "finishe
           "stopped": "stopped", "failed": "failed", "ready": "starting", "interrupted": "interrupted"}
 
 
-# A running run redraws its chart three times a second; a queued one only its place in line, every 2 s.
-@st.fragment(run_every={"running": 0.3, "queued": 2.0}.get(state))
+# A running run (or a paused one taking a Step) redraws its chart three times a second; a queued one only its place
+# in line, every 2 s.
+@st.fragment(run_every=0.3 if steer.stepping(K, run) else {"running": 0.3, "queued": 2.0}.get(state))
 def live_view():
     run = session.current_run()
     if run is None:
@@ -285,7 +287,8 @@ def live_view():
     epochs = [(r.epoch, r.val_loss) for r in snap.records if r.epoch_end and r.val_loss is not None]
     per_epoch = m.total_steps / spec.train.epochs if m else 1
     label = "tutorial" + (f" ({pre.train.epochs} epochs)" if pre and pre.train.epochs != spec.train.epochs else "")
-    fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None, reference_label=label)
+    fig = viz.loss_figure(steps, epochs, per_epoch, reference=pre.figure if pre else None, reference_label=label,
+                          marks=steer.marks(run))
     chart, recon = st.columns([3, 2])
     # Plotly's buttons would sit over the legend on a phone; dragging still zooms, a double click zooms back out
     chart.plotly_chart(fig, key=K + "chart", width="stretch", config={"displayModeBar": False})
@@ -293,7 +296,12 @@ def live_view():
         chart.plotly_chart(viz.terms_figure([(r.step, r.terms) for r in snap.records], per_epoch),
                            key=K + "terms", width="stretch", config={"displayModeBar": False})
     with recon:
-        if snap.timeline:
+        if snap.peek and snap.peek[0] > max((r.step for r in snap.records if r.epoch_end), default=0):
+            st.image(viz.grid(np.concatenate([snap.originals, snap.peek[1]]), nrow=8, zoom=3),
+                     caption=f"top: fixed test digits · bottom: reconstructions after step {snap.peek[0]:,}",
+                     alt=f"Eight test digits in the top row and, below each, the model's reconstruction of it after "
+                         f"step {snap.peek[0]}.")
+        elif snap.timeline:
             epoch, frame = snap.timeline[-1]
             st.image(viz.grid(np.concatenate([snap.originals, frame]), nrow=8, zoom=3),
                      caption=f"top: fixed test digits · bottom: reconstructions after epoch {epoch}",
@@ -327,7 +335,8 @@ def live_view():
         takehome.code_buttons(spec, K + "takehome.", run.checkpoint_bytes)
         st.markdown("**This run's configuration as a link** (opening it fills the form; it starts nothing)")
         st.code(link_url(*links.of_run(spec)), language=None, wrap_lines=True)
-    if not run.active and busy:
+    if (not run.active and busy) or (state == "paused" and run.state == "paused" and not steer.stepping(K, run)
+                                     and st.session_state.pop(K + "step_to", None)):
         st.rerun()   # the whole app: app.py adds the run to the models, the buttons and the poll rate follow
 
 

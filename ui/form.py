@@ -9,9 +9,9 @@ from typing import Mapping
 
 import streamlit as st
 
-from aecore.engine import links
+from aecore.engine import links, steering
 from aecore.engine.data import DataConfig
-from aecore.engine.fields import FIELDS, fields_for, is_on, parse_ints
+from aecore.engine.fields import FIELDS, fields_for, format_value, is_on, parse_ints, parse_schedule
 from aecore.engine.models import ModelConfig
 from aecore.engine.train import TrainConfig
 
@@ -24,6 +24,8 @@ FORMATS = {"lr": "%.6f", "sparsity": "%.5f", "adam_eps": "%.1e"}
 def widget_value(name: str, value, family: str):
     """A config's value of setting `name` as its widget holds it for a model of `family`."""
     f = FIELDS[name].for_family(family)
+    if f.kind == "schedule":
+        return format_value(value)
     if f.kind == "ints":
         if f.distinct:
             return list(value)
@@ -39,7 +41,10 @@ def widget_values(values: Mapping, prefix: str) -> dict:
 
 
 def config_value(name: str, value):
-    """A widget's value as the config takes it; ValueError for text that is not comma-separated numbers."""
+    """A widget's value as the config takes it; ValueError for text that is not comma-separated numbers (or, for
+    the changes while training, not a schedule of them)."""
+    if FIELDS[name].kind == "schedule":
+        return parse_schedule(value) if isinstance(value, str) else value
     if FIELDS[name].kind != "ints":
         return value
     if isinstance(value, (list, tuple)):
@@ -59,7 +64,9 @@ def read(state: Mapping, prefix: str) -> tuple[ModelConfig, DataConfig, TrainCon
     kwargs: dict[str, dict] = {section: {} for section in CONFIGS}
     for name in fields_for(family):
         kwargs[FIELDS[name].config][name] = config_value(name, state[prefix + name])
-    return tuple(cls(**kwargs[section]) for section, cls in CONFIGS.items())
+    model, data, train = (cls(**kwargs[section]) for section, cls in CONFIGS.items())
+    steering.check_schedule(model, train.changes)      # a change this model cannot make (dropout without layers)
+    return model, data, train
 
 
 def query(state: Mapping, prefix: str) -> dict | None:
@@ -115,7 +122,7 @@ def draw(name: str, prefix: str, family: str, where=None, **kwargs):
         return where.checkbox(label, **kwargs)
     if f.kind == "ints" and f.distinct:
         return where.multiselect(label, list(range(int(f.low), int(f.high) + 1)), **kwargs)
-    if f.kind == "ints" and not f.single:
+    if f.kind == "schedule" or (f.kind == "ints" and not f.single):
         return where.text_input(label, **kwargs)
     num = float if f.kind == "float" else int
     low, high, step = num(f.low), num(f.high), num(f.step or 1)
