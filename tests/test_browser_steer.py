@@ -30,7 +30,8 @@ def test_change_the_learning_rate_mid_run_then_step_while_paused(browser, server
         page.get_by_role("heading", name="Train an autoencoder").wait_for()
         wait_idle(page, 120)
         page.get_by_role("button", name="Start").click()
-        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"running · epoch \d+/20 · step"))
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(re.compile(r"running · epoch \d+/20 · step"),
+                                                                       timeout=120_000)
         wait_idle(page, 60)
         page.get_by_text("Change while it trains").wait_for()
         lr = page.get_by_role("spinbutton", name="Learning rate")
@@ -42,22 +43,28 @@ def test_change_the_learning_rate_mid_run_then_step_while_paused(browser, server
         chart = page.get_by_test_id("stPlotlyChart").first
         expect(chart.get_by_text(re.compile(r"^lr 0\.004$"))).to_be_visible(timeout=60_000)   # the marker
         page.get_by_role("button", name="Pause").click()
-        expect(page.get_by_test_id("stProgress").last).to_contain_text("paused")
+        expect(page.get_by_test_id("stProgress").last).to_contain_text("paused", timeout=60_000)
         wait_idle(page, 60)
-        before = step_of(progress_text(page))
+        before = -1
+        for _ in range(40):                          # the record made as it paused comes a moment later
+            page.wait_for_timeout(500)
+            now = step_of(progress_text(page))
+            if now == before:
+                break
+            before = now
         batches = page.get_by_role("spinbutton", name="Batches")
         batches.fill("30")
         batches.press("Enter")
         wait_idle(page, 60)
         page.get_by_role("button", name="Step", exact=True).click()
-        expect(page.get_by_test_id("stProgress").last).to_contain_text(f"step {before + 30:,}/")
-        expect(page.get_by_text(f"reconstructions after step {before + 30:,}")).to_be_visible()
+        expect(page.get_by_test_id("stProgress").last).to_contain_text(f"step {before + 30:,}/", timeout=60_000)
+        expect(page.get_by_text(f"reconstructions after step {before + 30:,}")).to_be_visible(timeout=60_000)
         wait_idle(page, 60)
         page.wait_for_timeout(1000)
         assert step_of(progress_text(page)) == before + 30     # and it paused again
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / "train-change.png", full_page=True)
         page.get_by_role("button", name="Stop").click()
-        expect(page.get_by_test_id("stProgress").last).to_contain_text("stopped")
+        expect(page.get_by_test_id("stProgress").last).to_contain_text("stopped", timeout=60_000)
     finally:
         context.close()
