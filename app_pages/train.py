@@ -229,7 +229,7 @@ if start:
         st.query_params["run"] = run_id
         st.rerun()   # draw the buttons for the new run (they were drawn above for the idle form)
 if pause:
-    registry.pause(run.id)
+    steer.pause(registry, run.id)    # and the step it stopped at
     st.rerun()   # the buttons above were drawn for the old state; the live view alone would not redraw them
 if resume:
     registry.resume(run.id)
@@ -241,7 +241,6 @@ if carry_on and panels.submit(lambda: registry.continue_run(run.id, caches.data_
 if stop:
     registry.stop(run.id)
     st.rerun()
-steer.section(registry, run, K)     # change while it trains, step while paused, slow motion
 
 
 # ------------------------------------------------------------------------------------------------ live view
@@ -341,6 +340,7 @@ def live_view():
 
 
 live_view()
+steer.section(registry, run, K)     # change while it trains, step while paused, slow motion: under the chart
 
 # ------------------------------------------------------------------------------------------------ the settings
 st.session_state.setdefault(SETTINGS, run is None)    # open until a run exists; then the visitor's choice

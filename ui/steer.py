@@ -10,7 +10,7 @@ import time
 import streamlit as st
 
 from aecore.engine import steering
-from aecore.engine.fields import FIELDS, format_value
+from aecore.engine.fields import format_value
 from aecore.runs import RunSpec
 from ui import form
 
@@ -69,9 +69,6 @@ def section(registry, run, prefix: str) -> None:
                     registry.send(run.id, steering.Change(name, value))
             except ValueError as e:
                 st.error(f"**Not applied.** {e}", icon=":material/block:")
-            else:
-                st.toast("Applied from the next step: " + ", ".join(f"{FIELDS[n].label.lower()} {format_value(v)}"
-                                                                    for n, v in changed.items()))
         c2.caption("A change applies from the next step and is marked on the chart. The run keeps it: its "
                    "checkpoint and its link repeat the same changes at the same steps.")
         s1, s2, s3 = st.columns([1, 1, 2], vertical_alignment="bottom")
@@ -81,11 +78,30 @@ def section(registry, run, prefix: str) -> None:
                      help="Train these batches of the paused run, then pause again" if run.state == "paused" else
                      "Pause the run first: Step trains a paused run a few batches at a time"):
             step(registry, run, int(n), prefix)
-        s3.select_slider("Speed (steps a second)", steering.PACES, key=prefix + "pace",
-                         format_func=lambda p: "full speed" if p == 0 else f"{p:g}",
-                         on_change=lambda: _pace(registry, run.id, prefix),
-                         help="Slow the run down to watch a change take effect; the waiting is not counted as "
-                              "training time")
+        pace = s3.select_slider("Speed (steps a second)", steering.PACES, key=prefix + "pace",
+                                format_func=lambda p: "full speed" if p == 0 else f"{p:g}",
+                                help="Slow the run down to watch a change take effect; the waiting is not counted "
+                                     "as training time")
+        if st.session_state.get(prefix + "pace_sent") != (run.id, pace):      # read here, sent once per value
+            try:
+                registry.send(run.id, steering.Pace(float(pace)))
+                st.session_state[prefix + "pace_sent"] = (run.id, pace)
+            except ValueError as e:
+                st.error(f"**Speed unchanged.** {e}", icon=":material/block:")
+
+
+def pause(registry, run_id: str) -> None:
+    """Pause the run and wait a moment for the record it makes as it pauses, so the page then shows the step it
+    stopped at (a Step counts from there)."""
+    registry.pause(run_id)
+    last, deadline = None, time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        view = registry.view(run_id)
+        now = view.snapshot.last.step if view is not None and view.snapshot.last else None
+        if view is None or view.state != "paused" or (now is not None and now == last):
+            break
+        last = now
 
 
 def step(registry, run, n: int, prefix: str) -> None:
@@ -104,11 +120,3 @@ def step(registry, run, n: int, prefix: str) -> None:
             break
         time.sleep(0.05)
     st.rerun()
-
-
-def _pace(registry, run_id: str, prefix: str) -> None:
-    try:
-        registry.send(run_id, steering.Pace(float(st.session_state[prefix + "pace"])))
-    except ValueError as e:
-        st.session_state[prefix + "pace"] = 0.0
-        st.toast(f"Speed unchanged: {e}")
