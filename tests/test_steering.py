@@ -259,3 +259,36 @@ def test_the_train_page_changes_steps_and_slows_a_run(tiny_idx, started_jobs):
     assert not at.exception
     at.button(key="train.btn_stop").click().run()
     assert job.join(WAIT)
+
+
+def _a_run_that_ends_as_the_page_draws_it(ended: bool):
+    """The steering section for a run the page read as running; by the time the page sends its speed the run has
+    ended (`ended`) or it refuses for another reason."""
+    from types import SimpleNamespace
+
+    from aecore.engine.data import DataConfig
+    from aecore.engine.models import ModelConfig
+    from aecore.engine.train import RunSpec, TrainConfig
+    from ui import steer
+
+    class Registry:
+        def send(self, run_id, message):
+            raise ValueError("this run is finished; only a running or paused run can be steered" if ended
+                             else "the run refuses")
+
+        def view(self, run_id):
+            return SimpleNamespace(state="finished" if ended else "running")
+
+    spec = RunSpec("s", ModelConfig("shallow", hidden=(8,)), DataConfig(), TrainConfig(epochs=1))
+    run = SimpleNamespace(id="r1", state="running", spec=spec, snapshot=SimpleNamespace(records=(), last=None))
+    steer.section(Registry(), run, "train.")
+
+
+def test_a_run_that_ends_while_the_page_draws_it_shows_no_error_but_a_live_refusal_does():
+    from streamlit.testing.v1 import AppTest
+
+    ended = AppTest.from_function(_a_run_that_ends_as_the_page_draws_it, args=(True,), default_timeout=30).run()
+    assert not ended.exception and not ended.error                  # the run finished meanwhile: nothing to say
+    live = AppTest.from_function(_a_run_that_ends_as_the_page_draws_it, args=(False,), default_timeout=30).run()
+    assert not live.exception
+    assert [e.value for e in live.error] == ["**Speed unchanged.** the run refuses"]

@@ -87,7 +87,10 @@ def section(registry, run, prefix: str) -> None:
                 registry.send(run.id, steering.Pace(float(pace)))
                 st.session_state[prefix + "pace_sent"] = (run.id, pace)
             except ValueError as e:
-                st.error(f"**Speed unchanged.** {e}", icon=":material/block:")
+                view = registry.view(run.id)
+                if view is not None and view.state in ("running", "paused"):
+                    st.error(f"**Speed unchanged.** {e}", icon=":material/block:")
+                # else the run ended since this page read it: its speed no longer matters
 
 
 def pause(registry, run_id: str) -> None:
