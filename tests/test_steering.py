@@ -168,17 +168,26 @@ def test_step_trains_exactly_the_batches_asked_then_pauses_again(data):
         job.pause()
         time.sleep(0.3)
         before = job.snapshot().records[-1].step
-        job.send(steering.Step(7))
+        per_epoch = job.snapshot().records[0].total_steps // 400
+        n = 7 if (before + 7) % per_epoch else 6      # a Step that ends an epoch makes that epoch's usual record
+        job.send(steering.Step(n))
         assert until(lambda: job.snapshot().records[-1].step > before)
         time.sleep(0.5)                                       # nothing more comes: it paused again
         snap = job.snapshot()
         stepped = [r for r in snap.records if r.step > before]
-        assert stepped[-1].step == before + 7 and stepped[-1].live
-        assert snap.peek is not None and snap.peek[0] == before + 7 and snap.peek[1].shape == (8, 28, 28)
+        assert stepped[-1].step == before + n and stepped[-1].live
+        assert snap.peek is not None and snap.peek[0] == before + n and snap.peek[1].shape == (8, 28, 28)
         job.send(steering.Step(3))
-        assert until(lambda: job.snapshot().records[-1].step >= before + 10)
+        assert until(lambda: job.snapshot().records[-1].step >= before + n + 3)
         time.sleep(0.5)
-        assert job.snapshot().records[-1].step == before + 10
+        assert job.snapshot().records[-1].step == before + n + 3
+        at = before + n + 3
+        to_end = per_epoch - at % per_epoch                   # a Step to the epoch's end: its usual record ...
+        job.send(steering.Step(to_end))
+        assert until(lambda: job.snapshot().records[-1].step >= at + to_end)
+        end = job.snapshot().records[-1]
+        assert end.step == at + to_end and end.epoch_end and not end.live
+        assert until(lambda: job.snapshot().timeline[-1][0] == end.epoch)   # ... and that epoch's reconstructions
         with pytest.raises(ValueError, match="1 to 1,000 batches"):
             job.send(steering.Step(0))
     finally:
