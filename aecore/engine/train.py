@@ -18,6 +18,7 @@ import torch
 from aecore.engine.data import Data, DataConfig, add_noise, deform, picture_set_about, to_float
 from aecore.engine.fields import OPTIMIZERS, validate  # noqa: F401 (OPTIMIZERS: public here too)
 from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
+from aecore.engine.optim import LeanAdam
 from aecore.engine.scoring import error_quantiles, reconstruction_error
 from aecore.engine.steering import Control, apply, check_schedule  # noqa: F401 (Control: public here too)
 
@@ -206,7 +207,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     if cfg.optimizer == "rmsprop":
         opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=0.9, eps=cfg.adam_eps)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+        opt = LeanAdam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)     # Adam(fused=True), to the bit
 
     good = _snapshot(model)
     step = samples = 0
