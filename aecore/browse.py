@@ -30,10 +30,32 @@ SHOWN = ("queued", "running", "paused", "stopped", "finished", "failed")   # a r
 STATE = re.compile(r"\b(" + "|".join(SHOWN) + r")\b")
 NUMBERS = {"rate": re.compile(r"([\d,]+) samples/s"), "step": re.compile(r"step ([\d,]+)/"),
            "position": re.compile(r"number (\d+) in line")}
-CLICK_START_AT = """at => setTimeout(() => {
-    window.clickedAt = Date.now();
+# Clicks Start at the wall-clock moment `at` (ms), then watches the page every 25 ms, in the page itself (so the
+# times do not wait for the harness to come round to this tab): when the URL first names a run other than `old`,
+# when that run first reads queued, and when it first shows a training step (the chart's first point is drawn with
+# it). `window.startMarks` holds those moments (ms); "clicked" is the click's; "seen" each new progress text
+# (its start) from the URL's change on, with its moment.
+CLICK_START_AT = """([at, old]) => {
+  const marks = window.startMarks = {};
+  setTimeout(() => {
+    marks.clicked = Date.now();
     [...document.querySelectorAll('button')].find(b => /Start$/.test(b.innerText.trim())).click();
-}, at - Date.now())"""
+    const watch = setInterval(() => {
+      const text = document.querySelector('[data-testid="stProgress"]')?.innerText || '';
+      const run = (location.search.match(/[?&]run=([^&#]+)/) || [])[1] || null;
+      const now = Date.now();
+      if (run && run !== old) {
+        marks.url ??= now;
+        marks.run ??= run;
+        const seen = marks.seen ??= [];            // what the progress text said, from the URL's change on
+        if (!seen.length || seen[seen.length - 1][1] !== text.slice(0, 48)) seen.push([now, text.slice(0, 48)]);
+        if (/\\bqueued\\b/.test(text)) marks.queued ??= now;
+        if (/\\brunning\\b/.test(text) && /step [\\d,]+\\//.test(text)) marks.step ??= now;
+      }
+      if (marks.step || marks.queued || now - marks.clicked > 300000) clearInterval(watch);
+    }, 25);
+  }, at - Date.now());
+}"""
 PROGRESS_JS = "() => [document.querySelector('[data-testid=\"stProgress\"]')?.innerText || '', location.search]"
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from aecore import trace
 from aecore.browse import (CHROMIUM_ARGS, CLICK_START_AT, SHOWN, TRAIN, Deadline, Session, button,
                            niced, open_session, read_run, serve, visit, wait_idle, wait_state)
 
@@ -78,8 +79,8 @@ def single_run(s: Session, pid: int, deadline: Deadline) -> tuple[float | None, 
     return (statistics.median(rates) if rates else None), busy
 
 
-def start_together(starters: list[Session], single: float | None, pid: int,
-                   deadline: Deadline) -> tuple[dict, list[int]]:
+def start_together(starters: list[Session], single: float | None, pid: int, deadline: Deadline,
+                   trace_file: Path) -> tuple[dict, list[int]]:
     """M sessions press Start at one moment; then the cap, the queue and the aggregate samples/s over ~30 s.
     Also returns the indexes of the sessions seen queued."""
     for s in starters:   # Start is clickable everywhere before the first click
@@ -87,13 +88,23 @@ def start_together(starters: list[Session], single: float | None, pid: int,
     # Every tab clicks at the same wall-clock moment (one system clock), set far enough ahead for each to hear of
     # it first: a call into a busy tab takes a while. The button is looked up then, and each tab notes the time.
     olds, at = [read_run(s.page)["run"] for s in starters], time.time() * 1000 + 1000 + 500 * len(starters)
-    for s in starters:
-        s.page.evaluate(CLICK_START_AT, at)
+    for s, old in zip(starters, olds):
+        s.page.evaluate(CLICK_START_AT, [at, old])
     time.sleep(max(0.0, at / 1000 - time.time()))
-    first = first_metrics(starters, olds, at / 1000, deadline)
+    marks = start_marks(starters, deadline)
     for s, old in zip(starters, olds):
         s.own.append(wait_state(s.page, ("queued", "running", "finished"), deadline, not_run=old)["run"])
-    clicked = [s.page.evaluate("() => window.clickedAt") for s in starters]
+    clicked = [m["clicked"] for m in marks]
+    # a run seen waiting for a slot is not timed, even once it starts
+    first = [(m["step"] - m["clicked"]) / 1000 for m in marks if m.get("step") and not m.get("queued")]
+    taken = [(m["url"] - m["clicked"]) / 1000 for m in marks if m.get("url")]
+    # For each timed run, seconds after its click: the server handed it to the registry and first drew a step of it
+    # (the server's marks, AELAB_TRACE), the page showed that step; and what its progress text said on the way.
+    server = trace.read(trace_file)
+    timed = [{**{event: round(t - m["clicked"] / 1000, 3) for event, t in server.get(m.get("run"), {}).items()},
+              "shown": round((m["step"] - m["clicked"]) / 1000, 3),
+              "texts": [(round((t - m["clicked"]) / 1000, 2), text) for t, text in m.get("seen", [])]}
+             for m in marks if m.get("step") and not m.get("queued")]
     ticks, end, start = [], time.monotonic() + AGGREGATE_WINDOW_S, stats(pid)
     while time.monotonic() < end:   # a sweep over the M tabs every ~0.5 s
         ticks.append([read_run(s.page) for s in starters])
@@ -110,6 +121,8 @@ def start_together(starters: list[Session], single: float | None, pid: int,
     aggregate = statistics.median(totals) if totals else None
     return {"start_click_spread_s": round((max(clicked) - min(clicked)) / 1000, 3),
             "first_metric_after_start_s": {**summary(first), "each": sorted(round(x, 3) for x in first)},
+            "start_answered_after_s": {**summary(taken), "each": sorted(round(x, 3) for x in taken)},
+            "timed_runs": timed,
             "running_seen": sum(t["state"] == "running" for t in ticks[0]),
             "queued_seen": sum(t["state"] == "queued" for t in ticks[0]), "ran_at_once": at_once,
             "aggregate_samples_per_s": aggregate and round(aggregate),
@@ -119,27 +132,16 @@ def start_together(starters: list[Session], single: float | None, pid: int,
             }, sorted({i for tick in ticks for i, t in enumerate(tick) if t["state"] == "queued"})
 
 
-def first_metrics(starters: list[Session], olds: list[str | None], at: float, deadline: Deadline,
-                  window_s: float = 30.0) -> list[float]:
-    """Seconds from the Start click to the first training record on the page (a step count in the progress
-    text, drawn with the chart's first point) for each run that got a slot, by sweeps over the tabs: an upper
-    bound, by up to one sweep. Sessions whose runs wait in the queue within the window are not counted."""
-    seen: dict[int, float] = {}
-    queued: set[int] = set()      # a run seen waiting for a slot is not timed, even once it starts
+def start_marks(starters: list[Session], deadline: Deadline, window_s: float = 30.0) -> list[dict]:
+    """Each tab's own record of its Start (CLICK_START_AT): the click, the URL naming the new run (the server has
+    taken the Start and answered), the run first read queued, its first training step shown (ms, the page's clock,
+    the same system clock as here). Waits up to `window_s` for every tab to show a step or a queue place."""
     end = time.monotonic() + deadline.ms(window_s) / 1000
-    while time.monotonic() < end and len(seen) + len(queued) < len(starters):
-        for i, (s, old) in enumerate(zip(starters, olds)):
-            if i in seen or i in queued:
-                continue
-            r = read_run(s.page)
-            if r["run"] != old and r["state"] == "queued":
-                queued.add(i)
-            elif r["run"] != old and r["state"] == "running" and r["step"]:
-                # not "finished": for a moment after the click the URL holds the new run while the progress text
-                # is still the old run's, finished with its steps
-                seen[i] = time.time() - at
-        time.sleep(0.05)
-    return list(seen.values())
+    while True:
+        marks = [s.page.evaluate("() => window.startMarks || {}") for s in starters]
+        if time.monotonic() >= end or all(m.get("step") or m.get("queued") for m in marks):
+            return marks
+        time.sleep(0.25)
 
 
 def queued_starts(starters: list[Session], queued: list[int], deadline: Deadline) -> bool:
@@ -191,7 +193,7 @@ def leak_check(sessions: list[Session], deadline: Deadline) -> dict:
     return {"violations": len(problems), "problems": problems}
 
 
-def measure(browser, url: str, pid: int, args, deadline: Deadline, out: dict) -> None:
+def measure(browser, url: str, pid: int, args, deadline: Deadline, out: dict, trace_file: Path) -> None:
     """Every phase in order; each writes its part of `out` as soon as it has it."""
     # A warm-up visitor loads the shared data and models and stays (a closed session is dropped only after
     # Streamlit's disconnectedSessionTTL, 120 s), on the Train page: the other pages leave garbage in reference
@@ -225,7 +227,7 @@ def measure(browser, url: str, pid: int, args, deadline: Deadline, out: dict) ->
         wait_idle(s.page, deadline)
     single, out["cores_busy_single"] = single_run(sessions[0], pid, deadline)
     out["single_run_samples_per_s"] = single and round(single)
-    together, queued = start_together(starters, single, pid, deadline)
+    together, queued = start_together(starters, single, pid, deadline, trace_file)
     out.update(together)
     out["queued_started_by_itself"] = queued_starts(starters, queued, deadline)
     out["reload"] = reload_check(starters, min(5, args.start), deadline)
@@ -261,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("aecore.loadtest needs playwright, a dev dependency: pip install -r requirements-dev.txt")
     from aecore.runs.settings import cpu_slots
 
-    env = dict(os.environ, AELAB_RUN_GRACE_S=str(args.grace))
+    trace_file = Path(tempfile.gettempdir()) / f"aelab-loadtest-{os.getpid()}.trace"    # the server's timing marks
+    trace_file.unlink(missing_ok=True)
+    env = dict(os.environ, AELAB_RUN_GRACE_S=str(args.grace), AELAB_TRACE=str(trace_file))
     if args.max_runs:
         env["AELAB_MAX_RUNS"] = str(args.max_runs)
     out = {"settings": {"sessions": args.sessions, "start": args.start, "max_runs": args.max_runs or cpu_slots(),
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                                          headless=True, args=CHROMIUM_ARGS)
             try:
                 out["settings"]["chromium"] = browser.version
-                measure(browser, url, pid, args, deadline, out)
+                measure(browser, url, pid, args, deadline, out, trace_file)
             finally:
                 browser.close()   # and every context in it
     except Exception as e:       # report what was measured so far, and why it stopped
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for launcher in log.parent.glob(f"aelab-chromium-nice*-{os.getpid()}"):
             launcher.unlink(missing_ok=True)
+        trace_file.unlink(missing_ok=True)
     out["settings"]["wall_s"] = round(time.monotonic() - t0, 1)
     text = json.dumps(out, indent=2)
     print(text)

@@ -13,6 +13,7 @@ import re
 import numpy as np
 import streamlit as st
 
+from aecore import trace
 from aecore.engine import checkpoint, links, presets, viz
 from aecore.engine.data import DATASETS, DataConfig
 from aecore.engine.fields import FIELDS
@@ -224,6 +225,7 @@ if start:
                    train=train_cfg, preset=selected.name if selected else None)
     run_id = panels.submit(lambda: classes.submit(spec, caches.data_for(data_cfg), me))   # a class's run: its board
     if run_id:
+        trace.mark("submitted", run_id)
         st.session_state[session.RUN_ID] = st.session_state[FORM_RUN] = run_id
         st.session_state[SETTINGS] = False    # fold the settings away: the controls and the chart share the screen
         st.query_params["run"] = run_id
@@ -275,6 +277,7 @@ def live_view():
         st.caption("The server stopped while this run trained. **Resume** goes on from the end of epoch "
                    f"{done}, with the optimiser and the random generators as they were there.")
     elif m:
+        trace.mark("drawn", run.id)
         eta = f"{snap.eta_s:,.0f} s" if snap.eta_s is not None else "…"
         st.progress(snap.progress, text=f"{status} · epoch {m.epoch}/{spec.train.epochs} · step {m.step:,}/"
                                         f"{m.total_steps:,} · {m.samples / max(m.elapsed, 1e-9):,.0f} samples/s · ETA {eta} · {snap.device}")

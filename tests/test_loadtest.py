@@ -34,6 +34,13 @@ def test_small_load_run(tmp_path, capsys):
     assert result["first_metric_after_start_s"]["n"] == 1, result   # the run that got the one slot, timed
     assert 0 < result["first_metric_after_start_s"]["max"] < 300, result
     assert result["first_metric_after_start_s"]["each"] == [result["first_metric_after_start_s"]["max"]], result
+    answered = result["start_answered_after_s"]      # both Starts answered (the URL names the new run) ...
+    assert answered["n"] == 2 and 0 < min(answered["each"]), result
+    assert min(answered["each"]) <= result["first_metric_after_start_s"]["max"], result   # ... before a step shows
+    [timed] = result["timed_runs"]     # the server's marks for it: handed to the registry, then a step drawn ...
+    assert 0 < timed["submitted"] <= timed["drawn"] <= timed["shown"] + 0.05, timed   # ... before the page showed it
+    assert timed["shown"] == result["first_metric_after_start_s"]["max"], timed
+    assert any("running" in text for _, text in timed["texts"]), timed
     assert result["queued_seen"] >= 1 and 1 in result["queued_positions_seen"], result
     assert result["queued_started_by_itself"] is True, result
     assert result["reload"]["tries"] >= 1 and result["reload"]["reattached"] == 1.0, result["reload"]
