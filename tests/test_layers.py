@@ -4,7 +4,7 @@ aecore/, ui/, app_pages/ (pages/ before the move) and app.py.
 
 Floors, lowest first; an import a -> b needs floor(b) <= floor(a):
 
-    0  aecore.argv (and the bare `aecore` package, whose __init__ imports nothing)
+    0  aecore.argv, aecore.trace (and the bare `aecore` package, whose __init__ imports nothing)
     1  aecore.engine.*        the engine
     2  aecore.runs.*          the run service
     3  aecore.labs.*          the labs; aecore.export.* (a run's code, ONNX, an offline page), beside them
@@ -29,7 +29,7 @@ PACKAGES = ("aecore", "ui", "app_pages", "pages")
 SCRIPTS = ("app.py",)
 
 FLOORS = {
-    "aecore": 0, "aecore.argv": 0,
+    "aecore": 0, "aecore.argv": 0, "aecore.trace": 0,
     "aecore.engine": 1,
     "aecore.runs": 2,
     "aecore.labs": 3, "aecore.export": 3,
