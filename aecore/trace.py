@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 PATH = os.environ.get("AELAB_TRACE") or None
 _lock = threading.Lock()
@@ -33,7 +34,7 @@ def read(path) -> dict[str, dict[str, float]]:
     """A trace file as run id -> {event: wall-clock seconds} (the first of each); no file: empty."""
     runs: dict[str, dict[str, float]] = {}
     try:
-        lines = open(path, encoding="utf-8").read().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return runs
     for line in lines:

@@ -5,12 +5,15 @@ skip when Chromium or the real MNIST files are missing.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"    # git-ignored: logs, screenshots, measurements
+# Screenshots go to the git-ignored artifacts folder; AELAB_SCREENSHOTS=docs/screenshots refreshes the README's.
+SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}

@@ -24,11 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import (ARTIFACTS, CHROMIUM_ARGS, GRACE_S, REPO, SERVER_PID, START, STARTUP_S, STOP,  # noqa: F401
+from browser_support import (ARTIFACTS, CHROMIUM_ARGS, GRACE_S, REPO, SCREENSHOTS, SERVER_PID, START, STARTUP_S, STOP,  # noqa: F401
                              TRAIN_S, VIEWPORT, goto, progress_text, run_id_of, step_of, wait_idle)
 
-# Screenshots go to the git-ignored artifacts folder; AELAB_SCREENSHOTS=docs/screenshots refreshes the README's.
-SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 

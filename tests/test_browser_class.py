@@ -13,10 +13,9 @@ import re
 
 import pytest
 
-from browser_support import ARTIFACTS, REPO, START, STARTUP_S, TRAIN_S, VIEWPORT, wait_idle
+from browser_support import ARTIFACTS, SCREENSHOTS, START, STARTUP_S, TRAIN_S, VIEWPORT, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
 STUDENTS = ("Ada", "Grace", "Alan")
 
 

@@ -5,18 +5,14 @@ tests/test_browser_latent.py's.)
 Skipped when Chromium or the real MNIST files (AECORE_DATA_DIR) are missing."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
-from browser_support import VIEWPORT, progress_text, step_of, wait_idle
+from browser_support import SCREENSHOTS, VIEWPORT, progress_text, step_of, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / (os.environ.get("AELAB_SCREENSHOTS") or "tests/artifacts/screenshots")
 
 
 def test_change_the_learning_rate_mid_run_then_step_while_paused(browser, server):

@@ -124,3 +124,13 @@ def test_fit_trains_with_it_and_the_losses_match_torch_adam(family, monkeypatch)
         params, lr=lr, eps=eps, fused=True))
     plain = [m.train_loss for m in fit(build(model_cfg, seed=0), data, cfg)]
     assert lean == plain and lean[-1] < lean[0]
+
+
+def test_a_setting_changed_on_the_group_after_the_first_steps_hands_the_step_back_to_adam():
+    lean, opt = train(lean_adam, steps=3)
+    assert opt._covered()
+    opt.param_groups[0]["weight_decay"] = 0.1      # set by a caller mid-run: the direct call would ignore it
+    assert not opt._covered()
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))]})
+    opt.param_groups[0]["weight_decay"] = 0.0
+    assert not opt._covered()                      # two groups now

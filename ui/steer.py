@@ -19,7 +19,7 @@ WAIT_S = 3.0        # how long Step waits for its batches before the page redraw
 
 def made(run) -> list[tuple]:
     """The changes the run has made so far, (step, setting, value), in order."""
-    return [c for r in run.snapshot.records for c in r.changes]
+    return steering.made(run.snapshot.records)
 
 
 def marks(run) -> list[tuple[int, str]]:

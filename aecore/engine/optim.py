@@ -19,17 +19,26 @@ class LeanAdam(torch.optim.Adam):
 
     def __init__(self, params, lr: float = 1e-3, eps: float = 1e-8):
         super().__init__(params, lr=lr, eps=eps, fused=True)
-        self._plain = None            # whether the direct kernel call covers this optimiser: known at the 2nd step
+        self._uniform = None       # whether the parameters share one device and dtype, none complex: known once
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        self._uniform = None       # another group's parameters (the direct call then leaves it to Adam's step)
 
     def _covered(self) -> bool:
-        if self._plain is None:
-            group = self.param_groups[0] if len(self.param_groups) == 1 else {}
-            params = group.get("params", [])
-            self._plain = bool(params) and len({(p.device, p.dtype) for p in params}) == 1 and not (
-                group["amsgrad"] or group["maximize"] or group["weight_decay"] or group["capturable"]
-                or group["differentiable"] or group.get("decoupled_weight_decay", False)
-                or any(p.is_complex() for p in params))
-        return self._plain
+        """Whether the direct kernel call does what Adam's step would: one group, plain Adam settings (read at
+        every step, since a caller may set them on the group), parameters of one device and dtype."""
+        if len(self.param_groups) != 1:
+            return False
+        group = self.param_groups[0]
+        if (group["amsgrad"] or group["maximize"] or group["weight_decay"] or group["capturable"]
+                or group["differentiable"] or group.get("decoupled_weight_decay", False)):
+            return False
+        if self._uniform is None:
+            params = group["params"]
+            self._uniform = bool(params) and len({(p.device, p.dtype) for p in params}) == 1 and not any(
+                p.is_complex() for p in params)
+        return self._uniform
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -120,6 +120,11 @@ def current(model_config, train_config, changes=()) -> dict:
     return values
 
 
+def made(records) -> list[tuple]:
+    """The changes a run made, (step, setting, value) in order, from its metrics records."""
+    return [c for r in records for c in r.changes]
+
+
 def merge(schedule, made) -> tuple:
     """A run's whole schedule: the one it started with and the changes it made (`made`, from its records), in
     step order, each once."""
@@ -211,8 +216,7 @@ class Control:
 
     def _read(self) -> list[Change]:
         changes = []
-        while not self._inbox.empty():
-            m = self._inbox.get()
+        for m in self.pending():
             if isinstance(m, Change):
                 changes.append(m)
             elif isinstance(m, Step):

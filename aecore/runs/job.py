@@ -251,7 +251,7 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
         saved = trainstate.load(resume) if resume is not None else None
         if saved is not None:
             model, records, frames = saved.model, trainstate.metrics_of(saved.records), list(saved.frames)
-            spec = with_changes(spec, [c for r in records for c in r.changes])   # made before the break
+            spec = with_changes(spec, steering.made(records))   # made before the break
         else:
             model = build(spec.model, seed=spec.train.seed)
         replay = saved.replay if saved is not None and saved.replay is not None else \
@@ -269,12 +269,12 @@ def train_run(spec: RunSpec | TaskSpec, data: Data, probe: torch.Tensor, control
                 emit("state", m.epoch, trainstate.to_bytes(model, states.pop(), trainstate.records_of(records),
                                                            originals, frames, replay), epoch_history(records))
         model.cpu()
-        spec = with_changes(spec, [c for r in records for c in r.changes])    # the checkpoint keeps its schedule
+        spec = with_changes(spec, steering.made(records))    # the checkpoint keeps its schedule
         result = results(model, data, records, binarize=spec.train.binarize)
         meta = spec.meta(device, replay=replay, **result)
         emit("done", result, checkpoint.to_bytes(model, meta), model, meta)
     except TrainingDiverged as e:       # fit restored the last weights with a finite loss
-        meta = with_changes(spec, [c for r in records for c in r.changes]).meta(device, error=str(e), replay=replay)
+        meta = with_changes(spec, steering.made(records)).meta(device, error=str(e), replay=replay)
         emit("failed", str(e), checkpoint.to_bytes(model.cpu(), meta), model, meta)
     except Exception as e:  # anything else is shown to the user rather than lost in a thread
         emit("failed", f"{type(e).__name__}: {e}", None, None, None)
