@@ -50,6 +50,17 @@ def until(predicate, timeout: float = WAIT) -> bool:
     return predicate()
 
 
+def at_rest(read, quiet: float = 0.5, timeout: float = WAIT):
+    """What `read()` gives once it has not changed for `quiet` seconds (a paused run's last record has arrived)."""
+    deadline, value, since = time.monotonic() + timeout, read(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"still changing after {timeout} s"
+        time.sleep(0.02)
+        if (now := read()) != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 # ------------------------------------------------------------------------------------------- the schedule
 def test_a_schedule_reads_and_writes_as_a_link_parameter():
     f = FIELDS["changes"]
@@ -159,6 +170,34 @@ def test_a_job_records_its_changes_in_its_spec_checkpoint_and_link(data):
     assert snap.state == "stopped"
 
 
+def test_a_pause_that_comes_after_the_record_was_decided_still_stops_on_a_record():
+    """The loop decides whether a step makes a record before it hands the record on; a pause that lands in
+    between lets one more batch through, which then makes the record, so a paused run never stops unrecorded."""
+    import threading
+    control = steering.Control()
+    control.between_steps()
+    assert not control.record_due(time.perf_counter(), usual=False)     # a step without a record ...
+    control.pause()                                                     # ... and the pause lands just after
+    waited, _ = control.between_steps()                                 # one more batch, at once
+    assert waited < 1.0 and control.record_due(time.perf_counter())     # which is recorded
+    blocked = threading.Thread(target=control.between_steps, daemon=True)
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()                                           # and now it waits
+    control.resume()
+    blocked.join(5)
+    assert not blocked.is_alive()
+    control.between_steps()
+    assert not control.record_due(time.perf_counter(), usual=True)      # a usual record: nothing owed
+    control.pause()
+    blocked = threading.Thread(target=control.between_steps, daemon=True)
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()                                           # the run already stands on a record
+    control.stop()
+    blocked.join(5)
+
+
 def test_step_trains_exactly_the_batches_asked_then_pauses_again(data):
     job = TrainingJob(RunSpec("s", ModelConfig("shallow", hidden=(8,)), DataConfig(),
                               train_cfg(epochs=400, log_every=1000)), data)
@@ -166,8 +205,7 @@ def test_step_trains_exactly_the_batches_asked_then_pauses_again(data):
     try:
         assert until(lambda: job.snapshot().records)        # an epoch (10 steps) ended: one record
         job.pause()
-        time.sleep(0.3)
-        before = job.snapshot().records[-1].step
+        before = at_rest(lambda: job.snapshot().records[-1].step)
         per_epoch = job.snapshot().records[0].total_steps // 400
         n = 7 if (before + 7) % per_epoch else 6      # a Step that ends an epoch makes that epoch's usual record
         job.send(steering.Step(n))
@@ -228,8 +266,7 @@ def test_the_process_backend_takes_changes_and_steps(data):
         assert reg.view(run_id).spec.train.changes[0][1:] == ("lr", 0.003)
         assert until(lambda: reg.view(run_id).snapshot.records[-1].lr == 0.003)
         reg.pause(run_id)
-        time.sleep(0.5)
-        before = reg.view(run_id).snapshot.records[-1].step
+        before = at_rest(lambda: reg.view(run_id).snapshot.records[-1].step)
         reg.send(run_id, steering.Step(4))
         assert until(lambda: reg.view(run_id).snapshot.records[-1].step == before + 4)
         time.sleep(0.5)
@@ -258,8 +295,7 @@ def test_the_train_page_changes_steps_and_slows_a_run(tiny_idx, started_jobs):
     assert job.spec.train.changes[0][1:] == ("lr", 0.004)                # the run records what the page sent
     at.button(key="train.btn_pause").click().run()
     assert progress_text(at).startswith("paused")
-    time.sleep(0.3)
-    before = job.snapshot().records[-1].step
+    before = at_rest(lambda: job.snapshot().records[-1].step)
     at.number_input(key="train.step_batches").set_value(25).run()
     at.button(key="train.btn_step").click().run()
     assert not at.exception

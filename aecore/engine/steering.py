@@ -147,6 +147,7 @@ class Control:
     def reset(self) -> None:
         """The loop's side as a new run starts: no batches to step, full speed (messages still queued count)."""
         self._budget, self._pace, self._stepped, self._last = 0, 0.0, False, 0.0
+        self._unrecorded = False       # the last step made no record (a pause then lets one more batch through)
 
     # ------------------------------------------------------------------------ the caller's side
     def pause(self):
@@ -194,6 +195,9 @@ class Control:
                 self._budget -= 1
                 self._stepped = self._budget == 0
                 break
+            if self._unrecorded:       # paused after the last step's record was decided: one more batch, so
+                self._unrecorded = False   # the run stops on a record and the chart shows where it stands
+                break
             self._running.wait(0.05)
             changes += self._read()
         while self._pace > 0 and not self._stop.is_set():
@@ -205,13 +209,13 @@ class Control:
         self._last = time.perf_counter()
         return self._last - t, changes
 
-    def record_due(self, since: float) -> bool:
-        """Whether the loop should make a metrics record now, before its usual count: a Step has just ended, the
-        run is about to pause (the chart then shows where it stands), or it is slowed down and its last record is
-        `since` (perf_counter) RECORD_EVERY_S old."""
+    def record_due(self, since: float, usual: bool = False) -> bool:
+        """Whether the loop should make a metrics record now, before its usual count (`usual`: the loop makes one
+        anyway): a Step has just ended, the run is about to pause (the chart then shows where it stands), or it is
+        slowed down and its last record is `since` (perf_counter) RECORD_EVERY_S old."""
         due = (self._stepped or (self.paused and self._budget == 0)
                or (self._pace > 0 and time.perf_counter() - since >= RECORD_EVERY_S))
-        self._stepped = False
+        self._stepped, self._unrecorded = False, not (due or usual)
         return due
 
     def _read(self) -> list[Change]:

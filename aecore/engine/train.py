@@ -265,8 +265,9 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             window_n += 1
             window_samples += len(x)
             last = i + bs >= n
-            early = control.record_due(since)
-            if window_n == cfg.log_every or last or early:
+            usual = window_n == cfg.log_every or last
+            early = control.record_due(since, usual)
+            if usual or early:
                 now = since = time.perf_counter()
                 window_busy, busy, t = now - t, busy + (now - t), now
                 mean = window_sum.item() / window_n
