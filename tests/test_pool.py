@@ -4,7 +4,6 @@ the data files written once and mapped, not copied; and the concurrent benchmark
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import signal
 import time
@@ -117,14 +116,14 @@ def test_a_run_after_a_crashed_worker(registry, data):
     idle.process.join(10)
     assert ended(registry, registry.submit(spec(), data, "a")).state == "finished"
 
+    warm = workers(registry)
     run_id = registry.submit(spec(epochs=200), data, "b")
     deadline = time.monotonic() + WAIT
     while not registry.view(run_id).snapshot.records:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    idle_processes = [w.process for w in workers(registry)]
-    trainer = next(p for p in multiprocessing.active_children()
-                   if p.name.startswith(pool.NAME) and p.is_alive() and p not in idle_processes)
+    (trainer,) = [w.process for w in warm if w not in workers(registry)]    # the warm one the run took
+    assert trainer.is_alive() and registry.view(run_id).state == "running"
     os.kill(trainer.pid, signal.SIGKILL)
     view = ended(registry, run_id)
     assert view.state == "failed"

@@ -46,6 +46,7 @@ class ProcessJob(TrainingJob):
                                             f"{worker.process.exitcode})", None, None, None)
                     break
                 if kind == "ready":          # the process has finished warming up (see pool.Worker.ready)
+                    worker.ready = True
                     continue
                 self._receive(kind, *payload)
                 if kind in ("done", "failed"):
