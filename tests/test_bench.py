@@ -19,6 +19,8 @@ from aecore.engine.data import DataConfig, load
 from aecore.engine.models import build
 from aecore.engine.train import fit
 
+from idx_helpers import tiny_data
+
 
 def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist_dir, capsys):
     assert bench.main(["--data-dir", str(mnist_dir), "--epochs", "2", "--skip-tutorial", "--families",
@@ -26,7 +28,8 @@ def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     train = load(DataConfig(), str(mnist_dir)).train
     assert out["samples_per_epoch"] == len(train) and out["epochs"] == 2
-    for key in ("matmul_s_per_epoch", "fit_s_per_epoch", "fit_steady_s_per_epoch", "fit_over_matmul_floor"):
+    for key in ("matmul_s_per_epoch", "fit_s_per_epoch", "fit_steady_s_per_epoch", "fit_over_matmul_floor",
+                "hand_step_steady_s_per_epoch", "hand_step_over_matmul_floor"):
         assert math.isfinite(out[key]) and out[key] > 0, (key, out)
     assert out["fit_steady_s_per_epoch"] <= out["fit_s_per_epoch"] * 2   # the fastest of two epochs
     assert out["fit_over_matmul_floor"] == pytest.approx(
@@ -44,6 +47,20 @@ def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist
     cfg = replace(pre.train, epochs=2, device="cpu", seed=0, log_every=10_000)
     ends = [m for m in fit(build(pre.model, seed=0), bench.training_only(train), cfg) if m.epoch_end]
     assert out["fit_loss"] == pytest.approx(ends[-1].epoch_loss, abs=1e-4)
+    assert out["hand_step_loss"] == pytest.approx(out["fit_loss"], abs=1e-4)
+
+
+def test_the_step_written_out_by_hand_trains_as_fit_does():
+    """The hand-written step (the benchmark's best case for eager PyTorch) takes fit's batches and does fit's
+    maths: every epoch's loss is fit's to float rounding; a step that got a gradient wrong would drift away."""
+    train = tiny_data(n_train=300, n_test=10).train          # three batches an epoch, the last one short
+    pre = presets.get("pytorch-784-200")
+    cfg = replace(pre.train, epochs=4, device="cpu", seed=0, log_every=10_000)
+    losses = [m.epoch_loss for m in fit(build(pre.model, seed=0), bench.training_only(train), cfg) if m.epoch_end]
+    for epochs in (1, 4):
+        steady, loss = bench.time_hand_step(train, epochs, "cpu")
+        assert steady > 0 and loss == pytest.approx(losses[epochs - 1], rel=1e-6, abs=0)
+    assert losses[3] < losses[0] - 1e-3          # it does learn: the comparison is not between two constants
 
 
 def test_samples_limits_the_training_pictures(mnist_dir, capsys):
