@@ -5,8 +5,9 @@
 Both train pytorch-784-200 (784-200-784, BCE, Adam 1e-3, batch 124) on the same MNIST training images.
 The tutorial pipeline is a torchvision MNIST dataset with a per-sample ToTensor transform and a shuffling
 DataLoader; `fit` keeps the images on the device and gathers whole batches. The floor is one epoch's five matrix
-products alone, timed before and after `fit` (the faster counts); `fit_over_matmul_floor` divides `fit`'s steady
-epoch (the fastest after the first) by it. `hand_step_over_matmul_floor` does the same for the model trained by a
+products alone, timed before `fit` and after each of its epochs (the fastest counts); `fit_over_matmul_floor`
+divides `fit`'s steady epoch (the fastest after the first) by it, and `fit_over_floor_by_epoch` each epoch by the
+floor timed right after it (the machine's speed drifts; a pair sees the same moment). `hand_step_over_matmul_floor` does the same for the model trained by a
 step written out by hand, without autograd (`time_hand_step`): the best eager PyTorch does for it, so what lies
 between `fit` and that is the loop's, and what lies between that and the floor is not. Prints one JSON object.
 """
@@ -38,19 +39,32 @@ def training_only(train: Split) -> Data:
     return Data(train, None, Split(train.images[:0], train.labels[:0]))
 
 
-def time_fit(train: Split, epochs: int, device: str, seed: int = 0,
-             preset: str = "pytorch-784-200") -> tuple[float, float, float]:
-    """Seconds per epoch, the steady epoch's seconds (the fastest after the first, or the only one) and the last
-    epoch's mean loss of `fit` training `preset`'s model and settings (no held-out evaluation)."""
+def time_fit(train: Split, epochs: int, device: str, seed: int = 0, preset: str = "pytorch-784-200",
+             between=None) -> tuple[float, list[float], float]:
+    """Seconds per epoch, each epoch's training seconds and the last epoch's mean loss of `fit` training `preset`'s
+    model and settings (no held-out evaluation). `between()`, if given, runs after each epoch, untimed."""
     pre = presets.get(preset)
     model = build(pre.model, seed=seed)
     cfg = replace(pre.train, epochs=epochs, device=device, seed=seed, log_every=10_000)
+    aside = [0.0]
+
+    def at_epoch_end(_state) -> None:
+        t0 = time.perf_counter()
+        between()
+        aside[0] += time.perf_counter() - t0
+
     _sync(device)
     t = time.perf_counter()
-    ends = [m for m in fit(model, training_only(train), cfg) if m.epoch_end]
-    total = time.perf_counter() - t
+    ends = [m for m in fit(model, training_only(train), cfg, at_epoch_end=at_epoch_end if between else None)
+            if m.epoch_end]
+    total = time.perf_counter() - t - aside[0]
     busy = [m.elapsed - (prev.elapsed if prev else 0.0) for m, prev in zip(ends, [None] + ends[:-1])]
-    return total / epochs, min(busy[1:] or busy), ends[-1].epoch_loss
+    return total / epochs, busy, ends[-1].epoch_loss
+
+
+def steady(times: list[float]) -> float:
+    """The steady epoch: the fastest after the first (the first builds the optimiser's state), or the only one."""
+    return min(times[1:] or times)
 
 
 def time_families(train: Split, device: str, n: int = 12_000) -> dict:
@@ -59,8 +73,8 @@ def time_families(train: Split, device: str, n: int = 12_000) -> dict:
     part = Split(train.images[:n], train.labels[:n])
     n, out = len(part), {}
     for family, preset in FAMILY_PRESETS.items():
-        _, steady, _ = time_fit(part, 2, device, preset=preset)
-        out[family] = {"preset": preset, "samples": n, "samples_per_s": round(n / steady)}
+        _, busy, _ = time_fit(part, 2, device, preset=preset)
+        out[family] = {"preset": preset, "samples": n, "samples_per_s": round(n / steady(busy))}
     return out
 
 
@@ -102,12 +116,13 @@ def time_tutorial(train: Split, epochs: int, device: str, seed: int = 0) -> tupl
 
 
 @torch.no_grad()
-def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0) -> tuple[float, float]:
-    """The steady epoch's seconds (the fastest after the first) and the last epoch's mean loss of pytorch-784-200
-    trained by a step written out by hand: no autograd, every activation and gradient written into a buffer made
+def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0,
+                   between=None) -> tuple[list[float], float]:
+    """Each epoch's seconds and the last epoch's mean loss of pytorch-784-200 trained by a step written out by hand: no autograd, every activation and gradient written into a buffer made
     once, BCE and its gradient by `fit`'s formula, the 1/N folded into the gradient once, the same `LeanAdam`. It
     takes `fit`'s batches (same seed, same shuffles), so its losses are `fit`'s to float rounding. What eager
-    PyTorch can do for this model at best: the distance left between it and the floor is not `fit`'s loop."""
+    PyTorch can do for this model at best: the distance left between it and the floor is not `fit`'s loop.
+    `between()`, if given, runs after each epoch, untimed."""
     pre = presets.get("pytorch-784-200")
     model = build(pre.model, seed=seed).to(device)
     (enc,), (dec,) = [m for m in model.encoder if isinstance(m, torch.nn.Linear)], [
@@ -146,7 +161,9 @@ def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0) -> tup
             total += loss * b
         epoch_loss = total.item() / n
         times.append(time.perf_counter() - t)
-    return min(times[1:] or times), epoch_loss
+        if between:
+            between()
+    return times, epoch_loss
 
 
 def _sync(device: str) -> None:
@@ -200,12 +217,22 @@ def main(argv=None) -> int:
         train = Split(train.images[:args.samples], train.labels[:args.samples])
     out = {"device": device, "threads": torch.get_num_threads(), "epochs": args.epochs,
            "samples_per_epoch": len(train)}
-    floor = time_matmuls(len(train), device)
-    out["fit_s_per_epoch"], out["fit_steady_s_per_epoch"], out["fit_loss"] = time_fit(train, args.epochs, device)
-    out["matmul_s_per_epoch"] = min(floor, time_matmuls(len(train), device))   # the floor, before and after fit
+    floors = [time_matmuls(len(train), device)]          # the floor: before fit, then after each epoch of each
+
+    def timed_floor() -> None:
+        floors.append(time_matmuls(len(train), device))
+
+    out["fit_s_per_epoch"], fit_times, out["fit_loss"] = time_fit(train, args.epochs, device, between=timed_floor)
+    out["fit_steady_s_per_epoch"] = steady(fit_times)
+    # each epoch over the floor timed right after it: on a machine whose speed drifts, the pair saw the same moment
+    out["fit_over_floor_by_epoch"] = [round(t / f, 3) for t, f in zip(fit_times, floors[1:])]
+    if not args.skip_hand_step:
+        hand_times, out["hand_step_loss"] = time_hand_step(train, args.epochs, device, between=timed_floor)
+        out["hand_step_steady_s_per_epoch"] = steady(hand_times)
+        out["hand_step_over_floor_by_epoch"] = [round(t / f, 3) for t, f in zip(hand_times, floors[-len(hand_times):])]
+    out["matmul_s_per_epoch"] = min(floors)                # the fastest of them
     out["fit_over_matmul_floor"] = out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if not args.skip_hand_step:
-        out["hand_step_steady_s_per_epoch"], out["hand_step_loss"] = time_hand_step(train, args.epochs, device)
         out["hand_step_over_matmul_floor"] = out["hand_step_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if args.families:
         out["families"] = time_families(train, device, args.family_samples)

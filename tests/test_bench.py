@@ -32,6 +32,10 @@ def test_the_benchmark_reports_the_floor_the_steady_epoch_and_every_family(mnist
                 "hand_step_steady_s_per_epoch", "hand_step_over_matmul_floor"):
         assert math.isfinite(out[key]) and out[key] > 0, (key, out)
     assert out["fit_steady_s_per_epoch"] <= out["fit_s_per_epoch"] * 2   # the fastest of two epochs
+    for key in ("fit_over_floor_by_epoch", "hand_step_over_floor_by_epoch"):  # an epoch and the floor after it
+        assert len(out[key]) == 2 and min(out[key]) > 0, (key, out)
+    # the steady epoch over the fastest floor is no less than that epoch over the floor timed after it
+    assert out["fit_over_floor_by_epoch"][1] <= out["fit_over_matmul_floor"] * 1.001 + 1e-3
     assert out["fit_over_matmul_floor"] == pytest.approx(
         out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"], rel=1e-2)
     assert set(out["families"]) == {"shallow", "deep", "conv", "vae", "conv-vae", "sparse"}
@@ -58,8 +62,9 @@ def test_the_step_written_out_by_hand_trains_as_fit_does():
     cfg = replace(pre.train, epochs=4, device="cpu", seed=0, log_every=10_000)
     losses = [m.epoch_loss for m in fit(build(pre.model, seed=0), bench.training_only(train), cfg) if m.epoch_end]
     for epochs in (1, 4):
-        steady, loss = bench.time_hand_step(train, epochs, "cpu")
-        assert steady > 0 and loss == pytest.approx(losses[epochs - 1], rel=1e-6, abs=0)
+        times, loss = bench.time_hand_step(train, epochs, "cpu")
+        assert len(times) == epochs and min(times) > 0
+        assert loss == pytest.approx(losses[epochs - 1], rel=1e-6, abs=0)
     assert losses[3] < losses[0] - 1e-3          # it does learn: the comparison is not between two constants
 
 
