@@ -7,9 +7,10 @@ The tutorial pipeline is a torchvision MNIST dataset with a per-sample ToTensor 
 DataLoader; `fit` keeps the images on the device and gathers whole batches. The floor is one epoch's five matrix
 products alone, timed before `fit` and after each of its epochs (the fastest counts); `fit_over_matmul_floor`
 divides `fit`'s steady epoch (the fastest after the first) by it, and `fit_over_floor_by_epoch` each epoch by the
-floor timed right after it (the machine's speed drifts; a pair sees the same moment). `hand_step_over_matmul_floor` does the same for the model trained by a
-step written out by hand, without autograd (`time_hand_step`): the best eager PyTorch does for it, so what lies
-between `fit` and that is the loop's, and what lies between that and the floor is not. Prints one JSON object.
+floor timed right after it (the machine's speed drifts; a pair sees the same moment). `hand_step_over_matmul_floor`
+does the same for the model trained by a step written out by hand, without autograd (`time_hand_step`): the best
+eager PyTorch does for it, so what lies between `fit` and that is the loop's, and what lies between that and the
+floor is not. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ FAMILY_PRESETS = {"shallow": "pytorch-784-200", "deep": "stacked-2d", "conv": "c
 def training_only(train: Split) -> Data:
     """`train` as a `Data` with no held-out pictures, so `fit` spends no time evaluating."""
     return Data(train, None, Split(train.images[:0], train.labels[:0]))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def time_fit(train: Split, epochs: int, device: str, seed: int = 0, preset: str = "pytorch-784-200",
@@ -118,15 +124,15 @@ def time_tutorial(train: Split, epochs: int, device: str, seed: int = 0) -> tupl
 @torch.no_grad()
 def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0,
                    between=None) -> tuple[list[float], float]:
-    """Each epoch's seconds and the last epoch's mean loss of pytorch-784-200 trained by a step written out by hand: no autograd, every activation and gradient written into a buffer made
-    once, BCE and its gradient by `fit`'s formula, the 1/N folded into the gradient once, the same `LeanAdam`. It
-    takes `fit`'s batches (same seed, same shuffles), so its losses are `fit`'s to float rounding. What eager
-    PyTorch can do for this model at best: the distance left between it and the floor is not `fit`'s loop.
-    `between()`, if given, runs after each epoch, untimed."""
+    """Each epoch's seconds and the last epoch's mean loss of pytorch-784-200 trained by a step written out by
+    hand: no autograd, every activation and gradient written into a buffer made once, BCE and its gradient by
+    `fit`'s formula, the 1/N folded into the gradient once, the same `LeanAdam`. It takes `fit`'s batches (same
+    seed, same shuffles), so its losses are `fit`'s to float rounding. What eager PyTorch can do for this model at
+    best: the distance left between it and the floor is not `fit`'s loop. `between()`, if given, runs after each
+    epoch, untimed."""
     pre = presets.get("pytorch-784-200")
     model = build(pre.model, seed=seed).to(device)
-    (enc,), (dec,) = [m for m in model.encoder if isinstance(m, torch.nn.Linear)], [
-        m for m in model.decoder if isinstance(m, torch.nn.Linear)]
+    enc, dec = model.encoder[0], model.decoder[0]      # Linear(784, 200) then ReLU; Linear(200, 784)
     params = [enc.weight, enc.bias, dec.weight, dec.bias]
     opt = LeanAdam(params, lr=pre.train.lr, eps=pre.train.adam_eps)
     for p in params:
@@ -164,11 +170,6 @@ def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0,
         if between:
             between()
     return times, epoch_loss
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_matmuls(n: int, device: str, batch: int = 124, hidden: int = 200) -> float:
@@ -229,7 +230,8 @@ def main(argv=None) -> int:
     if not args.skip_hand_step:
         hand_times, out["hand_step_loss"] = time_hand_step(train, args.epochs, device, between=timed_floor)
         out["hand_step_steady_s_per_epoch"] = steady(hand_times)
-        out["hand_step_over_floor_by_epoch"] = [round(t / f, 3) for t, f in zip(hand_times, floors[-len(hand_times):])]
+        out["hand_step_over_floor_by_epoch"] = [round(t / f, 3)
+                                                for t, f in zip(hand_times, floors[-len(hand_times):])]
     out["matmul_s_per_epoch"] = min(floors)                # the fastest of them
     out["fit_over_matmul_floor"] = out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if not args.skip_hand_step:

@@ -2,6 +2,7 @@
 paused, slow motion, and the Train page's controls for them."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -173,7 +174,6 @@ def test_a_job_records_its_changes_in_its_spec_checkpoint_and_link(data):
 def test_a_pause_that_comes_after_the_record_was_decided_still_stops_on_a_record():
     """The loop decides whether a step makes a record before it hands the record on; a pause that lands in
     between lets one more batch through, which then makes the record, so a paused run never stops unrecorded."""
-    import threading
     control = steering.Control()
     control.between_steps()
     assert not control.record_due(time.perf_counter(), usual=False)     # a step without a record ...
