@@ -28,6 +28,7 @@ from aecore.argv import positive_int
 from aecore.engine import presets
 from aecore.engine.data import Data, DataConfig, Split, load
 from aecore.engine.models import build
+from aecore.engine.models.losses import bce_sum
 from aecore.engine.optim import LeanAdam
 from aecore.engine.train import fit, resolve_device
 
@@ -66,6 +67,12 @@ def time_fit(train: Split, epochs: int, device: str, seed: int = 0, preset: str 
     total = time.perf_counter() - t - aside[0]
     busy = [m.elapsed - (prev.elapsed if prev else 0.0) for m, prev in zip(ends, [None] + ends[:-1])]
     return total / epochs, busy, ends[-1].epoch_loss
+
+
+def over_floors(times: list[float], floors: list[float]) -> list[float]:
+    """Each epoch's seconds over the floor timed right after it: on a machine whose speed drifts, the pair saw the
+    same moment."""
+    return [round(t / f, 3) for t, f in zip(times, floors)]
 
 
 def steady(times: list[float]) -> float:
@@ -154,9 +161,7 @@ def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0,
             torch.div(images.index_select(0, perm[i:i + b]).view(b, 784), 255, out=x)
             torch.addmm(enc.bias, x, enc.weight.t(), out=h).relu_()
             torch.addmm(dec.bias, h, dec.weight.t(), out=z)
-            torch.sigmoid(z, out=p)
-            log_term = torch.maximum(p, 1 - p).log_().neg_()
-            loss = z.clamp_min(0).addcmul_(z, x, value=-1).add_(log_term).sum() / z.numel()
+            loss = bce_sum(z, x, p)[0] / z.numel()                  # p = sigmoid(z), kept for the gradient
             g = p.sub_(x).mul_(1 / z.numel())                      # the gradient at z
             torch.mm(g.t(), h, out=dec.weight.grad)
             torch.sum(g, 0, out=dec.bias.grad)
@@ -225,13 +230,11 @@ def main(argv=None) -> int:
 
     out["fit_s_per_epoch"], fit_times, out["fit_loss"] = time_fit(train, args.epochs, device, between=timed_floor)
     out["fit_steady_s_per_epoch"] = steady(fit_times)
-    # each epoch over the floor timed right after it: on a machine whose speed drifts, the pair saw the same moment
-    out["fit_over_floor_by_epoch"] = [round(t / f, 3) for t, f in zip(fit_times, floors[1:])]
+    out["fit_over_floor_by_epoch"] = over_floors(fit_times, floors[1:])
     if not args.skip_hand_step:
         hand_times, out["hand_step_loss"] = time_hand_step(train, args.epochs, device, between=timed_floor)
         out["hand_step_steady_s_per_epoch"] = steady(hand_times)
-        out["hand_step_over_floor_by_epoch"] = [round(t / f, 3)
-                                                for t, f in zip(hand_times, floors[-len(hand_times):])]
+        out["hand_step_over_floor_by_epoch"] = over_floors(hand_times, floors[-len(hand_times):])
     out["matmul_s_per_epoch"] = min(floors)                # the fastest of them
     out["fit_over_matmul_floor"] = out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if not args.skip_hand_step:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import torch
 
 
+def bce_sum(raw: torch.Tensor, target: torch.Tensor, p: torch.Tensor | None = None):
+    """(the sum over every element of BCE(sigmoid(raw), target), sigmoid(raw)), by the formula above, without
+    autograd's bookkeeping; sigmoid(raw) is written into `p` when given (the benchmark's hand-written step)."""
+    p = torch.sigmoid(raw, out=p)
+    log_term = torch.maximum(p, 1 - p).log_().neg_()                # log(1 + exp(-|z|))
+    return raw.clamp_min(0).addcmul_(raw, target, value=-1).add_(log_term).sum(), p
+
+
 class _BCEWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, raw: torch.Tensor, target: torch.Tensor, mean: bool) -> torch.Tensor:
-        p = torch.sigmoid(raw)
-        log_term = torch.maximum(p, 1 - p).log_().neg_()            # log(1 + exp(-|z|))
-        total = raw.clamp_min(0).addcmul_(raw, target, value=-1).add_(log_term).sum()
+        total, p = bce_sum(raw, target)
         scale = 1 / raw.numel() if mean else 1.0
         ctx.save_for_backward(p, target)
         ctx.scale = scale
