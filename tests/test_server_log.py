@@ -8,8 +8,6 @@ server's own stdout and stderr, which `capfd` reads here.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from aecore.runs import pool
@@ -20,22 +18,20 @@ pytestmark = pytest.mark.usefixtures("app_environment")
 WARNING = "missing ScriptRunContext"
 
 
-def start_a_run(monkeypatch, capfd, awaited: str = "") -> str:
-    """A one-epoch run started from the Train page in a process of its own; what was printed meanwhile, and, when
-    `awaited` is given, until it shows (up to a minute: a process the pool spawns to replace or add a worker prints
-    as it starts, which may come after the run)."""
+def start_a_run(monkeypatch, capfd) -> str:
+    """A one-epoch run started from the Train page in a process of its own; what was printed meanwhile, until every
+    warm process of the pool has said it is ready (a process prints as it starts, and the pool may start one after
+    the run: its output counts too)."""
+    from ui.server import run_registry
+
     monkeypatch.setenv("AELAB_RUN_BACKEND", "processes")   # app_environment chose threads
     at = custom_form(open_app(), hidden=8, epochs=1, batch=20)
     capfd.readouterr()                                      # what the app printed before the run
     at.button(key="train.btn_start").click().run()
     assert wait_for_end(at).startswith("finished")
-    printed, deadline = "", time.monotonic() + 60
-    while True:
-        out, err = capfd.readouterr()
-        printed += out + err
-        if not awaited or awaited in printed or time.monotonic() > deadline:
-            return printed
-        time.sleep(0.2)
+    assert run_registry().backend.wait_ready(60), "the pool's processes did not get ready"
+    out, err = capfd.readouterr()
+    return out + err
 
 
 def test_starting_a_run_in_a_process_logs_no_missing_script_run_context(tiny_idx, monkeypatch, capfd):
@@ -59,4 +55,4 @@ def test_the_check_sees_the_warning_when_the_child_runs_a_page_script(tiny_idx, 
 
     monkeypatch.setattr(pool.spawn, "get_preparation_data", with_script)
     monkeypatch.setattr(pool, "_without_main", lambda: None)
-    assert WARNING in start_a_run(monkeypatch, capfd, awaited=WARNING)
+    assert WARNING in start_a_run(monkeypatch, capfd)
