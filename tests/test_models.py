@@ -173,6 +173,24 @@ def test_fast_bce_from_logits_matches_torchs_value_and_gradient(reduction):
     assert per_pixel.sum().item() == pytest.approx(bce_with_logits(raw, target, "sum").item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(124, 784), (125, 784), (3, 7), (1, 64)])
+def test_fast_bce_sum_holds_against_float64(shape):
+    """The sum of BCE by products of 64 factors (and a shorter tail where the count is no multiple of 64) against
+    the same sum in float64: within two float32 roundings of the sum (its last digit), as torch's own float32
+    value is."""
+    from aecore.engine.models.losses import bce_sum
+    gen = torch.Generator().manual_seed(1)
+    raw = torch.randn(shape, generator=gen) * 8
+    raw.view(-1)[:5] = torch.tensor([-100., -30., 0., 30., 100.])
+    target = torch.rand(shape, generator=gen) * (torch.rand(shape, generator=gen) > 0.7)
+    exact = F.binary_cross_entropy_with_logits(raw.double(), target.double(), reduction="sum").item()
+    total, p = bce_sum(raw, target)
+    torch_f32 = F.binary_cross_entropy_with_logits(raw, target, reduction="sum").item()
+    assert abs(total.item() - exact) <= 2.4e-7 * exact
+    assert abs(torch_f32 - exact) <= 2.4e-7 * exact
+    assert torch.equal(p, torch.sigmoid(raw))
+
+
 def test_fast_bce_refuses_what_it_cannot_compute():
     from aecore.engine.models.losses import bce_with_logits
     raw, target = torch.zeros(2, 3), torch.full((2, 3), 0.5)
