@@ -4,13 +4,12 @@
 
 Both train pytorch-784-200 (784-200-784, BCE, Adam 1e-3, batch 124) on the same MNIST training images.
 The tutorial pipeline is a torchvision MNIST dataset with a per-sample ToTensor transform and a shuffling
-DataLoader; `fit` keeps the images on the device and gathers whole batches. The floor is one epoch's five matrix
-products alone, timed before `fit` and after each of its epochs (the fastest counts); `fit_over_matmul_floor`
-divides `fit`'s steady epoch (the fastest after the first) by it, and `fit_over_floor_by_epoch` each epoch by the
-floor timed right after it (the machine's speed drifts; a pair sees the same moment). `hand_step_over_matmul_floor`
-does the same for the model trained by a step written out by hand, without autograd (`time_hand_step`): the best
-eager PyTorch does for it, so what lies between `fit` and that is the loop's, and what lies between that and the
-floor is not. Prints one JSON object.
+DataLoader; `fit` keeps the images on the device, gathers whole batches and, for this plain MLP, trains by the
+step written out without autograd (`aecore.engine.models.direct`). The floor is one epoch's five matrix products
+alone, timed before `fit` and after each of its epochs (the fastest counts); `fit_over_matmul_floor` divides
+`fit`'s steady epoch (the fastest after the first) by it, and `fit_over_floor_by_epoch` each epoch by the floor
+timed right after it (the machine's speed drifts; a pair sees the same moment). `autograd_*` is the same `fit` with
+every step through autograd, side by side: what the written-out step saves. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -28,8 +27,6 @@ from aecore.argv import positive_int
 from aecore.engine import presets
 from aecore.engine.data import Data, DataConfig, Split, load
 from aecore.engine.models import build
-from aecore.engine.models.losses import bce_sum
-from aecore.engine.optim import LeanAdam
 from aecore.engine.train import fit, resolve_device
 
 FAMILY_PRESETS = {"shallow": "pytorch-784-200", "deep": "stacked-2d", "conv": "conv-digit0", "vae": "keras-vae-2d",
@@ -47,9 +44,10 @@ def _sync(device: str) -> None:
 
 
 def time_fit(train: Split, epochs: int, device: str, seed: int = 0, preset: str = "pytorch-784-200",
-             between=None) -> tuple[float, list[float], float]:
+             between=None, direct: bool = True) -> tuple[float, list[float], float]:
     """Seconds per epoch, each epoch's training seconds and the last epoch's mean loss of `fit` training `preset`'s
-    model and settings (no held-out evaluation). `between()`, if given, runs after each epoch, untimed."""
+    model and settings (no held-out evaluation). `between()`, if given, runs after each epoch, untimed;
+    `direct=False` trains every step through autograd instead of the model's written-out step."""
     pre = presets.get(preset)
     model = build(pre.model, seed=seed)
     cfg = replace(pre.train, epochs=epochs, device=device, seed=seed, log_every=10_000)
@@ -62,8 +60,8 @@ def time_fit(train: Split, epochs: int, device: str, seed: int = 0, preset: str 
 
     _sync(device)
     t = time.perf_counter()
-    ends = [m for m in fit(model, training_only(train), cfg, at_epoch_end=at_epoch_end if between else None)
-            if m.epoch_end]
+    ends = [m for m in fit(model, training_only(train), cfg, at_epoch_end=at_epoch_end if between else None,
+                           direct=direct) if m.epoch_end]
     total = time.perf_counter() - t - aside[0]
     busy = [m.elapsed - (prev.elapsed if prev else 0.0) for m, prev in zip(ends, [None] + ends[:-1])]
     return total / epochs, busy, ends[-1].epoch_loss
@@ -128,55 +126,6 @@ def time_tutorial(train: Split, epochs: int, device: str, seed: int = 0) -> tupl
         return (time.perf_counter() - t) / epochs, epoch_loss
 
 
-@torch.no_grad()
-def time_hand_step(train: Split, epochs: int, device: str, seed: int = 0,
-                   between=None) -> tuple[list[float], float]:
-    """Each epoch's seconds and the last epoch's mean loss of pytorch-784-200 trained by a step written out by
-    hand: no autograd, every activation and gradient written into a buffer made once, BCE and its gradient by
-    `fit`'s formula, the 1/N folded into the gradient once, the same `LeanAdam`. It takes `fit`'s batches (same
-    seed, same shuffles), so its losses are `fit`'s to float rounding. What eager PyTorch can do for this model at
-    best: the distance left between it and the floor is not `fit`'s loop. `between()`, if given, runs after each
-    epoch, untimed."""
-    pre = presets.get("pytorch-784-200")
-    model = build(pre.model, seed=seed).to(device)
-    enc, dec = model.encoder[0], model.decoder[0]      # Linear(784, 200) then ReLU; Linear(200, 784)
-    params = [enc.weight, enc.bias, dec.weight, dec.bias]
-    opt = LeanAdam(params, lr=pre.train.lr, eps=pre.train.adam_eps)
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    images, n, bs = train.images.to(device), len(train), pre.train.batch_size
-    gen = torch.Generator(device=device).manual_seed(seed)
-    buffers: dict[int, tuple[torch.Tensor, ...]] = {}
-    times, epoch_loss = [], float("nan")
-    for _ in range(epochs):
-        perm = torch.randperm(n, device=device, generator=gen)
-        total = torch.zeros((), device=device)
-        _sync(device)
-        t = time.perf_counter()
-        for i in range(0, n, bs):
-            b = min(bs, n - i)
-            if b not in buffers:       # x, h, z, p, the gradient at h; the last batch may be smaller
-                buffers[b] = tuple(torch.empty(b, k, device=device) for k in (784, 200, 784, 784, 200))
-            x, h, z, p, dh = buffers[b]
-            torch.div(images.index_select(0, perm[i:i + b]).view(b, 784), 255, out=x)
-            torch.addmm(enc.bias, x, enc.weight.t(), out=h).relu_()
-            torch.addmm(dec.bias, h, dec.weight.t(), out=z)
-            loss = bce_sum(z, x, p)[0] / z.numel()                  # p = sigmoid(z), kept for the gradient
-            g = p.sub_(x).mul_(1 / z.numel())                      # the gradient at z
-            torch.mm(g.t(), h, out=dec.weight.grad)
-            torch.sum(g, 0, out=dec.bias.grad)
-            torch.mm(g, dec.weight, out=dh).masked_fill_(h == 0, 0)
-            torch.mm(dh.t(), x, out=enc.weight.grad)
-            torch.sum(dh, 0, out=enc.bias.grad)
-            opt.step()
-            total += loss * b
-        epoch_loss = total.item() / n
-        times.append(time.perf_counter() - t)
-        if between:
-            between()
-    return times, epoch_loss
-
-
 def time_matmuls(n: int, device: str, batch: int = 124, hidden: int = 200) -> float:
     """Seconds for one epoch's five matrix products alone (forward 2, backward 3): the floor for any loop."""
     steps = -(-n // batch)
@@ -206,8 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=positive_int, help="torch intra-op threads for both pipelines (default: torch's)")
     p.add_argument("--skip-tutorial", action="store_true", help="time fit only (e.g. 10 epochs on a GPU)")
-    p.add_argument("--skip-hand-step", action="store_true",
-                   help="leave out the step written out by hand (what eager PyTorch does at best for this model)")
+    p.add_argument("--skip-autograd", action="store_true",
+                   help="leave out fit with every step through autograd (what the written-out step saves)")
     p.add_argument("--samples", type=positive_int, help="train on the first N training pictures only (default: all 60,000)")
     p.add_argument("--families", action="store_true",
                    help="also each family's steady samples/s (one preset each, 2 epochs, the second timed)")
@@ -231,14 +180,15 @@ def main(argv=None) -> int:
     out["fit_s_per_epoch"], fit_times, out["fit_loss"] = time_fit(train, args.epochs, device, between=timed_floor)
     out["fit_steady_s_per_epoch"] = steady(fit_times)
     out["fit_over_floor_by_epoch"] = over_floors(fit_times, floors[1:])
-    if not args.skip_hand_step:
-        hand_times, out["hand_step_loss"] = time_hand_step(train, args.epochs, device, between=timed_floor)
-        out["hand_step_steady_s_per_epoch"] = steady(hand_times)
-        out["hand_step_over_floor_by_epoch"] = over_floors(hand_times, floors[-len(hand_times):])
+    if not args.skip_autograd:
+        _, autograd_times, out["autograd_loss"] = time_fit(train, args.epochs, device, between=timed_floor,
+                                                           direct=False)
+        out["autograd_steady_s_per_epoch"] = steady(autograd_times)
+        out["autograd_over_floor_by_epoch"] = over_floors(autograd_times, floors[-len(autograd_times):])
     out["matmul_s_per_epoch"] = min(floors)                # the fastest of them
     out["fit_over_matmul_floor"] = out["fit_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
-    if not args.skip_hand_step:
-        out["hand_step_over_matmul_floor"] = out["hand_step_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
+    if not args.skip_autograd:
+        out["autograd_over_matmul_floor"] = out["autograd_steady_s_per_epoch"] / out["matmul_s_per_epoch"]
     if args.families:
         out["families"] = time_families(train, device, args.family_samples)
     if not args.skip_tutorial:

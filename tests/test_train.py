@@ -193,15 +193,14 @@ def test_stop_wakes_a_paused_loop(tiny_data):
 # ---------------------------------------------------------------------------------------------- NaN guard
 def test_nan_loss_raises_and_restores_the_last_finite_weights(tiny_data):
     model = build(SMALL, seed=0)
-    real_combine = model.combine          # fit weighs the loss's terms with it
     calls = {"n": 0}
 
-    def loss_turning_nan(terms):
+    def nan_weight_from_step_4(epochs_done):        # fit calls it before every step, whichever way it trains
         calls["n"] += 1
-        value = real_combine(terms)
-        return value * float("nan") if calls["n"] > 3 else value
+        if calls["n"] == 4:
+            model.encoder[0].bias.data[0] = float("nan")
 
-    model.combine = loss_turning_nan
+    model.at_epoch = nan_weight_from_step_4
     snapshots = []
     with pytest.raises(TrainingDiverged) as info:
         for m in fit(model, tiny_data, TrainConfig(epochs=3, log_every=1, **CPU)):

@@ -18,6 +18,7 @@ import torch
 from aecore.engine.data import Data, DataConfig, add_noise, deform, picture_set_about, to_float
 from aecore.engine.fields import OPTIMIZERS, validate  # noqa: F401 (OPTIMIZERS: public here too)
 from aecore.engine.models import Autoencoder, ModelConfig, from_dict, inference
+from aecore.engine.models.direct import direct_step
 from aecore.engine.optim import LeanAdam
 from aecore.engine.scoring import error_quantiles, reconstruction_error
 from aecore.engine.steering import Control, apply, check_schedule  # noqa: F401 (Control: public here too)
@@ -181,14 +182,16 @@ def corrupt(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
 
 
 def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | None = None,
-        resume: TrainState | None = None, at_epoch_end=None) -> Iterator[Metrics]:
+        resume: TrainState | None = None, at_epoch_end=None, direct: bool = True) -> Iterator[Metrics]:
     """Train `model` in place, yielding a `Metrics` record every `cfg.log_every` steps and at each epoch end.
 
     The held-out loss is measured on `data.val` when the data config has a validation split, else on
     `data.test`. Raises TrainingDiverged on a NaN/inf loss after restoring the last good weights.
     `at_epoch_end(TrainState)` is called after each epoch, before its last record is yielded; given one as
     `resume` (and the model with that epoch's weights), `fit` goes on from the epoch after it, and its steps are
-    those the run would have taken without the break.
+    those the run would have taken without the break. A plain MLP trains by its step written out
+    (`models.direct`: the same losses, without autograd's bookkeeping); `direct=False` sends every step through
+    autograd (the benchmark and the tests compare the two).
     """
     control = control or Control()
     device = resolve_device(cfg.device)
@@ -209,6 +212,7 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
     else:
         opt = LeanAdam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)     # Adam(fused=True), to the bit
 
+    written_out = direct_step(model) if direct else None
     good = _snapshot(model)
     step = samples = 0
     busy = 0.0                      # seconds spent training, pauses and evaluation excluded
@@ -248,15 +252,18 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
             x = to_float(images.index_select(0, perm[i:i + bs]))  # (B, C, S, S) clean target
             if cfg.binarize:                                     # a new binary image each time (Burda et al.)
                 x = torch.bernoulli(x, generator=gen)
-            out = model(corrupt(x, cfg, gen))
-            terms = model.loss_terms(x, out)
-            loss = model.combine(terms)
-            if len(terms) > 1:
-                for name, value in terms.items():
-                    window_terms[name] = window_terms.get(name, 0.0) + value.detach()
-                    epoch_terms[name] = epoch_terms.get(name, 0.0) + value.detach() * len(x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if written_out is not None and written_out.applies():
+                loss = written_out(corrupt(x, cfg, gen), x)      # sets the gradients, as backward() would
+            else:
+                out = model(corrupt(x, cfg, gen))
+                terms = model.loss_terms(x, out)
+                loss = model.combine(terms)
+                if len(terms) > 1:
+                    for name, value in terms.items():
+                        window_terms[name] = window_terms.get(name, 0.0) + value.detach()
+                        epoch_terms[name] = epoch_terms.get(name, 0.0) + value.detach() * len(x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
             opt.step()
             step += 1
             samples += len(x)
