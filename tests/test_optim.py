@@ -108,6 +108,44 @@ def test_zero_grad_clears_or_zeroes_as_asked():
     assert w.grad is None
 
 
+def make_params() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.linspace(-1, 1, 12).view(3, 4)), torch.nn.Parameter(torch.zeros(4))]
+
+
+def set_grads(params, i: int) -> None:
+    for k, p in enumerate(params):
+        p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32) * (i + 1) + k).view_as(p)
+
+
+def test_step_hooks_run_once_a_step_and_the_hooked_step_is_adams():
+    """LeanAdam's step skips torch.optim's hook wrapper; a step with a hook registered (on the optimiser or for
+    every optimiser) is Adam's own, which runs each hook once, and the weights still come out as Adam's."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])   # torch wraps Adam's step once a plain Adam exists
+    lean_params, plain_params = make_params(), make_params()
+    lean, plain = LeanAdam(lean_params), torch.optim.Adam(plain_params, lr=1e-3, eps=1e-8, fused=True)
+    calls = []
+    lean.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    handle = lean.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    for opt, params in ((lean, lean_params), (plain, plain_params)):
+        for i in range(3):
+            set_grads(params, i)
+            opt.step()
+    assert calls == ["pre", "post"] * 3
+    handle.remove()
+    global_handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: calls.append("global"))
+    try:
+        set_grads(lean_params, 3)
+        lean.step()
+    finally:
+        global_handle.remove()
+    assert calls[6:] == ["pre", "global"]
+    set_grads(plain_params, 3)
+    plain.step()
+    for a, b in zip(lean_params, plain_params):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("family", ["shallow", "conv", "vae"])
 def test_fit_trains_with_it_and_the_losses_match_torch_adam(family, monkeypatch):
     from aecore.engine import optim, train as train_module
