@@ -408,6 +408,10 @@ def test_to_float_scales_uint8():
     x = to_float(images)
     assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32
     assert x[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.2, 1.0])
+    every = torch.arange(256, dtype=torch.uint8).view(1, 16, 16)
+    assert torch.equal(to_float(every), every.float().div(255.0).view(1, 1, 16, 16))   # every value, to the bit
+    assert to_float(every, torch.float64).dtype == torch.float64
+    assert torch.equal(to_float(every, torch.float64), every.double().div(255.0).view(1, 1, 16, 16))
 
 
 # ---------------------------------------------------------------------------------------------- DataConfig

@@ -334,4 +334,6 @@ def to_float(images, dtype: torch.dtype = torch.float32, channel: bool = True) -
                              f"or (S, S) for grey pictures and (N, 3, S, S) for colour ones; got {shape}")
         if x.ndim < 4:
             x = x.reshape(1 if x.ndim == 2 else len(x), 1, shape[-1], shape[-1])   # (N, 1, S, S)
-    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+    if x.dtype == torch.uint8:     # one pass for float32 (the same numbers as converting, then dividing)
+        return x.div(255.0) if dtype == torch.float32 else x.to(dtype).div_(255.0)
+    return x.to(dtype)
