@@ -80,7 +80,7 @@ class DirectStep:
         cfg = self.model.config
         if cfg.loss == "bce":                            # mean BCE of sigmoid(raw): gradient (p - y) / N
             total, p = bce_sum(raw, y, p)
-            loss = total / n
+            loss = total * (1 / n)                       # as bce_with_logits scales it: the same float
             torch.sub(p, y, out=grad).mul_(1 / n)
         else:                                            # mean squared error of the output: 2 (x_hat - y) / N
             x_hat = torch.sigmoid(raw, out=p) if cfg.output == "sigmoid" else raw
