@@ -19,14 +19,14 @@ WARNING = "missing ScriptRunContext"
 
 
 def start_a_run(monkeypatch, capfd) -> str:
-    """A one-epoch run started from the Train page in a process of its own; what was printed meanwhile, until every
-    warm process of the pool has said it is ready (a process prints as it starts, and the pool may start one after
-    the run: its output counts too)."""
+    """A one-epoch run started from the Train page in a process of its own; what was printed from the app's start
+    until every warm process of the pool has said it is ready. The pool's processes start with the app and print as
+    they start, which may be before the run (or after it, for a process that replaces one): all of it counts."""
     from ui.server import run_registry
 
     monkeypatch.setenv("AELAB_RUN_BACKEND", "processes")   # app_environment chose threads
+    capfd.readouterr()                                      # what earlier tests and fixtures printed
     at = custom_form(open_app(), hidden=8, epochs=1, batch=20)
-    capfd.readouterr()                                      # what the app printed before the run
     at.button(key="train.btn_start").click().run()
     assert wait_for_end(at).startswith("finished")
     assert run_registry().backend.wait_ready(60), "the pool's processes did not get ready"
