@@ -4,6 +4,8 @@
   families (shallow, deep, conv) as `Autoencoder`, and the helpers every model shares (`inference`, `batched`
   (inference over a data set, batch by batch), `summary`, `count_params`, `from_dict`, `conv_side`).
 - `vae`: the variational families (vae, conv-vae) as `VariationalAutoencoder`, a subclass of `Autoencoder`.
+- `losses`: BCE from logits on the CPU's vector units; `direct`: the plain MLPs' training step written out without
+  autograd, which `fit` takes for them (the same numbers as autograd's).
 
 `build` lives here, above both, so that the base never needs to know its subclasses.
 """
