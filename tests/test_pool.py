@@ -116,14 +116,15 @@ def test_a_run_after_a_crashed_worker(registry, data):
     idle.process.join(10)
     assert ended(registry, registry.submit(spec(), data, "a")).state == "finished"
 
-    warm = workers(registry)
+    warm = idle_workers(registry)                              # run a's process, once it is back in the pool
     run_id = registry.submit(spec(epochs=200), data, "b")
     deadline = time.monotonic() + WAIT
     while not registry.view(run_id).snapshot.records:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    registry.pause(run_id)                                     # mid-run however fast it trains
     (trainer,) = [w.process for w in warm if w not in workers(registry)]    # the warm one the run took
-    assert trainer.is_alive() and registry.view(run_id).state == "running"
+    assert trainer.is_alive() and registry.view(run_id).state in ("running", "paused")
     os.kill(trainer.pid, signal.SIGKILL)
     view = ended(registry, run_id)
     assert view.state == "failed"
