@@ -49,7 +49,7 @@ class DirectStep:
     def __init__(self, model: Autoencoder, layers: list[tuple[nn.Linear, str | None]]):
         self.model, self.layers = model, layers
         self._modules, self._params = list(model.modules()), list(model.parameters())
-        self._buffers: dict[int, list[torch.Tensor]] = {}
+        self._buffers: dict[int, tuple] = {}          # batch size -> (outputs, gradients, sigmoid)
 
     def applies(self) -> bool:
         """Whether the written-out step does what autograd's would now: not with a sparsity penalty (a run may
