@@ -348,6 +348,7 @@ def new_visitor(page, server):
 def own_models(page) -> list[str]:
     """The sidebar's model choices marked as this visitor's own."""
     page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+    page.get_by_role("option").first.wait_for()        # the list opens a moment after the click
     options = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
     return [o for o in options if o.strip().endswith("(yours)")]
