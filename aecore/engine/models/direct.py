@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as nn_module
 
-from aecore.engine.models.base import Autoencoder
+from aecore.engine.models.base import ACTIVATIONS, Autoencoder
 from aecore.engine.models.losses import bce_sum
 
-_ACT = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+_ACT = {cls: name for name, cls in ACTIVATIONS.items()}          # nn.ReLU -> "relu", as the models build them
 _FORWARD = {"relu": torch.relu_, "sigmoid": torch.sigmoid_, "tanh": torch.tanh_}     # in place, on a buffer
 
 
