@@ -21,6 +21,7 @@ class LeanAdam(torch.optim.Adam):
     def __init__(self, params, lr: float = 1e-3, eps: float = 1e-8):
         super().__init__(params, lr=lr, eps=eps, fused=True)
         self._uniform = None       # whether the parameters share one device and dtype, none complex: known once
+        self._ones: dict = {}      # a 1 of the step counters' dtype on their device
 
     def add_param_group(self, param_group) -> None:
         super().add_param_group(param_group)
@@ -50,7 +51,7 @@ class LeanAdam(torch.optim.Adam):
                 or any(p.grad is None for p in params) or self._step_hooks()):
             return _adam_step(self, closure)             # the first step makes the state; odd cases as ever
         steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
+        torch._foreach_add_(steps, [self._one(steps[0])] * len(steps))     # + 1: a number would be wrapped each time
         beta1, beta2 = group["betas"]
         torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
                            [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
@@ -61,6 +62,12 @@ class LeanAdam(torch.optim.Adam):
     # torch.optim wraps each optimiser class's `step` once, to run the step hooks and label the step for the profiler
     # (20 µs a step here); marked as wrapped, this one is left as it is and hands any step with a hook to Adam's.
     step.hooked = True
+
+    def _one(self, step: torch.Tensor) -> torch.Tensor:
+        key = (step.device, step.dtype)
+        if key not in self._ones:
+            self._ones[key] = torch.ones((), device=step.device, dtype=step.dtype)
+        return self._ones[key]
 
     def _step_hooks(self) -> bool:
         return bool(self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks

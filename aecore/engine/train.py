@@ -265,12 +265,13 @@ def fit(model: Autoencoder, data: Data, cfg: TrainConfig, control: Control | Non
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
+            b, loss = x.shape[0], loss.detach()
             step += 1
-            samples += len(x)
-            window_sum += loss.detach()
-            epoch_sum += loss.detach() * len(x)
+            samples += b
+            window_sum += loss
+            epoch_sum += loss * b
             window_n += 1
-            window_samples += len(x)
+            window_samples += b
             last = i + bs >= n
             usual = window_n == cfg.log_every or last
             early = control.record_due(since, usual)

@@ -37,8 +37,8 @@ def direct_step(model: Autoencoder) -> "DirectStep | None":
             layers[-1] = (layers[-1][0], _ACT[type(module)])
         else:
             return None
-    if layers[-1][1] is not None:         # the decoder's last layer stays plain: its output is the `raw` of the loss
-        return None
+    if layers[-1][1] is not None or any(lin.bias is None for lin, _ in layers):   # the last layer's output is the
+        return None                                                                  # loss's `raw`; biases as built
     return DirectStep(model, layers)
 
 
@@ -47,9 +47,12 @@ class DirectStep:
     the loss (a detached scalar tensor, the model's `loss`); the optimiser steps after it, as after `backward`."""
 
     def __init__(self, model: Autoencoder, layers: list[tuple[nn.Linear, str | None]]):
-        self.model, self.layers = model, layers
+        self.model = model
+        # (weight, bias, activation) for each layer: the parameters themselves (read through the module, each is a
+        # Python lookup a step); the optimiser updates them in place, and loading a state_dict copies into them
+        self.layers = [(lin.weight, lin.bias, act) for lin, act in layers]
         self._modules, self._params = list(model.modules()), list(model.parameters())
-        self._buffers: dict[int, tuple] = {}          # batch size -> (outputs, gradients, sigmoid)
+        self._buffers: dict[int, tuple] = {}          # batch size -> buffers, scale
 
     def applies(self) -> bool:
         """Whether the written-out step does what autograd's would now: not with a sparsity penalty (a run may
@@ -58,43 +61,45 @@ class DirectStep:
         return not self.model.sparsity and not _hooked(self._modules, self._params)
 
     def _buffers_for(self, b: int, like: torch.Tensor):
-        """Each layer's output, the loss's gradient at each layer's output, and the sigmoid of the last: made once
-        per batch size (an epoch's last batch may be shorter)."""
+        """Each layer's output, the loss's gradient at each layer's output, the sigmoid of the last, a workspace of
+        its shape, and the scale of the mean (1/N for BCE, 2/N for the squared error, as a 0-d tensor: the same float
+        as the number): made once per batch size (an epoch's last batch may be shorter)."""
         if b not in self._buffers:
-            sizes = [lin.out_features for lin, _ in self.layers]
+            sizes = [weight.shape[0] for weight, _, _ in self.layers]
+            n = b * sizes[-1]
+            scale = torch.tensor((1 if self.model.config.loss == "bce" else 2) / n, dtype=like.dtype)
             self._buffers[b] = ([like.new_empty(b, k) for k in sizes], [like.new_empty(b, k) for k in sizes],
-                                like.new_empty(b, sizes[-1]))
+                                like.new_empty(b, sizes[-1]), like.new_empty(b, sizes[-1]), scale)
         return self._buffers[b]
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        b = len(inputs)
-        outs, grads, p = self._buffers_for(b, inputs)
+        b = inputs.shape[0]
+        outs, grads, p, work, scale = self._buffers_for(b, inputs)
         x, y = inputs.reshape(b, -1), target.reshape(b, -1)
         acts = [x]                                       # the input of each layer, then the decoder's raw output
-        for (lin, act), out in zip(self.layers, outs):
-            torch.addmm(lin.bias, acts[-1], lin.weight.t(), out=out)
+        for (weight, bias, act), out in zip(self.layers, outs):
+            torch.addmm(bias, acts[-1], weight.t(), out=out)
             acts.append(_FORWARD[act](out) if act else out)
         raw, grad = acts.pop(), grads[-1]
-        n = raw.numel()
         cfg = self.model.config
         if cfg.loss == "bce":                            # mean BCE of sigmoid(raw): gradient (p - y) / N
-            total, p = bce_sum(raw, y, p)
-            loss = total * (1 / n)                       # as bce_with_logits scales it: the same float
-            torch.sub(p, y, out=grad).mul_(1 / n)
+            total, p = bce_sum(raw, y, p, work)
+            loss = total * scale                         # as bce_with_logits scales it: the same float
+            torch.sub(p, y, out=grad).mul_(scale)
         else:                                            # mean squared error of the output: 2 (x_hat - y) / N
             x_hat = torch.sigmoid(raw, out=p) if cfg.output == "sigmoid" else raw
             loss = torch.sub(x_hat, y, out=grad).square().mean()
-            grad.mul_(2 / n)
+            grad.mul_(scale)
             if cfg.output == "sigmoid":
                 _act_backward_(grad, x_hat, "sigmoid")
         for i in range(len(self.layers) - 1, -1, -1):   # grads[i]: the loss's gradient at layer i's output
-            lin = self.layers[i][0]
-            torch.mm(grads[i].t(), acts[i], out=_grad(lin.weight))
-            torch.sum(grads[i], 0, out=_grad(lin.bias))
+            weight, bias, _ = self.layers[i]
+            torch.mm(grads[i].t(), acts[i], out=_grad(weight))
+            torch.sum(grads[i], 0, out=_grad(bias))
             if i:
-                torch.mm(grads[i], lin.weight, out=grads[i - 1])
-                _act_backward_(grads[i - 1], acts[i], self.layers[i - 1][1])
+                torch.mm(grads[i], weight, out=grads[i - 1])
+                _act_backward_(grads[i - 1], acts[i], self.layers[i - 1][2])
         return loss
 
 

@@ -17,16 +17,23 @@ import torch
 CHUNK = 64     # factors in one product: 0.5**64 stays a normal float32
 
 
-def bce_sum(raw: torch.Tensor, target: torch.Tensor, p: torch.Tensor | None = None):
+def bce_sum(raw: torch.Tensor, target: torch.Tensor, p: torch.Tensor | None = None,
+            work: torch.Tensor | None = None):
     """(the sum over every element of BCE(sigmoid(raw), target), sigmoid(raw)), by the formula above, without
-    autograd's bookkeeping; sigmoid(raw) is written into `p` when given (the written-out step, models.direct)."""
+    autograd's bookkeeping. The written-out step (models.direct) passes buffers of raw's shape, made once: `p` for
+    sigmoid(raw) and `work` (contiguous) for the terms on the way, one after the other; without them they are made
+    here."""
     p = torch.sigmoid(raw, out=p)
-    q = torch.maximum(p, 1 - p).view(-1)                        # sigmoid(|z|), in [0.5, 1]
-    whole = len(q) - len(q) % CHUNK
+    work = torch.empty_like(raw, memory_format=torch.contiguous_format) if work is None else work
+    q = torch.maximum(p, torch.sub(_ONE, p, out=work), out=work).view(-1)   # sigmoid(|z|) = max(p, 1 - p) in [.5, 1]
+    whole = q.shape[0] - q.shape[0] % CHUNK
     log_q = q[:whole].view(-1, CHUNK).prod(1).log_().sum()     # the sum of log(q), 64 factors to a log
-    if whole < len(q):
+    if whole < q.shape[0]:
         log_q += q[whole:].log().sum()
-    return raw.clamp_min(0).addcmul_(raw, target, value=-1).sum().sub_(log_q), p
+    return torch.clamp_min(raw, 0, out=work).addcmul_(raw, target, value=-1).sum().sub_(log_q), p
+
+
+_ONE = torch.tensor(1.0)      # 1 - p with a 0-d tensor: the same float as with the number, without wrapping it
 
 
 class _BCEWithLogits(torch.autograd.Function):
