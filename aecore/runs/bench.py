@@ -10,9 +10,9 @@ driven as a page drives it: `submit`, then `view(run_id)` every 10 ms. For each 
   --repeats runs, and how long `submit` itself took (the page waits for it). Every run but the last is stopped
   once it has one, and has let go of its worker (and its actor) before the next is submitted, so that runs
   never share the CPUs.
-- the cost of one poll while the last run trains: `view()` (mean and p95, ms); for ray also the round trip of
-  one actor poll that asks only for records the view lacks, and how far the view lags the actor then (records,
-  and seconds of training; the registry's relay polls the actor every `cluster.POLL_S`).
+- the cost of one poll while the last run trains: `view()` (mean and p95, ms); for ray, in the same rounds, the
+  round trip of one actor poll that asks only for records the view lacks, and how far the view lags the actor then
+  (records, and seconds of training; the registry's relay polls the actor every `cluster.POLL_S`).
 - the last run to its end: fit's own samples/s (samples / elapsed of its last record), and the wall time from
   submit until the view says "finished".
 With --concurrent N, each backend instead trains one run alone, then N runs submitted at once on the default cap
@@ -129,6 +129,10 @@ def view_overhead(registry: RunRegistry, run_id: str, calls: int = 200) -> dict:
         time.sleep(EVERY_S)
     if not times:
         raise RuntimeError("the run ended before one view() could be timed; it needs more epochs")
+    return _view_figures(times)
+
+
+def _view_figures(times: list[float]) -> dict:
     return {"view_mean_ms": 1e3 * statistics.fmean(times), "view_p95_ms": 1e3 * float(np.percentile(times, 95)),
             "view_calls": len(times)}
 
@@ -136,12 +140,15 @@ def view_overhead(registry: RunRegistry, run_id: str, calls: int = 200) -> dict:
 def actor_poll_overhead(registry: RunRegistry, run_id: str, calls: int = 100) -> dict:
     """Round trip of one poll of the run's actor, asking for what the view lacks (as the relay asks for what it
     lacks), and the view's lag behind the actor at that moment: the records it has not got yet, and the
-    seconds of training between its last record and the actor's."""
+    seconds of training between its last record and the actor's. Each round also times the `view()` it reads
+    the view's records with: one loop for both, since a fast run may not outlast two loops one after the other."""
     ray = cluster.import_ray()
     actor = ray.get_actor(run_id, namespace=cluster.NAMESPACE)
-    times, behind, lag_s = [], [], []
+    times, views, behind, lag_s = [], [], [], []
     while len(times) < calls:
+        t = time.perf_counter()
         held = registry.view(run_id).snapshot.records
+        view_s = time.perf_counter() - t
         n = len(held)
         t = time.perf_counter()
         try:
@@ -153,12 +160,13 @@ def actor_poll_overhead(registry: RunRegistry, run_id: str, calls: int = 100) ->
         if new["state"] != "running":
             break
         times.append(elapsed)
+        views.append(view_s)
         behind.append(len(new["records"]))
         lag_s.append(new["records"][-1].elapsed - held[-1].elapsed if new["records"] and held else 0.0)
         time.sleep(EVERY_S)
     if not times:
         raise RuntimeError("the run ended before one actor poll could be timed; it needs more epochs")
-    return {"actor_poll_mean_ms": 1e3 * statistics.fmean(times),
+    return {**_view_figures(views), "actor_poll_mean_ms": 1e3 * statistics.fmean(times),
             "actor_poll_p95_ms": 1e3 * float(np.percentile(times, 95)), "actor_poll_calls": len(times),
             "stale_records_mean": statistics.fmean(behind), "stale_records_max": max(behind),
             "stale_s_mean": statistics.fmean(lag_s), "stale_s_max": max(lag_s), "relay_poll_s": cluster.POLL_S}
@@ -186,9 +194,8 @@ def measure(registry: RunRegistry, spec: RunSpec, data: Data, repeats: int = 3, 
                 wait_view(registry, run_id, lambda v: v.state in ENDED, timeout_s, "stopping")
                 settle(registry, run_id, timeout_s)
                 continue
-            out.update(view_overhead(registry, run_id, view_calls))
-            if backend == "ray":
-                out.update(actor_poll_overhead(registry, run_id, actor_calls))
+            out.update(actor_poll_overhead(registry, run_id, actor_calls) if backend == "ray" else
+                       view_overhead(registry, run_id, view_calls))
             view = wait_view(registry, run_id, lambda v: v.state in ENDED, timeout_s, "the last run")
             wall = time.perf_counter() - started
             if view.state != "finished":
