@@ -174,7 +174,8 @@ def actor_poll_overhead(registry: RunRegistry, run_id: str, calls: int = 100) ->
 
 def measure(registry: RunRegistry, spec: RunSpec, data: Data, repeats: int = 3, view_calls: int = 200,
             actor_calls: int = 100, timeout_s: float = 600.0, visitor: str = "bench") -> dict:
-    """Every figure of one backend (the registry's), from `repeats` runs of `spec` on `data`, one at a time."""
+    """Every figure of one backend (the registry's), from `repeats` runs of `spec` on `data`, one at a time. The
+    last run's polls: `view_calls` views, or on Ray `actor_calls` rounds of an actor poll and a view."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     backend = registry.config.backend

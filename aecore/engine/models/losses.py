@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 CHUNK = 64     # factors in one product: 0.5**64 stays a normal float32
+_ONE = torch.tensor(1.0)      # 1 - p with a 0-d tensor: the same float as with the number, without wrapping it
 
 
 def bce_sum(raw: torch.Tensor, target: torch.Tensor, p: torch.Tensor | None = None,
@@ -31,9 +32,6 @@ def bce_sum(raw: torch.Tensor, target: torch.Tensor, p: torch.Tensor | None = No
     if whole < q.shape[0]:
         log_q += q[whole:].log().sum()
     return torch.clamp_min(raw, 0, out=work).addcmul_(raw, target, value=-1).sum().sub_(log_q), p
-
-
-_ONE = torch.tensor(1.0)      # 1 - p with a 0-d tensor: the same float as with the number, without wrapping it
 
 
 class _BCEWithLogits(torch.autograd.Function):
